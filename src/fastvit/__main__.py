@@ -1,0 +1,3 @@
+from fastvit.cli import main
+
+raise SystemExit(main())

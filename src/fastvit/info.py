@@ -1,0 +1,63 @@
+"""``fastvit info``: the variant table, computed from the models themselves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from fastvit.model import VARIANTS, create_model, list_models
+from fastvit.stats import count_gmacs, count_params
+
+
+def variant_row(name: str, image_size: int = 256) -> dict:
+    """Measured facts about one variant (params both forms, fused GMACs, layout)."""
+    spec = VARIANTS[name]
+    model = create_model(name)
+    params_train = count_params(model)
+    fused = model.reparameterize()
+    mixers = ["RepMixer"] * 3 + ["Attention" if spec.stage4_attention else "RepMixer"]
+    return {
+        "variant": name,
+        "params_train_m": params_train / 1e6,
+        "params_fused_m": count_params(fused) / 1e6,
+        "gmacs": count_gmacs(fused, image_size),
+        "image_size": image_size,
+        "depths": list(spec.depths),
+        "widths": list(spec.widths),
+        "mlp_ratio": spec.mlp_ratio,
+        "mixers": mixers,
+        "pos_emb": "RepCPE (stage 4)" if spec.stage4_attention else "-",
+        "layer_scale_init": spec.layer_scale_init,
+        "crop_pct": spec.crop_pct,
+        "published_top1": spec.published.get("top1"),
+    }
+
+
+def format_table(rows: list[dict]) -> str:
+    head = ("| variant | params train / fused (M) | GMACs | depths | widths | mlp | stage mixers "
+            "| pos. emb. | paper top-1 |")
+    lines = [head, "|" + "---|" * 9]
+    for r in rows:
+        mix = "/".join("RM" if m == "RepMixer" else "Attn" for m in r["mixers"])
+        lines.append(
+            f"| {r['variant']} | {r['params_train_m']:.2f} / {r['params_fused_m']:.2f} "
+            f"| {r['gmacs']:.2f} | {','.join(map(str, r['depths']))} "
+            f"| {','.join(map(str, r['widths']))} | {r['mlp_ratio']:g} | {mix} | {r['pos_emb']} "
+            f"| {r['published_top1']} |")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("names", nargs="*", metavar="NAME", help="variants (default: all)")
+    parser.add_argument("--image-size", type=int, default=256, help="input side for GMACs")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def main(args: argparse.Namespace) -> int:
+    names = args.names or list_models()
+    for name in names:
+        if name not in VARIANTS:
+            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(list_models())}")
+    rows = [variant_row(n, args.image_size) for n in names]
+    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
+    return 0

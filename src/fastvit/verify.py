@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 
-
 @torch.no_grad()
 def randomize_model_stats(model: nn.Module, seed: int = 0, layer_scale: tuple[float, float]
                           = (0.1, 0.5)) -> nn.Module:

@@ -108,7 +108,7 @@ class SqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, rd_ratio: float = 0.0625) -> None:
         super().__init__()
-        reduced = int(channels * rd_ratio)
+        reduced = max(1, int(channels * rd_ratio))
         self.fc1 = nn.Conv2d(channels, reduced, 1)
         self.fc2 = nn.Conv2d(reduced, channels, 1)
 

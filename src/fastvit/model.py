@@ -129,7 +129,7 @@ class FastVit(nn.Module):
         ls_init = spec.layer_scale_init if layer_scale_init is None else layer_scale_init
         widths = spec.widths
         self.stem = make_stem(in_chans, widths[0], inference_mode)
-        dpr = torch.linspace(0, drop_path_rate, sum(spec.depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(spec.depths), device="cpu").tolist()
         stages, start = [], 0
         for i, (depth, dim) in enumerate(zip(spec.depths, widths, strict=True)):
             last = i == 3

@@ -1,0 +1,329 @@
+"""``fastvit validate``: top-1/top-5 on an ImageFolder and the ImageNet robustness sets.
+
+The reusable piece is :func:`evaluate`: it sums correct predictions, loss and
+sample counts and all-reduces the sums when a process group is up, so under
+``torchrun`` (with :func:`fastvit.data.build_eval_loader`'s unpadded shards)
+every image counts exactly once and the result equals a single-process run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from fastvit.data import ImageFolderDataset, build_eval_loader, eval_transform_for, find_split
+from fastvit.data.datasets import split_batch
+from fastvit.data.loaders import dist_rank_world
+from fastvit.data.robustness import (
+    CorruptionNormalizer,
+    class_folders,
+    corruption_summary,
+    find_imagenet_c,
+    imagenet_class_map,
+    parse_robustness_spec,
+    subset_class_indices,
+    subset_wnids,
+    wnid_to_index,
+)
+from fastvit.errors import ConfigError, DataError
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.Tensor:
+    """Map a full-label-space index to its position in ``class_indices`` (-1 if absent)."""
+    lookup = torch.full((max(class_indices) + 1,), -1, dtype=torch.long, device=device)
+    lookup[torch.as_tensor(list(class_indices), device=device)] = torch.arange(
+        len(class_indices), device=device)
+    return lookup
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
+             amp_dtype: torch.dtype | None = None, class_indices: Sequence[int] | None = None,
+             channels_last: bool = False, progress: bool = False,
+             desc: str = "eval") -> dict[str, Any]:
+    """Top-1/top-5 accuracy (percent), mean cross-entropy and sample count of ``model``.
+
+    ``class_indices`` keeps only those logits (e.g. ImageNet-R's 200 classes)
+    and renumbers the labels to positions in that list. Batches may be
+    ``(images, labels)`` or :class:`fastvit.data.Batch`; unreadable images a
+    :class:`~fastvit.data.Batch` reports are counted in ``skipped``.
+    """
+    device = torch.device(device)
+    model.eval()
+    lookup = _label_lookup(class_indices, device) if class_indices is not None else None
+    subset = (torch.as_tensor(list(class_indices), device=device)
+              if class_indices is not None else None)
+    # float64 sums: exact integer counts far beyond ImageNet sizes.
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # correct1, correct5, loss, n
+    skipped: list[str] = []
+    rank, _ = dist_rank_world()
+    bar = tqdm(loader, desc=desc, disable=not progress or rank != 0, leave=False, unit="batch")
+    for batch in bar:
+        images, labels, bad = split_batch(batch)
+        skipped.extend(bad)
+        if images is None:
+            continue
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.bfloat16,
+                            enabled=amp_dtype is not None):
+            logits = model(images)
+        logits = logits.float()
+        if subset is not None:
+            logits = logits.index_select(1, subset)
+            mapped = lookup[labels.clamp(0, len(lookup) - 1)]
+            if bool(((mapped < 0) | (labels >= len(lookup))).any()):
+                raise DataError("a label lies outside the evaluated class subset")
+            labels = mapped
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1).indices
+        hits = top.eq(labels.unsqueeze(1))
+        sums += torch.stack([hits[:, 0].sum(), hits.any(1).sum(),
+                             F.cross_entropy(logits, labels, reduction="sum"),
+                             torch.tensor(labels.numel(), device=device)]).double()
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(sums)
+        gathered: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, skipped)
+        skipped = [p for part in gathered for p in part]
+    correct1, correct5, loss, count = sums.tolist()
+    if count == 0:
+        raise DataError(f"{desc}: no images could be evaluated")
+    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
+            "loss": loss / count, "count": int(count), "skipped": skipped}
+
+
+# -- building the model ---------------------------------------------------------------------------
+
+
+def _read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    try:
+        from fastvit.checkpoint import read_checkpoint
+    except ImportError as err:
+        raise ConfigError(f"cannot read checkpoints: {err}") from None
+    return read_checkpoint(path)
+
+
+def head_classes(state_dict: dict[str, Any]) -> int | None:
+    """Number of classifier outputs in a state dict of any supported layout."""
+    for key, value in state_dict.items():
+        if (key.endswith("head.fc.weight") or key.endswith("head.weight")) \
+                and getattr(value, "ndim", 0) == 2:
+            return int(value.shape[0])
+    return None
+
+
+def build_model(name: str, checkpoint: str | None, num_classes: int | None,
+                fallback_classes: int | None) -> tuple[nn.Module, list[str] | None]:
+    """The model to evaluate and the class names its checkpoint stores (if any)."""
+    import fastvit
+
+    class_names = None
+    if checkpoint is not None:
+        state, meta = _read_checkpoint(checkpoint)
+        class_names = list(meta.get("class_names") or []) or None
+        num_classes = num_classes or head_classes(state) or (len(class_names or []) or None)
+        if num_classes is None:
+            raise ConfigError(f"cannot tell the number of classes of {checkpoint}; "
+                              f"pass --num-classes")
+    num_classes = num_classes or fallback_classes or 1000
+    return fastvit.create_model(name, num_classes=num_classes, checkpoint=checkpoint), class_names
+
+
+def main_class_map(folder: Path, num_classes: int, class_names: list[str] | None
+                   ) -> dict[str, int] | None:
+    """Label map for the main split: checkpoint class names, ImageNet wnids or folder order."""
+    folders = class_folders(folder)
+    if class_names:
+        unknown = [f for f in folders if f not in class_names]
+        if unknown:
+            raise DataError(f"{folder}: class folders the checkpoint does not know: "
+                            f"{', '.join(unknown[:8])}")
+        return {f: class_names.index(f) for f in folders}
+    index = wnid_to_index()
+    if num_classes == 1000 and folders and all(f in index for f in folders):
+        return {f: index[f] for f in folders}
+    if len(folders) != num_classes:
+        raise DataError(f"{folder} has {len(folders)} class folders but the model predicts "
+                        f"{num_classes} classes; pass a checkpoint with class names or "
+                        f"--num-classes {len(folders)}")
+    return None  # sorted folder order
+
+
+# -- the robustness suites ------------------------------------------------------------------------
+
+
+class Evaluator:
+    """Evaluates one model on several folders with the same transform and loader settings."""
+
+    def __init__(self, model: nn.Module, transform: Any, args: argparse.Namespace,
+                 device: torch.device, distributed: bool) -> None:
+        self.model, self.transform, self.args = model, transform, args
+        self.device, self.distributed = device, distributed
+        self.amp = AMP_DTYPES.get(args.amp) if args.amp else None
+
+    def folder(self, root: Path, desc: str, class_to_idx: dict[str, int] | None = None,
+               class_indices: Sequence[int] | None = None) -> dict[str, Any]:
+        dataset = ImageFolderDataset(root, self.transform, self.args.bad_images, class_to_idx)
+        loader = build_eval_loader(dataset, self.args.batch_size, self.args.workers,
+                                   self.distributed)
+        return evaluate(self.model, loader, device=self.device, amp_dtype=self.amp,
+                        class_indices=class_indices, channels_last=self.args.channels_last,
+                        progress=True, desc=desc)
+
+    def subset(self, name: str, root: Path) -> dict[str, Any]:
+        """ImageNet-A/R: logits restricted to the benchmark's 200 classes."""
+        class_map = imagenet_class_map(root, allowed=subset_wnids(name))
+        out = self.folder(root, name, class_map, subset_class_indices(name))
+        return {**out, "num_classes": 200}
+
+    def sketch(self, root: Path) -> dict[str, Any]:
+        return self.folder(root, "sketch", imagenet_class_map(root))
+
+    def corruptions(self, root: Path, clean_error: float | None) -> dict[str, Any]:
+        errors: dict[str, dict[int, float]] = {}
+        counts = 0
+        for corruption, levels in find_imagenet_c(root).items():
+            for severity, folder in sorted(levels.items()):
+                out = self.folder(folder, f"{corruption}/{severity}", imagenet_class_map(folder))
+                errors.setdefault(corruption, {})[severity] = 1 - out["top1"] / 100
+                counts += out["count"]
+        normalizer = CorruptionNormalizer.load(self.args.alexnet_errors)
+        return {**corruption_summary(errors, normalizer, clean_error), "count": counts}
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    import fastvit
+
+    parser.add_argument("--model", required=True, choices=fastvit.list_models())
+    parser.add_argument("--checkpoint", help="weights (any supported layout); none: random")
+    parser.add_argument("--data", help="dataset root holding the split folder")
+    parser.add_argument("--split", default="val", choices=["val", "train"])
+    parser.add_argument("--num-classes", type=int,
+                        help="classifier size (default: from the checkpoint, else the folder)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--image-size", type=int, help="default: the variant's (256)")
+    parser.add_argument("--crop-pct", type=float, help="default: the variant's (0.9/0.95)")
+    parser.add_argument("--no-reparam", action="store_true",
+                        help="evaluate the train-time (unfused) network")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), help="autocast dtype")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    parser.add_argument("--bad-images", choices=["skip", "error"], default="skip")
+    parser.add_argument("--robustness", metavar="SET=DIR[,SET=DIR...]",
+                        help="imagenet-a=DIR, imagenet-r=DIR, sketch=DIR, imagenet-c=DIR")
+    parser.add_argument("--alexnet-errors", metavar="JSON",
+                        help="ImageNet-C normalizer table (default: the shipped AlexNet errors)")
+    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+
+
+def format_table(results: dict[str, Any]) -> str:
+    """Human-readable summary of :func:`run_validation`'s results."""
+    lines = [f"{'set':<28} {'images':>8} {'top-1':>7} {'top-5':>7}"]
+    for name, row in results["sets"].items():
+        lines.append(f"{name:<28} {row['count']:>8d} {row['top1']:>7.2f} {row['top5']:>7.2f}")
+        if row.get("skipped"):
+            lines.append(f"  ({len(row['skipped'])} unreadable images skipped)")
+    corr = results.get("imagenet-c")
+    if corr:
+        lines += ["", f"ImageNet-C ({corr['count']} images), top-1 error % per severity 1-5:",
+                  f"{'corruption':<20} {'1':>6} {'2':>6} {'3':>6} {'4':>6} {'5':>6} "
+                  f"{'mean':>6} {'CE':>6}"]
+        for name, row in corr["corruptions"].items():
+            errs = " ".join(f"{row['errors'].get(str(s), float('nan')):>6.2f}" for s in range(1, 6))
+            ce = f"{row['ce']:>6.2f}" if "ce" in row else f"{'-':>6}"
+            lines.append(f"{name:<20} {errs} {row['mean_error']:>6.2f} {ce}")
+        for key, label in (("mce", "mCE"), ("mce_partial", "mCE (partial)"),
+                           ("relative_mce", "relative mCE"),
+                           ("relative_mce_partial", "relative mCE (partial)"),
+                           ("mean_error", "mean error (unnormalized)")):
+            if corr.get(key) is not None:
+                lines.append(f"{label}: {corr[key]:.2f}")
+        if corr["missing_benchmark_corruptions"]:
+            lines.append("missing benchmark corruptions/severities: "
+                         + ", ".join(corr["missing_benchmark_corruptions"]))
+    return "\n".join(lines)
+
+
+def run_validation(args: argparse.Namespace, device: torch.device, distributed: bool
+                   ) -> dict[str, Any]:
+    import fastvit
+
+    if not args.data and not args.robustness:
+        raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
+    split_dir = find_split(args.data, args.split) if args.data else None
+    robust = parse_robustness_spec(args.robustness) if args.robustness else {}
+    folder_classes = len(class_folders(split_dir)) if split_dir is not None else None
+    model, class_names = build_model(args.model, args.checkpoint, args.num_classes,
+                                     None if robust else folder_classes)
+    if args.checkpoint is None and dist_rank_world()[0] == 0:
+        print("note: no --checkpoint, evaluating randomly initialized weights", file=sys.stderr)
+    num_classes = model.num_classes
+    if robust and num_classes != 1000:
+        raise ConfigError(f"robustness sets need a 1000-class ImageNet model; "
+                          f"{args.model} here predicts {num_classes} classes")
+    if not args.no_reparam:
+        model = fastvit.reparameterize(model, inplace=True)
+    model = model.to(device).eval()
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    transform = eval_transform_for(model.default_cfg, args.image_size, args.crop_pct)
+    runner = Evaluator(model, transform, args, device, distributed)
+    size = args.image_size or model.default_cfg["input_size"][-1]
+    results: dict[str, Any] = {
+        "model": args.model, "checkpoint": args.checkpoint, "num_classes": num_classes,
+        "reparameterized": not args.no_reparam, "image_size": size,
+        "crop_pct": args.crop_pct or model.default_cfg["crop_pct"], "amp": args.amp,
+        "world_size": dist_rank_world()[1], "sets": {},
+    }
+    clean_error = None
+    if split_dir is not None:
+        class_map = main_class_map(split_dir, num_classes, class_names)
+        row = runner.folder(split_dir, args.split, class_map)
+        results["sets"][args.split] = row
+        clean_error = 1 - row["top1"] / 100
+    for name, root in robust.items():
+        if name in ("imagenet-a", "imagenet-r"):
+            results["sets"][name] = runner.subset(name, root)
+        elif name == "sketch":
+            results["sets"][name] = runner.sketch(root)
+        else:
+            results["imagenet-c"] = runner.corruptions(
+                root, clean_error if num_classes == 1000 else None)
+    return results
+
+
+def main(args: argparse.Namespace) -> int:
+    from fastvit.io import atomic_write_text
+    from fastvit.train.distributed import cleanup, init_distributed
+
+    env = init_distributed(args.device)
+    try:
+        results = run_validation(args, env.device, env.distributed)
+    finally:
+        cleanup()
+    if env.is_main:
+        print(format_table(results))
+        if args.json:
+            atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
+            print(f"wrote {args.json}", file=sys.stderr)
+    return 0

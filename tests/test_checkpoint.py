@@ -110,7 +110,7 @@ def test_detect_layout_of_timm_and_mixed(trained):
 def test_partly_fused_checkpoint_fuses_the_same_blocks(tmp_path):
     source = random_model("fastvit_t8", seed=4)
     fastvit.reparameterize(source.stem, inplace=True)
-    source.stages[1].downsample.reparameterize()
+    fastvit.reparameterize(source.stages[1].downsample, inplace=True)
     torch.save(source.state_dict(), tmp_path / "partial.pt")
     with pytest.warns(UserWarning, match="fused"):
         loaded = fastvit.create_model("fastvit_t8", checkpoint=tmp_path / "partial.pt")

@@ -111,38 +111,27 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device =
 # -- building the model ---------------------------------------------------------------------------
 
 
-def _read_checkpoint(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    try:
-        from fastvit.checkpoint import read_checkpoint
-    except ImportError as err:
-        raise ConfigError(f"cannot read checkpoints: {err}") from None
-    return read_checkpoint(path)
-
-
-def head_classes(state_dict: dict[str, Any]) -> int | None:
-    """Number of classifier outputs in a state dict of any supported layout."""
-    for key, value in state_dict.items():
-        if (key.endswith("head.fc.weight") or key.endswith("head.weight")) \
-                and getattr(value, "ndim", 0) == 2:
-            return int(value.shape[0])
-    return None
-
-
 def build_model(name: str, checkpoint: str | None, num_classes: int | None,
-                fallback_classes: int | None) -> tuple[nn.Module, list[str] | None]:
-    """The model to evaluate and the class names its checkpoint stores (if any)."""
-    import fastvit
+                fallback_classes: int | None, use_ema: bool = False
+                ) -> tuple[nn.Module, list[str] | None]:
+    """The model to evaluate and the class names its checkpoint stores (if any).
 
-    class_names = None
-    if checkpoint is not None:
-        state, meta = _read_checkpoint(checkpoint)
-        class_names = list(meta.get("class_names") or []) or None
-        num_classes = num_classes or head_classes(state) or (len(class_names or []) or None)
-        if num_classes is None:
-            raise ConfigError(f"cannot tell the number of classes of {checkpoint}; "
-                              f"pass --num-classes")
-    num_classes = num_classes or fallback_classes or 1000
-    return fastvit.create_model(name, num_classes=num_classes, checkpoint=checkpoint), class_names
+    The classifier size comes from ``num_classes``, else the checkpoint, else
+    ``fallback_classes`` (e.g. the folder's class count for random weights).
+    """
+    import fastvit
+    from fastvit.checkpoint import class_names_from_metadata, read_checkpoint
+    from fastvit.checkpoint_layouts import num_classes_of
+
+    if checkpoint is None:
+        return fastvit.create_model(name, num_classes=num_classes or fallback_classes or 1000), None
+    state, meta = read_checkpoint(checkpoint, use_ema=use_ema)
+    class_names = class_names_from_metadata(meta)
+    num_classes = num_classes or num_classes_of(state) or len(class_names or [])
+    if not num_classes:
+        raise ConfigError(f"cannot tell the number of classes of {checkpoint}; "
+                          f"pass --num-classes")
+    return fastvit.create_model(name, num_classes=num_classes, checkpoint=state), class_names
 
 
 def main_class_map(folder: Path, num_classes: int, class_names: list[str] | None
@@ -215,6 +204,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--model", required=True, choices=fastvit.list_models())
     parser.add_argument("--checkpoint", help="weights (any supported layout); none: random")
+    parser.add_argument("--ema", action="store_true",
+                        help="evaluate the EMA weights of a training checkpoint")
     parser.add_argument("--data", help="dataset root holding the split folder")
     parser.add_argument("--split", default="val", choices=["val", "train"])
     parser.add_argument("--num-classes", type=int,
@@ -274,7 +265,7 @@ def run_validation(args: argparse.Namespace, device: torch.device, distributed: 
     robust = parse_robustness_spec(args.robustness) if args.robustness else {}
     folder_classes = len(class_folders(split_dir)) if split_dir is not None else None
     model, class_names = build_model(args.model, args.checkpoint, args.num_classes,
-                                     None if robust else folder_classes)
+                                     None if robust else folder_classes, args.ema)
     if args.checkpoint is None and dist_rank_world()[0] == 0:
         print("note: no --checkpoint, evaluating randomly initialized weights", file=sys.stderr)
     num_classes = model.num_classes

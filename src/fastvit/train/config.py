@@ -37,6 +37,7 @@ class ModelConfig:
     drop_path: float | None = None  # None: the variant's recipe value (VariantSpec)
     drop_rate: float = 0.0
     checkpoint: str | None = None  # initial weights (fine-tuning), any layout the core loads
+    checkpoint_ema: bool = False  # take the EMA weights of a training checkpoint
     reset_classifier: bool = False  # load the checkpoint with its own head, then replace it
     require_checkpoint: bool = False  # fine-tune recipes refuse to start from random weights
     grad_checkpointing: bool = False
@@ -133,7 +134,7 @@ class TrainConfig:
 # how a run executes, not what it computes.
 RESUME_FREE_KEYS = frozenset({
     "data.path", "data.workers", "data.bad_images", "data.eval_batch_size",
-    "model.checkpoint", "model.require_checkpoint",
+    "model.checkpoint", "model.checkpoint_ema", "model.require_checkpoint",
     "run.out_dir", "run.device", "run.save_every_steps", "run.keep_last", "run.log_every",
     "run.eval_every", "run.stop_at_step", "run.progress", "distill.teacher_weights",
 })

@@ -99,7 +99,7 @@ def build_model(cfg: TrainConfig, num_classes: int, *, load_weights: bool = True
         from fastvit.checkpoint import read_checkpoint
         from fastvit.checkpoint_layouts import fused_state, num_classes_of
 
-        state, _ = read_checkpoint(m.checkpoint)
+        state, _ = read_checkpoint(m.checkpoint, use_ema=m.checkpoint_ema)
         if fused_state(state) is not False:
             raise CheckpointError(f"{m.checkpoint} holds reparameterized (fused) weights, which "
                                   f"cannot be trained; fine-tune from the train-time checkpoint")

@@ -28,7 +28,12 @@ def build_detector(recipe: DetectionRecipe, num_classes: int, *,
                            pretrained=recipe.pretrained if with_pretrained else None,
                            frozen_stages=recipe.frozen_stages, norm_eval=recipe.norm_eval,
                            drop_path_rate=recipe.drop_path_rate, min_size=recipe.min_size,
-                           max_size=recipe.max_size)
+                           max_size=recipe.max_size, fpn_channels=recipe.fpn_channels,
+                           box_head_dim=recipe.box_head_dim,
+                           mask_head_channels=recipe.mask_head_channels,
+                           rois_per_image=recipe.rois_per_image,
+                           rpn_proposals_train=recipe.rpn_proposals_train,
+                           rpn_proposals_test=recipe.rpn_proposals_test)
 
 
 def _base(dataset: Any) -> CocoInstances:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 from collections.abc import Sequence
 
@@ -59,6 +60,7 @@ def coco_evaluate(coco_gt: COCO, results: list[dict], iou_types: Sequence[str] =
     Without any detection every AP/AR is 0 (pycocotools cannot load an empty result set).
     """
     metrics: dict[str, dict[str, float]] = {}
+    coco_gt = copy.deepcopy(coco_gt)  # COCOeval rewrites ground-truth segmentations in place
     ids = sorted(coco_gt.getImgIds() if image_ids is None else set(image_ids))
     for iou_type in iou_types:
         usable = [r for r in results if iou_type != "segm" or "segmentation" in r]

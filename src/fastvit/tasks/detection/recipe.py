@@ -28,6 +28,12 @@ class DetectionRecipe:
     max_size: int = 1333
     train_scales: tuple[int, ...] = ()  # optional multi-scale shorter sides (data side)
     hflip: float = 0.5
+    fpn_channels: int = 256             # head sizes: torchvision's / mmdet's Mask R-CNN
+    box_head_dim: int = 1024
+    mask_head_channels: int = 256
+    rois_per_image: int = 512           # RoIs sampled per image for the box/mask heads
+    rpn_proposals_train: int = 2000     # RPN proposals kept per image (training)
+    rpn_proposals_test: int = 1000
     frozen_stages: int = -1
     norm_eval: bool = True              # frozen BatchNorm in the backbone
     drop_path_rate: float = 0.0
@@ -41,7 +47,8 @@ class DetectionRecipe:
         if self.model not in VARIANTS:
             raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(VARIANTS)}")
         for name in ("epochs", "batch_size", "lr", "min_size", "max_size", "log_every",
-                     "eval_every_epochs"):
+                     "eval_every_epochs", "fpn_channels", "box_head_dim", "mask_head_channels",
+                     "rois_per_image", "rpn_proposals_train", "rpn_proposals_test"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.min_size < 32 or self.max_size < self.min_size:

@@ -246,3 +246,26 @@ class FreiHandDataset(Dataset):
         image = TF.affine(image, interpolation=v2.InterpolationMode.BILINEAR, **kwargs)
         kps = TF.affine(kps, **kwargs)
         return image, kps, rotation_z(angle)
+
+
+class ImageListDataset(Dataset):
+    """Plain images for ``fastvit hand predict``: each is resized to ``input_size``
+    (FreiHAND-style crops centred on one right hand are expected)."""
+
+    def __init__(self, paths: list[Path], input_size: int) -> None:
+        self.paths, self.input_size = list(paths), int(input_size)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, idx: int) -> dict[str, Any]:
+        path = self.paths[idx]
+        try:
+            image = load_rgb(path)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise DataError(f"cannot read image {path}: {err}") from None
+        h, w = image.shape[-2:]
+        image = TF.resize(image, [self.input_size, self.input_size], antialias=True)
+        image = TF.to_dtype(image, torch.float32, scale=True)
+        return {"image": TF.normalize(image, IMAGENET_MEAN, IMAGENET_STD), "index": idx,
+                "original_size": torch.tensor([h, w])}

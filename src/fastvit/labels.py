@@ -1,0 +1,27 @@
+"""ImageNet-1k class names, offline.
+
+torchvision ships the 1000 human-readable names inside its weight enums'
+metadata, so no label file has to be downloaded or vendored; index ``i`` is
+the ``i``-th sorted wnid (``fastvit/assets/imagenet_wnids.txt``), the order of
+a sorted ImageNet ``train/`` folder.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+
+@lru_cache(maxsize=1)
+def imagenet_class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names in class-index order."""
+    from torchvision.models import ResNet50_Weights
+
+    names = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    if len(names) != 1000:  # pragma: no cover - guards a torchvision change
+        raise RuntimeError(f"torchvision lists {len(names)} ImageNet classes, expected 1000")
+    return names
+
+
+def default_class_names(num_classes: int) -> list[str] | None:
+    """ImageNet names for a 1000-class model, else ``None`` (the caller numbers classes)."""
+    return list(imagenet_class_names()) if num_classes == 1000 else None

@@ -1,0 +1,28 @@
+"""Training: recipes, the step loop, checkpoints/resume, DDP, EMA, distillation.
+
+Public entry points (imported lazily so ``fastvit train --help`` stays fast):
+``fit(config, resume=None)``, ``TrainConfig``, ``load_recipe(name_or_path)``,
+``apply_overrides(config, ["optim.lr=5e-4"])``, ``list_recipes()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "fit": "fastvit.train.trainer",
+    "TrainConfig": "fastvit.train.config",
+    "load_recipe": "fastvit.train.config",
+    "apply_overrides": "fastvit.train.config",
+    "list_recipes": "fastvit.train.config",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fastvit.train' has no attribute {name!r}")

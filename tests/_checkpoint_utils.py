@@ -84,3 +84,11 @@ def random_model(name: str, seed: int = 0, **kwargs) -> fastvit.FastVit:
 
 def relative_difference(a: torch.nn.Module, b: torch.nn.Module, size: int = 64) -> float:
     return fastvit.max_abs_difference(a, b, (1, 3, size, size), relative=True)
+
+
+def same_state(model: torch.nn.Module, reference: torch.nn.Module | dict) -> bool:
+    """Bit-identical state dicts (same keys, same values): the cheap exactness check
+    for two models of the same architecture."""
+    ref = reference.state_dict() if isinstance(reference, torch.nn.Module) else reference
+    got = model.state_dict()
+    return got.keys() == ref.keys() and all(torch.equal(got[k], ref[k]) for k in got)

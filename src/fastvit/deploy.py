@@ -19,7 +19,7 @@ from torch import nn
 
 from fastvit.errors import CheckpointError
 from fastvit.labels import default_class_names
-from fastvit.layers import AttentionBlock, ConvBN, fold_bn
+from fastvit.layers import AttentionBlock, ConvBN
 from fastvit.model import VARIANTS, FastVit, create_model, list_models
 from fastvit.reparam import reparameterize
 
@@ -127,10 +127,7 @@ def fold_batchnorms(model: nn.Module) -> nn.Module:
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if isinstance(child, ConvBN):
-                weight, bias = child.fused()
-                if child.conv.bias is not None:  # pragma: no cover - ConvBN is bias-free
-                    bias = bias + child.conv.bias * child.bn.weight / (
-                        child.bn.running_var + child.bn.eps).sqrt()
+                weight, bias = child.fused()  # ConvBN's conv is bias-free
                 setattr(parent, child_name, _conv_from(child.conv, weight, bias))
         if isinstance(parent, AttentionBlock) and isinstance(parent.norm, nn.BatchNorm2d):
             bn, qkv = parent.norm, parent.token_mixer.qkv
@@ -206,3 +203,39 @@ def bake_normalization(fused_model: nn.Module, mean: Sequence[float], std: Seque
                          f"{conv.in_channels} input channels and {conv.groups} groups")
     setattr(parent, child_name, RawPixelConv(conv, mean, std, pixel_scale, subtract_mean))
     return baked
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------
+
+
+def eval_preprocess(cfg: dict, image_size: int, raw_pixels: bool = False):
+    """The variant's eval transform (resize, centre crop, normalize) on a uint8
+    RGB tensor; ``raw_pixels`` ends with 0..255 floats for a baked-in model."""
+    from fastvit.data import build_eval_transform
+
+    mean, std = cfg["mean"], cfg["std"]
+    if raw_pixels:
+        mean, std = (0.0,) * len(mean), (1 / 255.0,) * len(std)
+    return build_eval_transform(image_size, float(cfg["crop_pct"]), cfg["interpolation"],
+                                mean, std)
+
+
+def preprocess_from_metadata(metadata: dict[str, str], fallback_cfg: dict,
+                             image_size: int | None = None):
+    """The transform an exported file asks for (its ``fastvit.*`` metadata), else
+    the fallback config's."""
+    import json
+
+    cfg = dict(fallback_cfg)
+    for key in ("mean", "std"):
+        if f"fastvit.{key}" in metadata:
+            cfg[key] = tuple(json.loads(metadata[f"fastvit.{key}"]))
+    if "fastvit.crop_pct" in metadata:
+        cfg["crop_pct"] = float(metadata["fastvit.crop_pct"])
+    if "fastvit.interpolation" in metadata:
+        cfg["interpolation"] = metadata["fastvit.interpolation"]
+    size = int(metadata.get("fastvit.image_size", image_size or cfg["input_size"][-1]))
+    raw = metadata.get("fastvit.input", "normalized").startswith("raw_pixels")
+    return eval_preprocess(cfg, size, raw)

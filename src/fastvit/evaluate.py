@@ -59,9 +59,20 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device =
     ``class_indices`` keeps only those logits (e.g. ImageNet-R's 200 classes)
     and renumbers the labels to positions in that list. Batches may be
     ``(images, labels)`` or :class:`fastvit.data.Batch`; unreadable images a
-    :class:`~fastvit.data.Batch` reports are counted in ``skipped``.
+    :class:`~fastvit.data.Batch` reports are counted in ``skipped``. The model's
+    train/eval mode is restored afterwards.
     """
-    device = torch.device(device)
+    was_training = model.training
+    try:
+        return _evaluate(model, loader, torch.device(device), amp_dtype, class_indices,
+                         channels_last, progress, desc)
+    finally:
+        model.train(was_training)
+
+
+def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
+              amp_dtype: torch.dtype | None, class_indices: Sequence[int] | None,
+              channels_last: bool, progress: bool, desc: str) -> dict[str, Any]:
     model.eval()
     lookup = _label_lookup(class_indices, device) if class_indices is not None else None
     subset = (torch.as_tensor(list(class_indices), device=device)
@@ -87,7 +98,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device =
         if subset is not None:
             logits = logits.index_select(1, subset)
             mapped = lookup[labels.clamp(0, len(lookup) - 1)]
-            if bool(((mapped < 0) | (labels >= len(lookup))).any()):
+            if bool(((mapped < 0) | (labels < 0) | (labels >= len(lookup))).any()):
                 raise DataError("a label lies outside the evaluated class subset")
             labels = mapped
         k = min(5, logits.shape[1])
@@ -108,7 +119,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device =
             "loss": loss / count, "count": int(count), "skipped": skipped}
 
 
-# -- building the model ---------------------------------------------------------------------------
+# -- building the model ------------------------------------------------------------------------
 
 
 def build_model(name: str, checkpoint: str | None, num_classes: int | None,
@@ -154,7 +165,7 @@ def main_class_map(folder: Path, num_classes: int, class_names: list[str] | None
     return None  # sorted folder order
 
 
-# -- the robustness suites ------------------------------------------------------------------------
+# -- the robustness suites ---------------------------------------------------------------------
 
 
 class Evaluator:

@@ -25,3 +25,16 @@ def imagenet_class_names() -> tuple[str, ...]:
 def default_class_names(num_classes: int) -> list[str] | None:
     """ImageNet names for a 1000-class model, else ``None`` (the caller numbers classes)."""
     return list(imagenet_class_names()) if num_classes == 1000 else None
+
+
+def unique_labels(names: list[str] | tuple[str, ...]) -> list[str]:
+    """Names made unique by appending the class index to repeats.
+
+    A checkpoint's own class names may repeat (raw ImageNet synset names do:
+    "crane" the bird and the machine), and a label -> probability dictionary
+    (Core ML's classifier output) would merge them.
+    """
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    return [f"{name} ({i})" if counts[name] > 1 else name for i, name in enumerate(names)]

@@ -57,6 +57,11 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
     raise DataError(f"no {split} split in {root}: expected {tried}")
 
 
+def list_class_dirs(folder: str | os.PathLike) -> list[str]:
+    """Sorted sub-folder names of ``folder``, hidden ones (``.cache``...) excluded."""
+    return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
 def load_rgb(path: str | os.PathLike) -> torch.Tensor:
     """Decode an image file to a ``uint8`` RGB tensor of shape (3, H, W).
 
@@ -159,7 +164,7 @@ class ImageFolderDataset(DatasetFolder):
             raise DataError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)})")
 
     def find_classes(self, directory: str | os.PathLike) -> tuple[list[str], dict[str, int]]:
-        folders = sorted(e.name for e in os.scandir(directory) if e.is_dir())
+        folders = list_class_dirs(directory)
         if self._fixed_class_to_idx is None:
             if not folders:
                 raise DataError(f"no class folders in {directory}: expected "
@@ -224,7 +229,7 @@ def build_image_folder(root: str | os.PathLike, *, train_transform: Callable | N
     """Train and val datasets of ``root`` with identical class indices (checked)."""
     train_dir, val_dir = find_split(root, "train"), find_split(root, "val")
     train = ImageFolderDataset(train_dir, train_transform, bad_images)
-    val_classes = sorted(e.name for e in os.scandir(val_dir) if e.is_dir())
+    val_classes = list_class_dirs(val_dir)
     check_same_classes(train.classes, val_classes, train_dir, val_dir)
     val = ImageFolderDataset(val_dir, eval_transform, bad_images, class_to_idx=train.class_to_idx)
     return train, val, list(train.classes)

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from fastvit.data.datasets import list_class_dirs
 from fastvit.errors import ConfigError, DataError
 
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -56,7 +57,7 @@ def class_folders(root: str | os.PathLike) -> list[str]:
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"dataset folder {root} does not exist")
-    return sorted(e.name for e in os.scandir(root) if e.is_dir())
+    return list_class_dirs(root)
 
 
 def imagenet_class_map(root: str | os.PathLike, allowed: tuple[str, ...] | None = None

@@ -21,6 +21,7 @@ itself unpickle a ``.pkl`` or load an ``.npz`` with ``allow_pickle=True``).
 from __future__ import annotations
 
 import builtins
+import codecs
 import contextlib
 import copyreg
 import importlib
@@ -135,6 +136,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return copyreg._reconstructor
         if module in ("__builtin__", "builtins") and name in _BUILTINS_ALLOWED:
             return getattr(builtins, name)
+        if (module, name) == ("_codecs", "encode"):  # how Python 3 pickles bytes (protocol < 3)
+            return codecs.encode
         if (module, name) in _NUMPY_ALLOWED:
             return _numpy_attr(module, name)
         if module.startswith("chumpy") and name == "Ch":
@@ -198,7 +201,8 @@ def _validated(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarra
     }
     for key, shape in expect.items():
         got = out[key].shape
-        if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+        if len(got) != len(shape) or any(e is not None and e != g
+                                         for e, g in zip(shape, got, strict=True)):
             raise DataError(f"{path}: MANO array {key!r} has shape {got}, expected "
                             f"{tuple('*' if e is None else e for e in shape)}")
     if nj != NUM_MANO_JOINTS:

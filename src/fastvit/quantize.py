@@ -1,0 +1,182 @@
+"""int8 post-training static quantization with ONNX Runtime (QDQ, per-channel).
+
+Calibration images come from an ImageFolder, preprocessed exactly like the
+exported model expects (the ONNX file's own ``fastvit.*`` metadata). The int8
+model is checked against the fp32 one (top-1 agreement) and, given a labelled
+set, both are scored; nothing is written when ``min_agreement`` is not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from tqdm import tqdm
+
+from fastvit.data import ImageFolderDataset
+from fastvit.deploy import preprocess_from_metadata
+from fastvit.errors import ConfigError, DataError
+from fastvit.export import ExportVerificationError, ort_session, read_onnx_metadata
+from fastvit.io import atomic_path, atomic_write_text
+
+ACTIVATION_TYPE = QuantType.QInt8  # S8S8 QDQ: ORT's recommended int8 path on x86-64 / ARM64
+WEIGHT_TYPE = QuantType.QInt8
+
+
+def int8_path_for(fp32_path: str | Path) -> Path:
+    """``model.onnx`` -> ``model.int8.onnx``."""
+    path = Path(fp32_path)
+    return path.with_name(path.stem + ".int8" + path.suffix)
+
+
+def spread_indices(targets: Sequence[int], count: int) -> list[int]:
+    """``count`` sample indices spread evenly over a class-sorted dataset (all classes
+    get a share), deterministic."""
+    total = len(targets)
+    if count >= total:
+        return list(range(total))
+    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
+
+
+class TensorCalibration(CalibrationDataReader):
+    """Feeds preprocessed images (a sequence of CHW tensors) one batch at a time."""
+
+    def __init__(self, images: Iterator[torch.Tensor] | Sequence[torch.Tensor], input_name: str,
+                 total: int | None = None, progress: bool = True) -> None:
+        self._images = iter(images)
+        self._input_name = input_name
+        self._bar = tqdm(total=total, desc="calibrating", unit="img", disable=not progress,
+                         leave=False)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        image = next(self._images, None)
+        if image is None:
+            self._bar.close()
+            return None
+        self._bar.update(1)
+        return {self._input_name: image.unsqueeze(0).numpy().astype(np.float32)}
+
+
+def folder_images(dataset: ImageFolderDataset, indices: Sequence[int]) -> Iterator[torch.Tensor]:
+    """Decoded, preprocessed images of ``dataset`` at ``indices`` (unreadable ones skipped)."""
+    for i in indices:
+        item = dataset[i]
+        if isinstance(item, tuple):
+            yield item[0]
+
+
+def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: CalibrationDataReader,
+                  *, activation_type: QuantType = ACTIVATION_TYPE, extra_metadata:
+                  dict[str, str] | None = None, check=None) -> Path:
+    """Static QDQ per-channel quantization of ``fp32_path`` into ``int8_path`` (atomic).
+
+    ``check(tmp_int8_path)`` runs before the file is moved into place; it may raise.
+    """
+    import onnx
+
+    metadata = read_onnx_metadata(fp32_path)
+    metadata.update(extra_metadata or {})
+    with tempfile.TemporaryDirectory() as scratch, atomic_path(int8_path) as tmp:
+        prepared = Path(scratch) / "prepared.onnx"
+        # Shape inference + ORT's basic graph optimizations (constant folding, Conv+BN...).
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=False)
+        quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=activation_type,
+                        weight_type=WEIGHT_TYPE, calibrate_method=CalibrationMethod.MinMax)
+        proto = onnx.load(str(tmp))
+        del proto.metadata_props[:]
+        for key, value in metadata.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(proto, str(tmp))
+        if check is not None:
+            check(tmp)
+    return Path(int8_path)
+
+
+def predictions(session, images: Sequence[torch.Tensor]) -> np.ndarray:
+    """Top-1 class index of each image (batch 1: works for static-batch files too)."""
+    name = session.get_inputs()[0].name
+    return np.array([int(np.argmax(session.run(None, {name: x.unsqueeze(0).numpy()})[0]))
+                     for x in images])
+
+
+def agreement_report(fp32_path: str | Path, int8_path: str | Path,
+                     images: Sequence[torch.Tensor], labels: Sequence[int] | None = None
+                     ) -> dict:
+    """fp32/int8 top-1 agreement, and both accuracies when ``labels`` are given."""
+    fp32 = predictions(ort_session(fp32_path), images)
+    int8 = predictions(ort_session(int8_path), images)
+    report = {"images": len(images), "top1_agreement": float((fp32 == int8).mean())}
+    if labels is not None:
+        y = np.asarray(labels)
+        report.update(fp32_top1=float((fp32 == y).mean()), int8_top1=float((int8 == y).mean()))
+        report["top1_difference"] = report["int8_top1"] - report["fp32_top1"]
+    return report
+
+
+def _folder(path: str, transform, what: str) -> ImageFolderDataset:
+    if not Path(path).is_dir():
+        raise DataError(f"{what} folder {path} does not exist")
+    return ImageFolderDataset(path, transform, bad_images="skip")
+
+
+def quantize_command(args: argparse.Namespace, dm, fp32_path: Path, image_size: int) -> int:
+    """``fastvit export --int8``: quantize the verified fp32 file, report, write atomically."""
+    if args.calibration_size < 1:
+        raise ConfigError(f"--calibration-size must be >= 1, got {args.calibration_size}")
+    metadata = read_onnx_metadata(fp32_path)
+    transform = preprocess_from_metadata(metadata, dm.default_cfg, image_size)
+    calibration = _folder(args.calibration, transform, "calibration")
+    picked = spread_indices([t for _, t in calibration.samples], args.calibration_size)
+    input_name = ort_session(fp32_path).get_inputs()[0].name
+    reader = TensorCalibration(folder_images(calibration, picked), input_name, len(picked))
+    if args.eval:
+        evaluation = _folder(args.eval, transform, "evaluation")
+        num_classes = dm.model.num_classes
+        if len(evaluation.classes) > num_classes:
+            raise DataError(f"{args.eval} has {len(evaluation.classes)} class folders but the "
+                            f"model predicts {num_classes} classes")
+        pairs = [evaluation[i] for i in range(len(evaluation))]
+        pairs = [p for p in pairs if isinstance(p, tuple)]
+        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
+        scored_on = f"{args.eval} ({len(images)} labelled images)"
+    else:
+        images, labels = list(folder_images(calibration, picked)), None
+        scored_on = f"the {len(picked)} calibration images (no --eval set given)"
+    report: dict = {}
+
+    def check(tmp: Path) -> None:
+        report.update(agreement_report(fp32_path, tmp, images, labels))
+        if args.min_agreement is not None and report["top1_agreement"] < args.min_agreement:
+            raise ExportVerificationError(
+                f"int8 top-1 agrees with fp32 on {report['top1_agreement']:.1%} of {scored_on}, "
+                f"below --min-agreement {args.min_agreement:.1%}; the int8 file was not written")
+
+    out = int8_path_for(fp32_path)
+    quantize_onnx(fp32_path, out, reader, check=check, extra_metadata={
+        "fastvit.quantization": f"int8 static QDQ per-channel, {len(picked)} calibration "
+                                f"images from {args.calibration}"})
+    report.update(fp32=str(fp32_path), int8=str(out), scored_on=scored_on,
+                  calibration_images=len(picked))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
+    line = (f"wrote {out}: int8 QDQ per-channel ({len(picked)} calibration images); "
+            f"top-1 agreement with fp32 {report['top1_agreement']:.1%} on {scored_on}")
+    if labels is not None:
+        line += (f"; top-1 fp32 {report['fp32_top1']:.1%}, int8 {report['int8_top1']:.1%} "
+                 f"({100 * report['top1_difference']:+.1f} points)")
+    print(line)
+    return 0

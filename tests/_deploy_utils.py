@@ -51,7 +51,7 @@ def write_image_folder(root: Path, images: np.ndarray, labels: np.ndarray,
     return root
 
 
-def fit_digits_model(steps: int = 120, batch: int = 64, seed: int = 0) -> fastvit.FastVit:
+def fit_digits_model(steps: int = 60, batch: int = 64, seed: int = 0) -> fastvit.FastVit:
     """fastvit_t8 (10 classes) fitted on digits, preprocessed like deployment does.
 
     Held-out images (see :func:`split_indices` offsets >= 150) are never trained on.
@@ -59,7 +59,8 @@ def fit_digits_model(steps: int = 120, batch: int = 64, seed: int = 0) -> fastvi
     torch.manual_seed(seed)
     images, labels = digit_images()
     train_idx = [i for i in range(len(labels)) if i not in set(split_indices(labels, 30, 150))]
-    model = fastvit.create_model("fastvit_t8", num_classes=10)
+    # The fused structure trains ~10x faster on CPU than the train-time branches.
+    model = fastvit.create_model("fastvit_t8", num_classes=10, inference_mode=True)
     transform = eval_preprocess(model.default_cfg, DIGITS_SIZE)
     x = torch.stack([transform(torch.as_tensor(images[i]).permute(2, 0, 1)) for i in train_idx])
     y = torch.as_tensor(labels[train_idx])

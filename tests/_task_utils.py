@@ -55,7 +55,8 @@ def make_coco(root: Path, split: str = "train", n_images: int = 6, size: int = 1
                 draw.ellipse(box, fill=SHAPE_COLOURS[cat])
                 ImageDraw.Draw(mask_img).ellipse(box, fill=1)
                 rle = mask_utils.encode(np.asfortranarray(np.array(mask_img, dtype=np.uint8)))
-                segmentation = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+                segmentation = {"size": [int(v) for v in rle["size"]],
+                                "counts": rle["counts"].decode("ascii")}
             m = np.array(mask_img)
             ys, xs = np.nonzero(m)
             bbox = [float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1),

@@ -27,6 +27,7 @@ from timm.utils.model import reparameterize_model
 
 import fastvit
 from fastvit.checkpoint import (
+    class_names_from_metadata,
     convert_state_dict,
     detect_layout,
     load_checkpoint,
@@ -95,6 +96,22 @@ def test_official_layout_loads_exactly(trained, tmp_path, name, form):
     assert same_state(loaded, convert_state_dict(official))
     if fused and name == "fastvit_sa12":
         assert relative_difference(source, loaded) == 0.0
+
+
+@pytest.mark.parametrize("name", fastvit.list_models())
+@pytest.mark.parametrize("fused", [False, True])
+def test_every_variant_is_recognised_in_both_layouts(name, fused):
+    """Weightless (meta-device) models: the mapping and the variant guess for all seven."""
+    with torch.device("meta"):
+        model = fastvit.create_model(name, inference_mode=fused)
+    ours = model.state_dict()
+    official = official_layout_fixture(ours)
+    for state, layout_name in ((ours, "ours"), (official, "official")):
+        layout = detect_layout(state)
+        assert (layout.name, layout.fused, layout.variant, layout.exact) == (
+            layout_name, fused, name, True)
+    assert shapes(convert_state_dict(official)) == shapes(ours)
+    assert shapes(to_official_layout(ours)) == shapes(official)
 
 
 def test_detect_layout_of_timm_and_mixed(trained):
@@ -171,7 +188,7 @@ def test_training_checkpoint_model_and_ema(trained, tmp_path):
     ema_source = random_model("fastvit_t8", seed=9)
     ema = torch.optim.swa_utils.AveragedModel(ema_source)  # keys 'module.*' + 'n_averaged'
     compiled_keys = {"_orig_mod." + k: v for k, v in model.state_dict().items()}
-    ckpt = {"model": compiled_keys, "ema": ema.state_dict(), "epoch": 3,
+    ckpt = {"model": compiled_keys, "ema": ema.state_dict(), "epoch": 3, "classes": ["a", "b"],
             "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}}
     torch.save(ckpt, tmp_path / "last.pt")
     plain = fastvit.create_model("fastvit_t8", checkpoint=tmp_path / "last.pt")
@@ -180,7 +197,7 @@ def test_training_checkpoint_model_and_ema(trained, tmp_path):
                                 use_ema=True)
     assert same_state(ema_model, ema_source)
     _, meta = read_checkpoint(tmp_path / "last.pt")
-    assert meta["epoch"] == "3"
+    assert meta["epoch"] == "3" and class_names_from_metadata(meta) == ["a", "b"]
     # timm's training-script names
     torch.save({"state_dict": model.state_dict(), "state_dict_ema": ema_source.state_dict()},
                tmp_path / "timm_train.pth.tar")
@@ -302,6 +319,27 @@ def test_num_classes_mismatch_suggests_the_fix(trained, tmp_path):
     assert finetune.head.fc.weight.shape == (10, 768)
 
 
+def test_in_chans_mismatch_suggests_the_fix(tmp_path):
+    source = fastvit.create_model("fastvit_t8", in_chans=1, num_classes=10)
+    torch.save(source.state_dict(), tmp_path / "gray.pth")
+    with pytest.raises(CheckpointError, match="in_chans=1") as err:
+        fastvit.create_model("fastvit_t8", checkpoint=tmp_path / "gray.pth")
+    assert "num_classes=10" in str(err.value)
+    loaded = fastvit.create_model("fastvit_t8", in_chans=1, num_classes=10,
+                                  checkpoint=tmp_path / "gray.pth")
+    assert same_state(loaded, source)
+
+
+def test_fused_file_of_other_variant_leaves_the_model_untouched(trained, tmp_path):
+    _, fused = trained["fastvit_sa12"]
+    torch.save(fused.state_dict(), tmp_path / "sa12_fused.pth")
+    model = fastvit.create_model("fastvit_t8")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError, match="fastvit_sa12"):
+        load_checkpoint(model, tmp_path / "sa12_fused.pth")
+    assert not fastvit.is_fused(model) and same_state(model, before)
+
+
 # ---------------------------------------------------------------------------
 # Our format
 # ---------------------------------------------------------------------------
@@ -318,8 +356,6 @@ def test_safetensors_round_trip_with_metadata(trained, tmp_path):
     assert (meta["variant"], meta["fused"], meta["num_classes"]) == ("fastvit_sa12", "true",
                                                                        "1000")
     assert meta["epochs"] == "300" and meta["note"] == "test"
-    from fastvit.checkpoint import class_names_from_metadata
-
     assert class_names_from_metadata(meta) == names
     loaded = fastvit.create_model("fastvit_sa12", inference_mode=True, checkpoint=path)
     assert same_state(loaded, fused) and same_state(loaded, state)

@@ -355,10 +355,10 @@ aug_color: 0.0
 log_every: 4
 eval_every_epochs: 100
 """
-# Mean-hand baseline on the same data is ~12 mm PA-MPJPE (asserted below); the real
-# benchmark's best numbers are ~6 mm. A network that has learned its 32 training images
-# must be clearly under half the baseline.
-OVERFIT_PA_MPJPE_MM = 6.0
+# Predicting the MANO mean hand scores ~12 mm PA-MPJPE on these images (asserted below
+# to exceed twice the threshold); 60 steps reach ~3.4 mm on this machine. Under 5 mm --
+# below the paper's 6.6 mm on real FreiHAND -- means the 32 training images were learned.
+OVERFIT_PA_MPJPE_MM = 5.0
 
 
 @pytest.fixture(scope="module")
@@ -433,8 +433,8 @@ def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
            "--master_port", "29517", "-m", "fastvit", "hand", "train", "--data", str(freihand),
            "--mano", str(mano_npz), "--out", str(tmp_path / "run"), "--config", str(recipe),
-           "--device", "cpu", *OVERFIT[:-7], "--batch-size", "4", "--max-steps", "4",
-           "--workers", "0", "--no-amp"]
+           "--device", "cpu", "--model", "fastvit_t8", "--input-size", "64", "--batch-size",
+           "4", "--max-steps", "4", "--workers", "0", "--no-amp"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

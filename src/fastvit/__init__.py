@@ -5,11 +5,7 @@ from fastvit.reparam import is_fused, reparameterize
 from fastvit.verify import max_abs_difference, randomize_model_stats
 
 
-def load_checkpoint(*args, **kwargs):  # noqa: D103 - documented in fastvit.checkpoint
-    from fastvit.checkpoint import load_checkpoint as _load
-
-    return _load(*args, **kwargs)
-
+from fastvit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 
 __all__ = [
     "VARIANTS",
@@ -20,6 +16,8 @@ __all__ = [
     "load_checkpoint",
     "max_abs_difference",
     "randomize_model_stats",
+    "read_checkpoint",
     "reparameterize",
+    "save_checkpoint",
 ]
 __version__ = "0.1.0"

@@ -40,6 +40,7 @@ from fastvit.checkpoint_layouts import (
     fused_state,
     guess_variant,
     in_chans_of,
+    layout_name,
     num_classes_of,
     strip_wrapper_prefixes,
     to_official_layout,
@@ -55,6 +56,7 @@ __all__ = [
     "convert_state_dict",
     "detect_layout",
     "load_checkpoint",
+    "load_state_dict_into",
     "read_checkpoint",
     "save_checkpoint",
     "to_official_layout",
@@ -144,6 +146,11 @@ def _scalar_metadata(container: Mapping) -> dict[str, str]:
     for key, value in container.items():
         if isinstance(key, str) and isinstance(value, str | int | float | bool):
             meta[key] = str(value)
+    for key in ("class_names", "classes"):  # our trainer stores the label names as "classes"
+        names = container.get(key)
+        if isinstance(names, list | tuple) and all(isinstance(n, str) for n in names):
+            meta["class_names"] = json.dumps(list(names))
+            break
     inner = container.get("metadata")
     if isinstance(inner, Mapping):
         meta.update({str(k): v if isinstance(v, str) else json.dumps(v)
@@ -272,22 +279,15 @@ def _check_fit(model: nn.Module, state_dict: StateDict, strict: bool, source: st
     if not (missing or unexpected or mismatched):
         return sd
     if not strict:
-        if missing or unexpected or mismatched:
-            warnings.warn(f"partial load from {source}: {len(missing)} missing, "
-                          f"{len(unexpected)} unexpected and {len(mismatched)} differently "
-                          f"shaped tensors skipped (strict=False)", stacklevel=3)
+        warnings.warn(f"partial load from {source}: {len(missing)} missing, "
+                      f"{len(unexpected)} unexpected and {len(mismatched)} differently "
+                      f"shaped tensors skipped (strict=False)", stacklevel=3)
         return {k: v for k, v in sd.items() if k in target and k not in mismatched}
     name = getattr(model, "variant", type(model).__name__)
-    file_classes, model_classes = num_classes_of(sd), num_classes_of(target)
-    if (not missing and not unexpected and set(mismatched) <= {"head.fc.weight", "head.fc.bias"}
-            and file_classes is not None):
-        raise CheckpointError(
-            f"{source} has a {file_classes}-class classifier but the {name} model has "
-            f"{model_classes} classes: build it with num_classes={file_classes} (e.g. "
-            f"create_model({name!r}, num_classes={file_classes}, checkpoint=...)), or pass "
-            f"strict=False to load everything except the classifier (fine-tuning)")
-    layout = detect_layout(state_dict)
-    message = (f"checkpoint {source} ({layout.describe()}) does not fit the {name} model "
+    if not missing and not unexpected:
+        _raise_if_only_io_sizes_differ(sd, target, mismatched, name, source)
+    form = {True: "fused", False: "train-time", None: "partly fused"}[fused_state(state_dict)]
+    message = (f"checkpoint {source} holds {form} weights that do not fit the {name} model "
                f"({'fused' if is_fused(model) else 'train-time'}): "
                f"{_variant_hint(state_dict, metadata)}")
     if missing:
@@ -298,6 +298,43 @@ def _check_fit(model: nn.Module, state_dict: StateDict, strict: bool, source: st
         message += _listing("shape differs (checkpoint vs model)", [
             f"{k} {tuple(sd[k].shape)} vs {tuple(target[k].shape)}" for k in mismatched])
     raise CheckpointError(message)
+
+
+def _raise_if_only_io_sizes_differ(sd: StateDict, target: Mapping[str, torch.Tensor],
+                                   mismatched: list[str], name: str, source: str) -> None:
+    """Same architecture, other classifier size or input channels: say which option fixes it."""
+    head = {k for k in mismatched if k.startswith("head.fc.")}
+    stem = {k for k in mismatched if k.startswith("stem.0.")
+            and sd[k].shape[:1] + sd[k].shape[2:] == target[k].shape[:1] + target[k].shape[2:]}
+    if head | stem != set(mismatched):
+        return
+    fixes, problems = [], []
+    if head:
+        n, m = num_classes_of(sd), num_classes_of(target)
+        problems.append(f"a {n}-class classifier (the model has {m})")
+        fixes.append(f"num_classes={n}")
+    if stem:
+        n, m = in_chans_of(sd), in_chans_of(target)
+        problems.append(f"a {n}-channel input (the model takes {m})")
+        fixes.append(f"in_chans={n}")
+    options = ", ".join(fixes)
+    skip = " except the classifier (fine-tuning)" if head and not stem else " that fits"
+    raise CheckpointError(
+        f"{source} has {' and '.join(problems)}: build the {name} model with {options} "
+        f"(e.g. create_model({name!r}, {options}, checkpoint=...)), or pass strict=False "
+        f"to load everything{skip}")
+
+
+def _meta_twin(model: nn.Module, inference_mode: bool) -> nn.Module | None:
+    """A weightless copy of a FastVit's configuration, to check a file before fusing."""
+    from fastvit.model import FastVit
+
+    if not isinstance(model, FastVit):
+        return None
+    with torch.device("meta"):
+        return FastVit(model.spec, num_classes=model.num_classes, in_chans=model.in_chans,
+                       features_only=model.features_only, variant=model.variant,
+                       inference_mode=inference_mode)
 
 
 def _fuse_like_checkpoint(model: nn.Module, state_dict: StateDict) -> int:
@@ -349,24 +386,40 @@ def load_checkpoint(model: nn.Module, path_or_state_dict: PathLike | Mapping[str
     if isinstance(path_or_state_dict, Mapping):
         source = "the given state dict"
         raw, metadata = _unwrap(path_or_state_dict, source, use_ema)
-        try:
-            state_dict = convert_state_dict(raw)
-        except CheckpointError as err:
-            raise CheckpointError(f"{source}: {err}") from None
+        raw = strip_wrapper_prefixes(raw)
     else:
         source = str(path_or_state_dict)
-        state_dict, metadata = read_checkpoint(path_or_state_dict, use_ema=use_ema)
+        raw, metadata = read_checkpoint(path_or_state_dict, use_ema=use_ema, convert=False)
+    try:
+        if layout_name(raw) == "official":
+            source += " (official layout)"
+        state_dict = convert_state_dict(raw)
+    except CheckpointError as err:
+        raise CheckpointError(f"{source}: {err}") from None
+    return load_state_dict_into(model, state_dict, strict=strict, source=source,
+                                metadata=metadata)
+
+
+def load_state_dict_into(model: nn.Module, state_dict: StateDict, *, strict: bool = True,
+                         source: str = "the state dict",
+                         metadata: Mapping[str, str] | None = None) -> nn.Module:
+    """The second half of :func:`load_checkpoint`, for a state dict already in our
+    layout (``source`` names it in error messages)."""
+    metadata = metadata or {}
     inner = _inner_model(model)
     has_blocks = any(isinstance(m, Reparameterizable) for m in inner.modules())
     file_fused = fused_state(state_dict)
     if has_blocks and file_fused is not False and not is_fused(inner):
         if file_fused:
+            twin = _meta_twin(inner, inference_mode=True) if strict else None
+            if twin is not None:  # refuse before touching the model
+                _check_fit(twin, state_dict, strict, source, metadata)
             reparameterize(inner, inplace=True)
         else:
             _fuse_like_checkpoint(inner, state_dict)
         warnings.warn(f"{source} holds fused (reparameterized) weights, so the model was "
                       f"reparameterized before loading: it is now an inference model. To "
-                      f"fine-tune, load a train-time checkpoint instead.", stacklevel=2)
+                      f"fine-tune, load a train-time checkpoint instead.", stacklevel=3)
     elif has_blocks and file_fused is False and is_fused(inner):
         _load_via_train_time_twin(inner, state_dict, strict, source, metadata)
         return model

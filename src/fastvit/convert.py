@@ -12,11 +12,12 @@ from pathlib import Path
 
 from fastvit.checkpoint import (
     class_names_from_metadata,
-    load_checkpoint,
+    load_state_dict_into,
     read_checkpoint,
     save_checkpoint,
 )
 from fastvit.checkpoint_layouts import (
+    convert_state_dict,
     detect_layout,
     fused_state,
     guess_variant,
@@ -61,23 +62,25 @@ def main(args: argparse.Namespace) -> int:
     dst = Path(args.dst)
     if dst.suffix != ".safetensors":
         raise ConfigError(f"DST must be a .safetensors file, got {dst}")
-    state_dict, metadata = read_checkpoint(args.src, use_ema=args.ema)
-    layout = detect_layout(state_dict)
+    raw, metadata = read_checkpoint(args.src, use_ema=args.ema, convert=False)
+    layout = detect_layout(raw)
+    state_dict = convert_state_dict(raw)
     variant = _pick_variant(state_dict, metadata, args.model, args.src)
     file_classes = num_classes_of(state_dict)
     has_head = any(k.startswith("final_conv.") for k in state_dict)
     num_classes = file_classes or 0
     if args.num_classes is not None and args.num_classes != num_classes:
         if args.num_classes != 0:
-            raise ConfigError(f"{args.src} has a {num_classes}-class classifier, not "
-                              f"{args.num_classes}: omit --num-classes, or pass 0 to drop "
-                              f"the classifier")
+            has = f"a {num_classes}-class classifier" if num_classes else "no classifier"
+            raise ConfigError(f"{args.src} has {has}, not {args.num_classes} classes: omit "
+                              f"--num-classes, or pass 0 to drop the classifier")
         num_classes = 0
     model = create_model(variant, num_classes=num_classes, in_chans=in_chans_of(state_dict) or 3,
                          inference_mode=bool(layout.fused), features_only=not has_head)
     with warnings.catch_warnings():  # a fused file fusing the model is expected here
         warnings.simplefilter("ignore", UserWarning)
-        model = load_checkpoint(model, state_dict, strict=True)
+        source = args.src + (" (official layout)" if layout.name == "official" else "")
+        model = load_state_dict_into(model, state_dict, source=source, metadata=metadata)
     if args.fuse and not is_fused(model):
         model = reparameterize(model, inplace=True)
     try:

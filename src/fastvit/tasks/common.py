@@ -1,7 +1,7 @@
 """Training plumbing shared by the dense-task commands (detect, segment, hand).
 
-One place for: torchrun/DDP set-up, data loaders that shard across ranks,
-AdamW with decay-free norm/bias groups, warm-up + main LR schedules built from
+One place for: torchrun/DDP set-up and AdamW groups (both reused from
+:mod:`fastvit.train`), data loaders that shard across ranks, warm-up + main LR schedules built from
 ``torch.optim.lr_scheduler``, the AMP training loop with tqdm progress,
 crash-safe checkpoints that load with ``weights_only=True``, recipe files and
 JSON/PNG reports. Each task only supplies its model, data and loss.
@@ -14,7 +14,6 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,77 +25,43 @@ from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
-from fastvit.errors import CheckpointError, ConfigError, FastVitError
+from fastvit.errors import CheckpointError, ConfigError, DataError, FastVitError
 from fastvit.io import atomic_path, atomic_torch_save, atomic_write_text
+from fastvit.train.distributed import DistEnv, cleanup, gather_objects, init_distributed
+from fastvit.train.distributed import barrier as barrier  # re-exported for the engines
+from fastvit.train.optim import build_optimizer
 
 R = TypeVar("R")
 
 # ---------------------------------------------------------------------------
-# Distributed runtime (torchrun sets RANK / WORLD_SIZE / LOCAL_RANK)
+# Distributed runtime: fastvit.train.distributed (torchrun env, NCCL/gloo)
 # ---------------------------------------------------------------------------
 
-
-@dataclass
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+Runtime = DistEnv
 
 
-def init_runtime(device: str | None = None) -> Runtime:
-    """Pick the device and, under torchrun, join the process group (NCCL on GPU, gloo on CPU)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError("--device cuda requested but no CUDA device is available")
-        if dev.index is None:
-            dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, rank, world_size, local_rank)
+def init_runtime(device: str | None = None) -> DistEnv:
+    """Pick the device and, under torchrun, join the process group."""
+    return init_distributed(device or "auto")
 
 
-def shutdown(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(runtime: Runtime) -> None:
+def shutdown(runtime: DistEnv) -> None:
     if runtime.distributed:
-        dist.barrier()
+        cleanup()
 
 
-def all_reduce_sum(tensor: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+def all_reduce_sum(tensor: torch.Tensor, runtime: DistEnv) -> torch.Tensor:
     if runtime.distributed:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
 
 
-def gather_lists(items: list, runtime: Runtime) -> list:
-    """Concatenate per-rank lists on every rank (rank order)."""
-    if not runtime.distributed:
-        return items
-    parts: list[list] = [[] for _ in range(runtime.world_size)]
-    dist.all_gather_object(parts, items)
-    return [x for part in parts for x in part]
+def gather_lists(items: list, runtime: DistEnv) -> list:
+    """Concatenate the per-rank lists (rank order), on every rank."""
+    return [x for part in gather_objects(items, runtime) for x in part]
 
 
-def wrap_ddp(model: nn.Module, runtime: Runtime) -> nn.Module:
+def wrap_ddp(model: nn.Module, runtime: DistEnv) -> nn.Module:
     if not runtime.distributed:
         return model
     ids = [runtime.device.index] if runtime.device.type == "cuda" else None
@@ -112,7 +77,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 # ---------------------------------------------------------------------------
 
 
-def train_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime, *,
+def train_loader(dataset: Dataset, batch_size: int, workers: int, runtime: DistEnv, *,
                  collate_fn: Callable | None = None, seed: int = 0) -> DataLoader:
     """Shuffled loader; under DDP each rank draws its own part of every epoch."""
     if len(dataset) < batch_size * runtime.world_size:
@@ -127,7 +92,7 @@ def train_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runti
                       pin_memory=runtime.device.type == "cuda", persistent_workers=workers > 0)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: Runtime, *,
+def eval_loader(dataset: Dataset, batch_size: int, workers: int, runtime: DistEnv, *,
                 collate_fn: Callable | None = None) -> DataLoader:
     """Each rank evaluates a disjoint slice; unlike DistributedSampler nothing is
     duplicated, so summed or gathered metrics count every sample exactly once."""
@@ -171,30 +136,12 @@ def iterate_forever(loader: DataLoader, start_epoch: int = 0) -> Iterator[Any]:
 # ---------------------------------------------------------------------------
 
 
-def _no_decay(name: str, param: torch.Tensor) -> bool:
-    # biases, norm weights and per-channel layer scales are not regularised
-    return param.ndim <= 1 or name.endswith(".gamma") or "layer_scale" in name
-
-
-def adamw(model: nn.Module, lr: float, weight_decay: float,
-          betas: tuple[float, float] = (0.9, 0.999),
-          backbone_lr_mult: float = 1.0) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters, without weight decay on biases, norm
-    weights and layer scales; parameters under ``backbone`` get ``lr * backbone_lr_mult``."""
-    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        key = (_no_decay(name, param), "backbone" in name.split("."))
-        groups.setdefault(key, []).append(param)
-    param_groups = [
-        {"params": params, "weight_decay": 0.0 if no_decay else weight_decay,
-         "lr": lr * (backbone_lr_mult if in_backbone else 1.0)}
-        for (no_decay, in_backbone), params in sorted(groups.items())
-    ]
-    if not param_groups:
+def adamw(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters, no decay on biases, norms and layer scales
+    (the classification trainer's grouping, :func:`fastvit.train.optim.build_optimizer`)."""
+    if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("the model has no trainable parameters")
-    return torch.optim.AdamW(param_groups, lr=lr, betas=betas, weight_decay=weight_decay)
+    return build_optimizer(model, lr=lr, weight_decay=weight_decay)
 
 
 def with_warmup(optimizer: torch.optim.Optimizer, main: LRScheduler, warmup_iters: int,
@@ -225,7 +172,7 @@ def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
 
 def fit(model: nn.Module, batches: Iterator[Any], step_fn: Callable[[Any], dict[str, torch.Tensor]],
         *, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None,
-        scaler: torch.amp.GradScaler, runtime: Runtime, total_steps: int, start_step: int = 0,
+        scaler: torch.amp.GradScaler, runtime: DistEnv, total_steps: int, start_step: int = 0,
         amp: bool = False, clip_grad: float | None = None, log_every: int = 20,
         on_step_end: Callable[[int], None] | None = None, desc: str = "train") -> list[dict]:
     """Run ``total_steps - start_step`` optimizer steps.
@@ -427,3 +374,56 @@ def check_positive(recipe: Any, names: Iterable[str]) -> None:
         value = getattr(recipe, name)
         if value is None or value <= 0:
             raise ValueError(f"{name} must be positive, got {value}")
+
+
+def parse_sets(items: Sequence[str] | None) -> dict[str, Any]:
+    """``--set key=value`` options (values parsed as YAML: ``64``, ``true``, ``[8, 11]``)."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot parse value {value!r}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Images in and out (predict commands)
+# ---------------------------------------------------------------------------
+
+
+def read_rgb(path: str | os.PathLike):
+    """Open an image as RGB PIL image, or raise a DataError naming the file."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image not found: {path}")
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+
+
+def save_png(image: torch.Tensor | Any, path: str | os.PathLike) -> Path:
+    """Atomically write a uint8 CHW tensor (or a PIL image) as PNG."""
+    from PIL import Image
+
+    if isinstance(image, torch.Tensor):
+        image = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
+    return Path(path)
+
+
+def add_runtime_arguments(parser: Any, *, amp: bool = True) -> None:
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument("--workers", type=int, default=None, help="data loading processes")
+    if amp:
+        parser.add_argument("--amp", action="store_true", default=None,
+                            help="mixed precision (fp16 on CUDA, bf16 on CPU)")

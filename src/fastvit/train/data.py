@@ -73,7 +73,7 @@ def isolated_rng(seed: int) -> Iterator[None]:
 
 
 class SeededDataset(Dataset):
-    """Wraps a dataset so that item ``(index, seed)`` is transformed under RNGs seeded by ``seed``."""
+    """Item ``(index, seed)`` is ``dataset[index]`` drawn under RNGs seeded by ``seed``."""
 
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset

@@ -127,7 +127,7 @@ def train_one_epoch(parts: StepParts, loader, progress: Progress, *,
             lost = step_loss / max(loss_count, 1)
             raise DivergedError(
                 f"non-finite loss ({lost.item()}) at step {progress.step + 1} (epoch "
-                f"{progress.epoch}, batch {progress.batch_in_epoch} of the epoch): training "
+                f"{progress.epoch + 1}, batch {progress.batch_in_epoch} of the epoch): training "
                 f"stopped before the update; checkpoints already written are untouched")
         if parts.clip_grad is not None:
             parts.scaler.unscale_(parts.optimizer)

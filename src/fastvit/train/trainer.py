@@ -31,7 +31,13 @@ from fastvit.train.distributed import (
     init_distributed,
 )
 from fastvit.train.engine import Progress, StepParts, Throughput, train_one_epoch
-from fastvit.train.logging import CURVES_NAME, MetricsLogger, plot_curves, progress
+from fastvit.train.logging import (
+    CURVES_NAME,
+    MetricsLogger,
+    plot_curves,
+    progress,
+    read_metrics,
+)
 from fastvit.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 SUMMARY_NAME = "summary.json"
@@ -253,6 +259,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
         f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
         f"device {device}, amp {amp_dtype}")
     meta = {"variant": cfg.model.variant, "classes": list(classes), "num_classes": num_classes,
+            "train_images": len(train_ds), "val_images": len(val_ds),
             "world_size": env.world_size, "global_batch": plan.global_batch}
     saver = _Saver(cfg, env, out_dir, config_dict, meta, parts, progress_state)
     try:
@@ -338,12 +345,17 @@ def _finish(cfg: TrainConfig, env: DistEnv, saver: _Saver, logger: MetricsLogger
             prog: Progress, last_eval: dict[str, Any], *, stopped: bool) -> dict[str, Any]:
     out_dir = Path(cfg.run.out_dir)
     summary = {"stopped": stopped, "epoch": prog.epoch, "step": prog.step,
+               "train_images": saver.meta.get("train_images"),
                "best_top1": prog.best_top1, "last_eval": last_eval,
                "checkpoint": str(saver.last_path) if saver.last_path else None,
                "best_checkpoint": str(out_dir / ckpt.BEST_NAME)
                if (out_dir / ckpt.BEST_NAME).is_file() else None}
     if env.is_main:
         logger.close()
+        summary["history"] = [
+            {"epoch": r["epoch"], "train_loss": r.get("train_loss"),
+             "top1": r["model"]["top1"], "ema_top1": (r.get("ema") or {}).get("top1")}
+            for r in read_metrics(logger.path) if r.get("kind") == "eval"]
         png = plot_curves(logger.path, out_dir / CURVES_NAME)
         summary["curves"] = str(png) if png else None
         from fastvit.io import atomic_write_text

@@ -36,7 +36,7 @@ def build_detector(recipe: DetectionRecipe, num_classes: int, *,
                            rpn_proposals_test=recipe.rpn_proposals_test)
 
 
-def _base(dataset: Any) -> CocoInstances:
+def base_dataset(dataset: Any) -> CocoInstances:
     """The validated ``CocoInstances`` under the transforms-v2 wrapper."""
     return dataset._dataset if hasattr(dataset, "_dataset") else dataset
 
@@ -50,7 +50,7 @@ def _base(dataset: Any) -> CocoInstances:
 def predict_coco(model: nn.Module, dataset: Any, runtime: common.Runtime, *,
                  batch_size: int = 2, workers: int = 2, amp: bool = False) -> list[dict]:
     """COCO-format detections for this rank's share of ``dataset``."""
-    category_ids = _base(dataset).category_ids
+    category_ids = base_dataset(dataset).category_ids
     loader = common.eval_loader(dataset, batch_size, workers, runtime,
                                 collate_fn=common.list_collate)
     was_training = model.training
@@ -79,7 +79,7 @@ def evaluate(model: nn.Module, dataset: Any, runtime: common.Runtime, *, batch_s
     results = common.gather_lists(results, runtime)
     if not runtime.is_main:
         return {}
-    base = _base(dataset)
+    base = base_dataset(dataset)
     return coco_evaluate(base.coco, results, image_ids=base.ids, verbose=verbose)
 
 
@@ -119,11 +119,11 @@ def _train(recipe: DetectionRecipe, runtime: common.Runtime, out_dir: Path,
     torch.manual_seed(recipe.seed + runtime.rank)
     train_set = coco_dataset(train_images, train_ann, train=True, hflip=recipe.hflip,
                              scales=recipe.train_scales)
-    base = _base(train_set)
+    base = base_dataset(train_set)
     val_set = None
     if val_ann is not None:
         val_set = coco_dataset(val_images, val_ann, train=False)
-        if _base(val_set).category_ids != base.category_ids:
+        if base_dataset(val_set).category_ids != base.category_ids:
             raise DataError(f"categories of {val_ann} differ from those of {train_ann}")
     extra = {"class_names": base.class_names, "category_ids": base.category_ids}
 

@@ -170,8 +170,7 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
         eval_set = _optional_eval_set(data, eval_split, recipe)
         net = build_net(recipe, recipe.pretrained).to(runtime.device)
         model = common.wrap_ddp(net, runtime)
-        optimizer = common.adamw(net, recipe.lr, recipe.weight_decay,
-                                 backbone_lr_mult=recipe.backbone_lr_mult)
+        optimizer = common.adamw(net, recipe.lr, recipe.weight_decay)
         loader = common.train_loader(train_set, recipe.batch_size, recipe.workers, runtime,
                                      seed=recipe.seed)
         steps_per_epoch = len(loader)

@@ -217,10 +217,10 @@ def _validated(arrays: dict[str, np.ndarray], path: Path) -> dict[str, np.ndarra
 
 def convert_mano(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     """Convert the (trusted) MANO pickle ``src`` to the safe array file ``dst`` (.npz)."""
-    arrays = read_mano_source(src)
     dst = Path(dst)
     if dst.suffix != ".npz":
         raise ConfigError(f"the converted MANO file must end in .npz, got {dst}")
+    arrays = read_mano_source(src)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
@@ -272,8 +272,12 @@ class ManoLayer(nn.Module):
     def __init__(self, arrays: dict[str, np.ndarray], *, flat_hand_mean: bool = False,
                  fingertip_vertex_ids: tuple[int, ...] = FREIHAND_FINGERTIPS) -> None:
         super().__init__()
-        import smplx
-        from smplx.utils import Struct
+        try:
+            import smplx
+            from smplx.utils import Struct
+        except ImportError as err:
+            raise ConfigError(f"fastvit hand needs the smplx package ({err}); install it "
+                              f"with: pip install 'fastvit[tasks]'") from None
 
         nv = arrays["v_template"].shape[0]
         tips = tuple(int(i) for i in fingertip_vertex_ids)

@@ -47,7 +47,6 @@ class HandRecipe:
     batch_size: int = 32                # per process; 4 GPUs -> 128
     lr: float = 2e-4
     weight_decay: float = 1e-4
-    backbone_lr_mult: float = 1.0
     warmup_iters: int = 1000
     warmup_ratio: float = 0.001
     min_lr_ratio: float = 0.01          # cosine decays to lr * min_lr_ratio

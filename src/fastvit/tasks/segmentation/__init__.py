@@ -1,0 +1,1 @@
+"""Semantic segmentation: FastViT + Semantic FPN on ADE20K-layout data."""

@@ -1,11 +1,9 @@
 """fastvit: train, verify, reparameterize, deploy and benchmark FastViT."""
 
+from fastvit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from fastvit.model import VARIANTS, FastVit, create_model, list_models
 from fastvit.reparam import is_fused, reparameterize
 from fastvit.verify import max_abs_difference, randomize_model_stats
-
-
-from fastvit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint  # noqa: E402
 
 __all__ = [
     "VARIANTS",

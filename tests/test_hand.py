@@ -440,3 +440,11 @@ def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert metrics["num_samples"] == 4
+    # resume the 4-step run for 2 more steps in one process
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert cli_main(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
+                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
+                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
+                     "--max-steps", "6", "--resume", str(ckpt), "--workers", "0",
+                     "--set", "eval_every_epochs=1"]) == 0
+    assert torch.load(ckpt, weights_only=True)["step"] == 6

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from _train_utils import (
     REPO,
     cli_set_args,
@@ -20,6 +19,7 @@ from _train_utils import (
     tiny_config,
     tiny_overrides,
 )
+
 from fastvit.train.checkpointing import checkpoint_name
 
 # 24 train images over 2 ranks, batch 4: 3 steps per epoch, 2 epochs; 9 val images (odd: the

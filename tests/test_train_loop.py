@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 import torch
-
 from _train_utils import load_state, make_image_folder, tiny_config
+
 from fastvit.errors import CheckpointError, ConfigError, DataError
 from fastvit.train.checkpointing import (
     DivergedError,

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from _train_utils import (
     REPO,
     cli_set_args,
@@ -22,6 +21,7 @@ from _train_utils import (
     tensors_equal,
     tiny_overrides,
 )
+
 from fastvit.train.checkpointing import checkpoint_name, list_checkpoints
 
 STEPS_PER_EPOCH, EPOCHS = 9, 2  # 36 images / batch 4

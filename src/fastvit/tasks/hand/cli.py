@@ -22,7 +22,7 @@ import json
 import os
 from typing import Any
 
-from fastvit.tasks.common import load_recipe
+from fastvit.tasks.common import load_recipe, parse_sets
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any recipe option, e.g. --set aug_rotation=0 (repeatable)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke runs)")
     p.add_argument("--resume", help="continue from a checkpoint.pt of this command")
     p.add_argument("--eval-split", default="evaluation",
@@ -107,7 +109,7 @@ def main(args: argparse.Namespace) -> int:
                      "batch_size": args.batch_size, "lr": args.lr,
                      "weight_decay": args.weight_decay, "workers": args.workers,
                      "seed": args.seed, "amp": args.amp}
-        recipe = load_recipe(HandRecipe, args.config, overrides)
+        recipe = load_recipe(HandRecipe, args.config, {**parse_sets(args.set), **overrides})
         split = None if args.eval_split == "none" else args.eval_split
         result = engine.train(recipe, data=args.data, mano_path=args.mano, out_dir=args.out,
                               device=args.device, resume=args.resume, eval_split=split,

@@ -181,12 +181,12 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
             optimizer, cosine_schedule(optimizer, total, recipe.min_lr_ratio),
             min(recipe.warmup_iters, total // 2), recipe.warmup_ratio)
         scaler = common.make_scaler(runtime.device, recipe.amp)
-        start = 0
+        start, evaluations = 0, []
         if resume is not None:
-            start = common.restore_training_state(common.load_task_checkpoint(resume, TASK),
-                                                  net, optimizer, scheduler, scaler)
+            state = common.load_task_checkpoint(resume, TASK)
+            start = common.restore_training_state(state, net, optimizer, scheduler, scaler)
+            evaluations = list(state.get("extra", {}).get("evaluations", []))
         weights, root = loss_weights(recipe), recipe.root_joint
-        evaluations: list[dict] = []
         ckpt_path = out_dir / "checkpoint.pt"
 
         def step_fn(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -199,8 +199,8 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
             if not epoch_end:
                 return
             epoch = math.ceil(step / steps_per_epoch)
-            if eval_set is not None and (epoch % recipe.eval_every_epochs == 0
-                                         or step == total):
+            # the last step is scored once, after training (with the report examples)
+            if eval_set is not None and epoch % recipe.eval_every_epochs == 0 and step < total:
                 metrics, _ = evaluate_model(net, mano, eval_set, runtime,
                                             batch_size=recipe.batch_size,
                                             workers=recipe.workers, root=root, amp=recipe.amp)
@@ -225,6 +225,8 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                                                workers=recipe.workers, root=root,
                                                amp=recipe.amp, num_examples=num_examples)
             result["metrics"] = metrics
+            evaluations.append({"step": total, "epoch": math.ceil(total / steps_per_epoch),
+                                **metrics})
         if runtime.is_main:
             common.write_json(out_dir / "history.json", {"history": history,
                                                          "evaluations": evaluations})

@@ -14,6 +14,9 @@ from PIL import Image
 from fastvit.train.config import TrainConfig, apply_overrides, load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
+# CI runs on CPU; on a GPU machine `FASTVIT_TRAIN_TEST_DEVICE=cuda pytest tests/test_train_resume.py
+# tests/test_train_loop.py` repeats the exactness checks on CUDA (the gloo DDP test stays on CPU).
+TEST_DEVICE = os.environ.get("FASTVIT_TRAIN_TEST_DEVICE", "cpu")
 CLASS_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 210, 40)]
 
 
@@ -40,7 +43,7 @@ def tiny_overrides(out_dir: Path, data: Path | str, **extra: object) -> list[str
         "data.mixup": 0.2, "data.cutmix": 1.0, "model.drop_path": 0.1,
         "optim.global_batch": "null", "optim.lr": 1e-3, "optim.lr_base_batch": 4,
         "schedule.epochs": 2, "schedule.warmup_epochs": 1, "schedule.cooldown_epochs": 0,
-        "ema.decay": 0.9, "run.out_dir": out_dir, "run.device": "cpu", "run.amp": "none",
+        "ema.decay": 0.9, "run.out_dir": out_dir, "run.device": TEST_DEVICE, "run.amp": "none",
         "run.save_every_steps": 2, "run.log_every": 1, "run.progress": False,
         "run.deterministic": True,
     }

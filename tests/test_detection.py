@@ -264,14 +264,14 @@ def test_cli_train_evaluate_predict(coco, tmp_path: Path) -> None:
     rc = cli_main(["detect", "train", "--data", str(root), "--train-split", "train",
                    "--val-split", "train", "--out", str(out), "--model", "fastvit_t8",
                    "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--min-size", "128",
-                   "--max-size", "128", "--device", "cpu", *sets])
+                   "--max-size", "128", "--device", "cpu", "--set=eval_every_epochs=4", *sets])
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
     losses = [h["loss"] for h in report["train"]]
     assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
     assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness"} <= set(
         report["train"][0])
-    assert [e["epoch"] for e in report["eval"]] == [1, 2, 3, 4]
+    assert [e["epoch"] for e in report["eval"]] == [4]
     assert set(report["eval"][-1]["bbox"]) == set(SUMMARY_NAMES)
     assert 0.0 <= report["eval"][-1]["segm"]["AP"] <= 1.0
     assert (out / "loss.png").stat().st_size > 0

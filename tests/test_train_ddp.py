@@ -43,7 +43,8 @@ def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
 
     data = make_image_folder(tmp_path / "data", num_classes=3, train_per_class=8)
     out = tmp_path / "ddp"
-    args = ["--config", "fastvit_t8", *cli_set_args(tiny_overrides(out, data))]
+    args = ["--config", "fastvit_t8",
+            *cli_set_args(tiny_overrides(out, data, **{"run.device": "cpu"}))]
 
     first = _torchrun([*args, "--stop-at-step", "4"])
     assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-3000:]
@@ -59,7 +60,7 @@ def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
 
     logged = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
     assert logged[-1]["step"] == 6
-    cfg = tiny_config(out, data)
+    cfg = tiny_config(out, data, **{"run.device": "cpu"})
     _, val_ds, classes = build_datasets(cfg)
     loader = build_eval_loader(val_ds, batch_size=5)
     for name in ("model", "ema"):

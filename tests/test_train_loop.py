@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 import torch
-from _train_utils import load_state, make_image_folder, tiny_config
+from _train_utils import TEST_DEVICE, load_state, make_image_folder, tiny_config
 
 from fastvit.errors import CheckpointError, ConfigError, DataError
 from fastvit.train.checkpointing import (
@@ -156,6 +156,53 @@ def test_bf16_channels_last_accumulation_and_clipping_smoke(tmp_path):
 
 
 def test_fp16_on_cpu_is_a_config_error(tmp_path):
-    cfg = tiny_config(tmp_path / "out", "unused", **{"run.amp": "fp16"})
+    cfg = tiny_config(tmp_path / "out", "unused", **{"run.amp": "fp16", "run.device": "cpu"})
     with pytest.raises(ConfigError, match="fp16 autocast needs a CUDA device"):
         fit(cfg, datasets=_datasets())
+
+
+def test_unreadable_images_are_counted_or_stop_the_run(tmp_path):
+    root = make_image_folder(tmp_path / "data", num_classes=2, train_per_class=4,
+                             val_per_class=1)
+    bad = root / "train" / "c0" / "broken.png"
+    bad.write_bytes(b"not a png")
+    lines: list[str] = []
+    cfg = tiny_config(tmp_path / "out", root, **{"schedule.epochs": 1,
+                                                 "schedule.warmup_epochs": 0})
+    with pytest.warns(UserWarning, match="broken.png"):
+        fit(cfg, log=lines.append)
+    assert "warning: skipped 1 unreadable image(s) in epoch 1" in lines
+    cfg.data.bad_images = "error"
+    cfg.run.out_dir = str(tmp_path / "out2")
+    with pytest.raises(DataError, match="broken.png"):
+        fit(cfg)
+
+
+def test_best_weights_are_exported_for_validate(tmp_path):
+    from fastvit.checkpoint import class_names_from_metadata, read_checkpoint
+
+    cfg = tiny_config(tmp_path / "out", "unused", **{"schedule.epochs": 1,
+                                                   "schedule.warmup_epochs": 0})
+    summary = fit(cfg, datasets=_datasets())
+    weights, meta = read_checkpoint(summary["best_weights"])
+    assert meta["variant"] == "fastvit_t8" and meta["weights"] == "ema"
+    assert class_names_from_metadata(meta) == ["a", "b", "c"]
+    state = load_state(summary["best_checkpoint"])
+    assert set(weights) == set(state["ema"])
+    assert all(torch.equal(weights[k], v) for k, v in state["ema"].items())
+    _, train_meta = read_checkpoint(summary["best_checkpoint"], use_ema=True)
+    assert class_names_from_metadata(train_meta) == ["a", "b", "c"]
+
+
+@pytest.mark.skipif(not TEST_DEVICE.startswith("cuda"), reason="fp16 + GradScaler need CUDA "
+                    "(FASTVIT_TRAIN_TEST_DEVICE=cuda)")
+def test_fp16_gradscaler_channels_last_and_resume_on_cuda(tmp_path):
+    overrides = {"run.amp": "fp16", "run.channels_last": True, "run.stop_at_step": 3,
+                 "run.deterministic": False}
+    fit(tiny_config(tmp_path / "out", "unused", **overrides), datasets=_datasets())
+    state = load_state(tmp_path / "out" / checkpoint_name(3))
+    assert state["scaler"]["scale"] > 0  # the GradScaler state travels with the checkpoint
+    overrides["run.stop_at_step"] = None
+    summary = fit(tiny_config(tmp_path / "out", "unused", **overrides), resume="auto",
+                  datasets=_datasets())
+    assert summary["step"] == 12 and summary["last_eval"]["model"]["count"] == 9

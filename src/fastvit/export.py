@@ -135,14 +135,18 @@ def export_metadata(dm: DeployModel, image_size: int, raw_pixels: bool) -> dict[
 def canonicalize_gelu(onnx_model) -> int:
     """Rewrite the dynamo exporter's erf-GELU into the operand order ONNX Runtime
     fuses; returns the number of rewrites (standard ONNX ops only)."""
+    import numpy as np
+    import onnx_ir as ir
     from onnxscript.rewriter import pattern
 
     def exported_gelu(op, x):
         return x * (0.5 * (op.Erf(x / math.sqrt(2)) + 1.0))
 
+    def scalar(op, value: float):  # a tensor-valued Constant: every ONNX tool reads it
+        return op.Constant(value=ir.tensor(np.array(value, dtype=np.float32)))
+
     def fusable_gelu(op, x):
-        root2 = op.Constant(value_float=math.sqrt(2))
-        one, half = op.Constant(value_float=1.0), op.Constant(value_float=0.5)
+        root2, one, half = scalar(op, math.sqrt(2)), scalar(op, 1.0), scalar(op, 0.5)
         return op.Mul(op.Mul(x, op.Add(op.Erf(op.Div(x, root2)), one)), half)
 
     rules = pattern.RewriteRuleSet([pattern.RewriteRule(exported_gelu, fusable_gelu)])

@@ -170,58 +170,66 @@ def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     return torch.amp.GradScaler(device.type, enabled=amp and device.type == "cuda")
 
 
+def _optimizer_step(model: nn.Module, batch: Any,
+                    step_fn: Callable[[Any], dict[str, torch.Tensor]],
+                    optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                    device: torch.device, amp: bool, clip_grad: float | None,
+                    step: int) -> dict[str, torch.Tensor]:
+    with autocast(device, amp):
+        losses = step_fn(batch)
+    loss = losses["loss"]
+    if not torch.isfinite(loss):
+        raise FastVitError(f"training diverged: loss is {loss.item()} at step {step}; "
+                           f"lower the learning rate or enable gradient clipping")
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip_grad:
+        scaler.unscale_(optimizer)
+        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+    scaler.step(optimizer)
+    scaler.update()
+    return losses
+
+
 def fit(model: nn.Module, batches: Iterator[Any], step_fn: Callable[[Any], dict[str, torch.Tensor]],
         *, optimizer: torch.optim.Optimizer, scheduler: LRScheduler | None,
         scaler: torch.amp.GradScaler, runtime: DistEnv, total_steps: int, start_step: int = 0,
         amp: bool = False, clip_grad: float | None = None, log_every: int = 20,
         on_step_end: Callable[[int], None] | None = None, desc: str = "train") -> list[dict]:
-    """Run ``total_steps - start_step`` optimizer steps.
+    """Run optimizer steps ``start_step + 1 .. total_steps``.
 
     ``step_fn(batch)`` returns named losses including ``"loss"`` (the one that is
     back-propagated). Returns the log: every ``log_every`` steps the window mean of
     each loss (averaged over ranks) and the learning rate. ``on_step_end(step)`` runs
-    after every step (1-based), e.g. for periodic evaluation and checkpoints.
+    after every step, e.g. for periodic evaluation and checkpoints.
     """
     history: list[dict] = []
     window: dict[str, float] = {}
     count = 0
     model.train()
-    bar = tqdm(total=total_steps, initial=start_step, desc=desc, disable=not runtime.is_main,
-               dynamic_ncols=True)
-    for step in range(start_step + 1, total_steps + 1):
-        batch = next(batches)
-        with autocast(runtime.device, amp):
-            losses = step_fn(batch)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FastVitError(f"training diverged: loss is {loss.item()} at step {step}; "
-                               f"lower the learning rate or enable gradient clipping")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_grad:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-        scaler.step(optimizer)
-        scaler.update()
-        if scheduler is not None:
-            scheduler.step()
-        for key, value in losses.items():
-            window[key] = window.get(key, 0.0) + float(value.detach())
-        count += 1
-        bar.update(1)
-        if step % log_every == 0 or step == total_steps:
-            names = sorted(window)
-            means = torch.tensor([window[k] / count for k in names], dtype=torch.float64,
-                                 device=runtime.device)
-            means = all_reduce_sum(means, runtime) / runtime.world_size
-            record = {"step": step, "lr": optimizer.param_groups[0]["lr"],
-                      **{k: float(v) for k, v in zip(names, means.tolist(), strict=True)}}
-            history.append(record)
-            bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
-            window, count = {}, 0
-        if on_step_end is not None:
-            on_step_end(step)
-    bar.close()
+    with tqdm(total=total_steps, initial=start_step, desc=desc, disable=not runtime.is_main,
+              dynamic_ncols=True) as bar:
+        for step in range(start_step + 1, total_steps + 1):
+            losses = _optimizer_step(model, next(batches), step_fn, optimizer, scaler,
+                                     runtime.device, amp, clip_grad, step)
+            if scheduler is not None:
+                scheduler.step()
+            for key, value in losses.items():
+                window[key] = window.get(key, 0.0) + float(value.detach())
+            count += 1
+            bar.update(1)
+            if step % log_every == 0 or step == total_steps:
+                names = sorted(window)
+                means = torch.tensor([window[k] / count for k in names], dtype=torch.float64,
+                                     device=runtime.device)
+                means = all_reduce_sum(means, runtime) / runtime.world_size
+                record = {"step": step, "lr": optimizer.param_groups[0]["lr"],
+                          **{k: float(v) for k, v in zip(names, means.tolist(), strict=True)}}
+                history.append(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
+                window, count = {}, 0
+            if on_step_end is not None:
+                on_step_end(step)
     return history
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fastvit.errors import CheckpointError, ConfigError
+from fastvit.io import atomic_write_text
 from fastvit.train import checkpointing as ckpt
 from fastvit.train.config import TrainConfig, resume_mismatches, to_dict, validate
 from fastvit.train.data import build_datasets, build_train_loader, seed_all
@@ -41,6 +42,7 @@ from fastvit.train.logging import (
 from fastvit.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 SUMMARY_NAME = "summary.json"
+BEST_WEIGHTS_NAME = "best.safetensors"
 CHECKPOINT_FORMAT = "fastvit-train-v1"
 
 
@@ -158,9 +160,15 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)
+    # process-wide switches the run may flip; restored so an in-process caller is unaffected
+    saved = (torch.are_deterministic_algorithms_enabled(),
+             torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
     try:
         return _fit(cfg, env, resume, datasets, log or print)
     finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+        torch.backends.cudnn.benchmark = saved[2]
         cleanup()
 
 
@@ -173,7 +181,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
     amp_dtype = resolve_amp(cfg.run.amp, device)
     if cfg.run.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn if a CUDA op has none
         torch.backends.cudnn.benchmark = False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -251,7 +259,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
         ckpt.clean_stale_temp_files(out_dir)
-        (out_dir / "config.yaml").write_text(_yaml(config_dict))
+        atomic_write_text(out_dir / "config.yaml", _yaml(config_dict))
     logger = MetricsLogger(out_dir, enabled=env.is_main)
     say(f"fastvit train: {cfg.model.variant}, {num_classes} classes, {len(train_ds)} train / "
         f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
@@ -349,7 +357,9 @@ def _finish(cfg: TrainConfig, env: DistEnv, saver: _Saver, logger: MetricsLogger
                "best_top1": prog.best_top1, "last_eval": last_eval,
                "checkpoint": str(saver.last_path) if saver.last_path else None,
                "best_checkpoint": str(out_dir / ckpt.BEST_NAME)
-               if (out_dir / ckpt.BEST_NAME).is_file() else None}
+               if (out_dir / ckpt.BEST_NAME).is_file() else None,
+               "best_weights": str(out_dir / BEST_WEIGHTS_NAME)
+               if (out_dir / BEST_WEIGHTS_NAME).is_file() else None}
     if env.is_main:
         logger.close()
         summary["history"] = [
@@ -358,8 +368,6 @@ def _finish(cfg: TrainConfig, env: DistEnv, saver: _Saver, logger: MetricsLogger
             for r in read_metrics(logger.path) if r.get("kind") == "eval"]
         png = plot_curves(logger.path, out_dir / CURVES_NAME)
         summary["curves"] = str(png) if png else None
-        from fastvit.io import atomic_write_text
-
         atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     barrier(env)
     return summary
@@ -387,6 +395,9 @@ class _Saver:
             "step": self.prog.step, "epoch": self.prog.epoch,
             "batch_in_epoch": self.prog.batch_in_epoch, "best_top1": self.prog.best_top1,
             "rng": rng, "config": self.config_dict, "metrics": metrics, **self.meta,
+            # read by fastvit.checkpoint (validate/predict map class folders by these names)
+            "metadata": {"class_names": list(self.meta["classes"]),
+                         "variant": self.meta["variant"]},
         }
         if p.ema is not None:
             state["ema"] = p.ema.module.state_dict()
@@ -400,8 +411,21 @@ class _Saver:
                                                   self.cfg.run.keep_last)
             if best:
                 ckpt.save_best(state, self.out_dir)
+                self._export_best(state)
         self.last_saved_step = self.prog.step
         barrier(self.env)
+
+
+    def _export_best(self, state: dict[str, Any]) -> None:
+        """``best.safetensors``: the selected weights alone, for validate/export/predict."""
+        from fastvit.checkpoint import save_checkpoint as save_weights
+
+        which = "ema" if "ema" in state else "model"
+        top1 = (state["metrics"] or {}).get(which, {}).get("top1")
+        save_weights(state[which], self.out_dir / BEST_WEIGHTS_NAME,
+                     variant=self.meta["variant"], class_names=self.meta["classes"],
+                     metadata={"weights": which, "epoch": state["epoch"],
+                               "step": state["step"], "top1": top1})
 
 
 def _restore(state: dict, model: nn.Module, ema, optimizer, scheduler, scaler,

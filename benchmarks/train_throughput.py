@@ -2,15 +2,18 @@
 
     python benchmarks/train_throughput.py [--batch 32] [--size 256] [--windows 5]
         [--steps-per-window 2] [--threads 2] [--channels-last] [--json out.json]
+        [--device cuda --amp bf16]
 
 The loop is the trainer's inner step without data loading: a fixed synthetic
 batch, forward, soft-target cross entropy, backward, AdamW step (weight decay
 0.05), zero_grad. Throughput is timed in one process with the models
 interleaved window by window (machine noise hits both alike) after warm-up;
-the median images/s over the windows is reported. Peak resident memory is
-measured per model in a fresh child process running the same loop
-(``ru_maxrss``: a process's peak cannot be reset, so sharing one process would
-hide the second model's peak under the first's). timm is a reference only.
+the median images/s over the windows is reported, per wall-clock second and
+(CPU) per CPU-second of the process, which is steadier on a shared machine.
+Peak resident memory is measured per model in a fresh child process running
+the same loop (the high-water mark ``VmHWM`` of Linux, else ``ru_maxrss``; a
+process's peak cannot be reset, so one process would hide the second model's
+peak under the first's). timm is a reference only.
 """
 
 from __future__ import annotations
@@ -41,61 +44,93 @@ def build(which: str, num_classes: int = 1000) -> torch.nn.Module:
     return timm.create_model("fastvit_t8", pretrained=False, num_classes=num_classes)
 
 
+AMP = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 class StepLoop:
     """One model, its AdamW and the fixed batch."""
 
-    def __init__(self, which: str, batch: int, size: int, channels_last: bool) -> None:
+    def __init__(self, which: str, args: argparse.Namespace) -> None:
         torch.manual_seed(0)
-        self.model = build(which).train()
-        self.x = torch.randn(batch, 3, size, size)
-        self.y = torch.softmax(torch.randn(batch, 1000), dim=1)  # mixed/smoothed targets
-        if channels_last:
+        self.device = torch.device(args.device)
+        self.amp = AMP[args.amp]
+        self.model = build(which).train().to(self.device)
+        self.x = torch.randn(args.batch, 3, args.size, args.size, device=self.device)
+        self.y = torch.softmax(torch.randn(args.batch, 1000, device=self.device), dim=1)
+        if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.05)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
 
     def step(self) -> None:
-        loss = F.cross_entropy(self.model(self.x).float(), self.y)
-        loss.backward()
-        self.opt.step()
+        with torch.autocast(self.device.type, dtype=self.amp or torch.bfloat16,
+                            enabled=self.amp is not None):
+            loss = F.cross_entropy(self.model(self.x).float(), self.y)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
         self.opt.zero_grad(set_to_none=True)
 
-    def timed(self, steps: int) -> float:
-        t0 = time.perf_counter()
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def timed(self, steps: int) -> tuple[float, float]:
+        """(images per wall second, images per CPU second of this process)."""
+        self.sync()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step()
-        return self.x.shape[0] * steps / (time.perf_counter() - t0)
+        self.sync()
+        images = self.x.shape[0] * steps
+        return (images / (time.perf_counter() - t0),
+                images / max(time.process_time() - c0, 1e-9))
 
 
 def throughput(args: argparse.Namespace) -> dict[str, dict]:
-    loops = {m: StepLoop(m, args.batch, args.size, args.channels_last) for m in MODELS}
+    loops = {m: StepLoop(m, args) for m in MODELS}
     for loop in loops.values():
         for _ in range(args.warmup):
             loop.step()
-    rates: dict[str, list[float]] = {m: [] for m in MODELS}
+    wall: dict[str, list[float]] = {m: [] for m in MODELS}
+    cpu: dict[str, list[float]] = {m: [] for m in MODELS}
     for _ in range(args.windows):
         for name, loop in loops.items():
-            rates[name].append(loop.timed(args.steps_per_window))
-    return {m: {"img_per_s_median": statistics.median(r), "img_per_s_windows": r}
-            for m, r in rates.items()}
+            w, c = loop.timed(args.steps_per_window)
+            wall[name].append(w)
+            cpu[name].append(c)
+    return {m: {"img_per_s_median": statistics.median(wall[m]), "img_per_s_windows": wall[m],
+                "img_per_cpu_s_median": statistics.median(cpu[m])} for m in MODELS}
 
 
 def peak_rss_mib(which: str, args: argparse.Namespace) -> float:
     """Peak RSS of a fresh process that builds ``which`` and runs warm-up + 2 steps."""
     cmd = [sys.executable, __file__, "--child", which, "--batch", str(args.batch),
-           "--size", str(args.size), "--threads", str(args.threads)]
+           "--size", str(args.size), "--threads", str(args.threads), "--device", args.device,
+           "--amp", args.amp]
     if args.channels_last:
         cmd.append("--channels-last")
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
+def _peak_rss_mib() -> float:
+    status = Path("/proc/self/status")
+    if status.is_file():  # VmHWM belongs to this program's memory map: reset by exec
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
 def child(which: str, args: argparse.Namespace) -> None:
-    loop = StepLoop(which, args.batch, args.size, args.channels_last)
+    loop = StepLoop(which, args)
     for _ in range(3):
         loop.step()
-    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20)
+    loop.sync()
+    print(_peak_rss_mib())
 
 
 def main() -> None:
@@ -107,6 +142,8 @@ def main() -> None:
     p.add_argument("--steps-per-window", type=int, default=2)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (RSS then excludes GPU memory)")
+    p.add_argument("--amp", choices=sorted(AMP), default="none")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-RSS child runs")
     p.add_argument("--json", default="benchmarks/results/train_throughput.json")
     p.add_argument("--child", choices=MODELS, help=argparse.SUPPRESS)
@@ -115,26 +152,31 @@ def main() -> None:
     if args.child:
         child(args.child, args)
         return
+    # memory first, while this process is still small
+    peaks = {m: None if args.no_memory else peak_rss_mib(m, args) for m in MODELS}
     results = throughput(args)
     for m in MODELS:
-        results[m]["peak_rss_mib"] = None if args.no_memory else peak_rss_mib(m, args)
+        results[m]["peak_rss_mib"] = peaks[m]
     report = {
         "setup": {"model": "fastvit_t8", "batch": args.batch, "size": args.size,
                   "threads": args.threads, "channels_last": args.channels_last,
+                  "device": args.device, "amp": args.amp,
                   "warmup_steps": args.warmup, "windows": args.windows,
                   "steps_per_window": args.steps_per_window, "torch": torch.__version__,
                   "machine": platform.machine(), "processor": platform.processor()},
         "results": results,
     }
-    print(f"fastvit_t8 training step, batch {args.batch}, {args.size}x{args.size}, CPU, "
-          f"{args.threads} threads{', channels_last' if args.channels_last else ''}\n")
-    print("| model | images/s (median) | windows | peak RSS (MiB) |")
-    print("|---|---|---|---|")
+    print(f"fastvit_t8 training step, batch {args.batch}, {args.size}x{args.size}, "
+          f"{args.device}, {args.threads} threads, amp {args.amp}"
+          f"{', channels_last' if args.channels_last else ''}\n")
+    print("| model | images/s (median) | windows | images per CPU-s | peak RSS (MiB) |")
+    print("|---|---|---|---|---|")
     for m in MODELS:
         r = results[m]
         rss = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "-"
         windows = ", ".join(f"{v:.1f}" for v in r["img_per_s_windows"])
-        print(f"| {m} | {r['img_per_s_median']:.2f} | {windows} | {rss} |")
+        print(f"| {m} | {r['img_per_s_median']:.2f} | {windows} | "
+              f"{r['img_per_cpu_s_median']:.2f} | {rss} |")
     ratio = results["ours"]["img_per_s_median"] / results["timm"]["img_per_s_median"]
     print(f"\nours / timm throughput: {ratio:.2f}")
     if args.json:

@@ -55,13 +55,15 @@ HELD_OUT_OFFSET, HELD_OUT_PER_CLASS = 150, 30  # per class: samples 150..179 are
 
 
 @torch.no_grad()
-def fit_digits_model(seed: int = 0, finetune_steps: int = 0) -> fastvit.FastVit:
+def fit_digits_model(seed: int = 0, randomize: bool = False) -> fastvit.FastVit:
     """A real 10-class digits classifier on fastvit_t8 features, in seconds.
 
-    The network keeps random weights (BatchNorm statistics and layer scales
-    randomized, so every block contributes) and only its linear classifier is
-    fitted: multinomial logistic regression on the pre-logits of the images,
-    preprocessed exactly as deployment does. Returns the train-time (unfused)
+    The network keeps its random initial weights and only its linear classifier
+    is fitted: multinomial logistic regression on the pre-logits of the images,
+    preprocessed exactly as deployment does (about 89% held-out accuracy).
+    ``randomize`` randomizes BatchNorm statistics and layer scales first: deeper
+    random features, less accurate and far more fragile under int8 (about 85%
+    fp32/int8 agreement instead of about 98%). Returns the train-time (unfused)
     model in eval mode; held-out samples (:data:`HELD_OUT_OFFSET`) are not fitted.
     """
     from sklearn.linear_model import LogisticRegression
@@ -71,7 +73,8 @@ def fit_digits_model(seed: int = 0, finetune_steps: int = 0) -> fastvit.FastVit:
     held_out = set(split_indices(labels, HELD_OUT_PER_CLASS, HELD_OUT_OFFSET))
     train_idx = [i for i in range(len(labels)) if i not in held_out][::2]
     model = fastvit.create_model("fastvit_t8", num_classes=10)
-    fastvit.randomize_model_stats(model, seed=seed)
+    if randomize:
+        fastvit.randomize_model_stats(model, seed=seed)
     model.eval()
     fused = fastvit.reparameterize(model)
     x = preprocess(images[train_idx], model.default_cfg)
@@ -85,26 +88,7 @@ def fit_digits_model(seed: int = 0, finetune_steps: int = 0) -> fastvit.FastVit:
     bias = torch.as_tensor(probe.intercept_) - weight @ mu
     model.head.fc.weight.copy_(weight.float())
     model.head.fc.bias.copy_(bias.float())
-    if finetune_steps:
-        model = _finetune_fused(model, x, torch.as_tensor(labels[train_idx]), finetune_steps)
     return model
-
-
-def _finetune_fused(model: fastvit.FastVit, x: torch.Tensor, y: torch.Tensor, steps: int,
-                    batch: int = 64, lr: float = 5e-4) -> fastvit.FastVit:
-    """A few AdamW steps on the fused network (it trains ~10x faster on CPU than the
-    train-time branches; the fused kernels already hold the skip connections)."""
-    fused = fastvit.reparameterize(model).train()
-    optimizer = torch.optim.AdamW(fused.parameters(), lr=lr, weight_decay=0.0)
-    g = torch.Generator().manual_seed(0)
-    with torch.enable_grad():
-        for _ in range(steps):
-            pick = torch.randint(0, len(y), (batch,), generator=g)
-            loss = F.cross_entropy(fused(x[pick]), y[pick])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return fused.eval()
 
 
 def preprocess(images: np.ndarray, cfg: dict, size: int = DIGITS_SIZE) -> torch.Tensor:

@@ -7,11 +7,16 @@ annotations are exact (polygons for rectangles, compressed RLE for ellipses).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 from pycocotools import mask as mask_utils
+
+REPO = Path(__file__).resolve().parents[1]
 
 #: COCO category ids deliberately not contiguous, to exercise the label mapping
 COCO_CATEGORIES = [{"id": 3, "name": "square"}, {"id": 7, "name": "disc"}]
@@ -90,8 +95,8 @@ def make_ade(root: Path, split: str = "training", n_images: int = 6, size: int =
         a = [int(v) for v in rng.integers(4, size // 2 - 8, size=2)]
         wh = [int(v) for v in rng.integers(size // 4, size // 2, size=2)]
         ldraw.rectangle([a[0], a[1], a[0] + wh[0], a[1] + wh[1]], fill=2)
-        b = [int(v) for v in rng.integers(size // 2, size - size // 4, size=2)]
-        r = int(rng.integers(size // 10, size // 5))
+        r = int(rng.integers(size // 6, size // 4))
+        b = [int(v) for v in rng.integers(size // 2, size - r, size=2)]
         ldraw.ellipse([b[0] - r, b[1] - r, b[0] + r, b[1] + r], fill=3)
         if ignore_patch:
             ldraw.rectangle([size - 12, 0, size - 1, 11], fill=0)
@@ -105,3 +110,14 @@ def make_ade(root: Path, split: str = "training", n_images: int = 6, size: int =
         Image.fromarray(image).save(img_dir / f"ADE_{split}_{i:05d}.jpg", quality=95)
         label.save(ann_dir / f"ADE_{split}_{i:05d}.png")
     return root
+
+
+def torchrun(args: list[str], nproc: int = 2, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node N -m fastvit ARGS`` (gloo on CPU), one
+    thread per process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+           "--nproc-per-node", str(nproc), "-m", "fastvit", *args]
+    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _task_utils import make_coco
+from _task_utils import make_coco, torchrun
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
@@ -35,8 +35,24 @@ TINY = dict(model="fastvit_t8", min_size=128, max_size=128, batch_size=2, worker
 @pytest.fixture(scope="module")
 def coco(tmp_path_factory) -> tuple[Path, Path, Path]:
     root = tmp_path_factory.mktemp("coco")
-    images, ann = make_coco(root, "train", n_images=4, size=128)
+    images, ann = make_coco(root, "train", n_images=5, size=128)
     return root, images, ann
+
+
+@pytest.fixture(scope="module")
+def trained(coco, tmp_path_factory) -> Path:
+    """``fastvit detect train`` on the synthetic set: 4 epochs x 2 iterations, evaluated
+    on the training images after the last epoch."""
+    root, _, _ = coco
+    out = tmp_path_factory.mktemp("det_run")
+    sets = [f"--set={k}={v}" for k, v in TINY.items()
+            if k not in ("model", "min_size", "max_size", "batch_size")]
+    rc = cli_main(["detect", "train", "--data", str(root), "--train-split", "train",
+                   "--val-split", "train", "--out", str(out), "--model", "fastvit_t8",
+                   "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--min-size", "128",
+                   "--max-size", "128", "--device", "cpu", "--set=eval_every_epochs=4", *sets])
+    assert rc == 0
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -254,18 +270,11 @@ def test_schedule_warmup_and_steps() -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_cli_train_evaluate_predict(coco, tmp_path: Path) -> None:
-    """``detect train`` on the synthetic set (8 iterations) lowers the loss and writes
+def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None:
+    """``detect train`` (the ``trained`` fixture, 8 iterations) lowers the loss and writes
     checkpoint + metrics; ``evaluate`` and ``predict`` run from the checkpoint."""
     root, images, ann = coco
-    out = tmp_path / "run"
-    sets = [f"--set={k}={v}" for k, v in TINY.items() if k not in ("model", "min_size",
-                                                                   "max_size", "batch_size")]
-    rc = cli_main(["detect", "train", "--data", str(root), "--train-split", "train",
-                   "--val-split", "train", "--out", str(out), "--model", "fastvit_t8",
-                   "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--min-size", "128",
-                   "--max-size", "128", "--device", "cpu", "--set=eval_every_epochs=4", *sets])
-    assert rc == 0
+    out = trained
     report = json.loads((out / "metrics.json").read_text())
     losses = [h["loss"] for h in report["train"]]
     assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
@@ -308,6 +317,24 @@ def test_resume_continues_from_checkpoint(coco, tmp_path: Path) -> None:
     second = engine.train(longer, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
                           device="cpu", resume=tmp_path / "a" / "checkpoint.pt")
     assert [h["step"] for h in second["train"]] == [4]
+
+
+def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path: Path) -> None:
+    """2 gloo processes shard the 5 images 3 + 2, gather the detections on rank 0 and
+    get the AP of a single process (nothing dropped or counted twice)."""
+    _, images, ann = coco
+    args = ["detect", "evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--images",
+            str(images), "--ann", str(ann), "--batch-size", "1", "--workers", "0",
+            "--device", "cpu"]
+    assert cli_main([*args, "--out", str(tmp_path / "single.json")]) == 0
+    proc = torchrun([*args, "--out", str(tmp_path / "ddp.json")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("IoU metric: bbox") == 1  # only rank 0 reports
+    single = json.loads((tmp_path / "single.json").read_text())
+    ddp = json.loads((tmp_path / "ddp.json").read_text())
+    assert single["bbox"]["AP"] > 0.05 and single["segm"]["AP"] > 0.05, single
+    for iou_type in ("bbox", "segm"):
+        assert ddp[iou_type] == pytest.approx(single[iou_type], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -79,8 +79,11 @@ def output_names(model: nn.Module) -> list[str]:
 
 
 @torch.no_grad()
-def compare(reference: nn.Module, run, inputs: Sequence[torch.Tensor]) -> float:
-    """Max |reference(x) - run(x)| over ``inputs``; ``run`` returns tensors or arrays."""
+def compare(reference: nn.Module, run, inputs: Sequence[torch.Tensor],
+            relative: bool = False) -> float:
+    """Max |reference(x) - run(x)| over ``inputs`` (``run`` returns tensors or arrays);
+    ``relative`` divides by max(1, max |reference(x)|) (for models with huge outputs,
+    e.g. randomly initialized peers)."""
     worst = 0.0
     for x in inputs:
         expected = _outputs(reference(x))
@@ -93,7 +96,10 @@ def compare(reference: nn.Module, run, inputs: Sequence[torch.Tensor]) -> float:
             if tuple(g.shape) != tuple(e.shape):
                 raise ExportVerificationError(f"exported output shape {tuple(g.shape)} differs "
                                               f"from the model's {tuple(e.shape)}")
-            worst = max(worst, float((g.float() - e.float()).abs().max()))
+            diff = float((g.float() - e.float()).abs().max())
+            if relative:
+                diff /= max(1.0, float(e.float().abs().max()))
+            worst = max(worst, diff)
     return worst
 
 
@@ -208,7 +214,8 @@ def ort_runner(session):
 
 
 def verify_onnx(path: str | Path, model: nn.Module, image_size: int, dynamic_batch: bool,
-                raw_pixels: bool = False, tolerance: float = ONNX_TOLERANCE) -> Verification:
+                raw_pixels: bool = False, tolerance: float = ONNX_TOLERANCE,
+                relative: bool = False) -> Verification:
     """Check the file with ``onnx.checker`` and run it in ONNX Runtime against eager."""
     import onnx
 
@@ -218,15 +225,18 @@ def verify_onnx(path: str | Path, model: nn.Module, image_size: int, dynamic_bat
         raise ExportVerificationError(f"onnx.checker rejects the export: {err}") from None
     batches = _verify_batches(dynamic_batch)
     inputs = [example_input(b, image_size, raw_pixels, seed=b) for b in batches]
-    diff = compare(model, ort_runner(ort_session(path)), inputs)
-    return _check("ONNX Runtime", diff, tolerance, batches)
+    diff = compare(model, ort_runner(ort_session(path)), inputs, relative)
+    return _check("ONNX Runtime" + (" (relative)" if relative else ""), diff, tolerance, batches)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
                 dynamic_batch: bool = False, opset: int = ONNX_OPSET, exporter: str = "dynamo",
-                raw_pixels: bool = False, metadata: dict[str, str] | None = None
-                ) -> Verification:
-    """Export ``model`` (fused, eval) to ONNX, verify it in ONNX Runtime, write atomically."""
+                raw_pixels: bool = False, metadata: dict[str, str] | None = None,
+                relative: bool = False) -> Verification:
+    """Export ``model`` (fused, eval) to ONNX, verify it in ONNX Runtime, write atomically.
+
+    ``relative`` checks max |diff| / max(1, max |output|) instead (see :func:`compare`).
+    """
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
     model = model.eval()
@@ -234,7 +244,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
     write = _export_dynamo if exporter == "dynamo" else _export_torchscript_onnx
     with atomic_path(path) as tmp:
         write(model, tmp, example, output_names(model), dynamic_batch, opset, metadata or {})
-        return verify_onnx(tmp, model, image_size, dynamic_batch, raw_pixels)
+        return verify_onnx(tmp, model, image_size, dynamic_batch, raw_pixels,
+                           relative=relative)
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:

@@ -86,7 +86,9 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
     ``check(tmp_int8_path)`` runs before the file is moved into place; it may raise.
     """
     import onnx
+    import onnxruntime as ort
 
+    ort.set_default_logger_severity(3)  # the pre-processing's "removing initializer" notes
     metadata = read_onnx_metadata(fp32_path)
     metadata.update(extra_metadata or {})
     with tempfile.TemporaryDirectory() as scratch, atomic_path(int8_path) as tmp:

@@ -57,8 +57,10 @@ class StepLoop:
         self.model = build(which).train().to(self.device)
         self.x = torch.randn(args.batch, 3, args.size, args.size, device=self.device)
         self.y = torch.softmax(torch.randn(args.batch, 1000, device=self.device), dim=1)
-        if args.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if args.channels_last:  # same conversion as the trainer (guards a CPU kernel crash)
+            from fastvit.train.memory_format import to_channels_last
+
+            self.model = to_channels_last(self.model, self.device)
             self.x = self.x.contiguous(memory_format=torch.channels_last)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3, weight_decay=0.05)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)

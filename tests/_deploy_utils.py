@@ -8,6 +8,10 @@ through its normal preprocessing (ImageNet normalization, resize + centre crop).
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +109,39 @@ def export_args(**overrides) -> argparse.Namespace:
                     calibration=None, calibration_size=128, eval=None, min_agreement=None)
     defaults.update(overrides)
     return argparse.Namespace(**defaults)
+
+
+class DigitsAssets(argparse.Namespace):
+    """Paths of the shared digits fixtures (see :func:`digits_assets`)."""
+
+
+@lru_cache(maxsize=1)
+def digits_assets() -> DigitsAssets:
+    """Built once per test process (shared by the export, predict and bench tests):
+
+    - ``checkpoint``: the fitted digits model (:func:`fit_digits_model`, train-time
+      form) in our safetensors format with class names ``digit 0``..``digit 9``;
+    - ``calibration``: ImageFolder of 10 training images per class;
+    - ``val``: ImageFolder of held-out images (up to 30 per class);
+    - ``onnx``: the fused model exported to ONNX at :data:`DIGITS_SIZE` (dynamic batch).
+    """
+    from fastvit.checkpoint import save_checkpoint
+    from fastvit.deploy import load_deploy_model
+    from fastvit.export import export_metadata, export_onnx
+
+    root = Path(tempfile.mkdtemp(prefix="fastvit-deploy-tests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    images, labels = digit_images()
+    assets = DigitsAssets(root=root, images=images, labels=labels,
+                          class_names=[f"digit {i}" for i in range(10)])
+    assets.checkpoint = root / "digits_t8.safetensors"
+    save_checkpoint(fit_digits_model(), assets.checkpoint, class_names=assets.class_names)
+    assets.calibration = write_image_folder(root / "calibration", images, labels,
+                                            split_indices(labels, 10, 0))
+    assets.val = write_image_folder(root / "val", images, labels,
+                                    split_indices(labels, HELD_OUT_PER_CLASS, HELD_OUT_OFFSET))
+    dm = load_deploy_model("fastvit_t8", assets.checkpoint)
+    assets.onnx = root / "digits_t8.onnx"
+    export_onnx(dm.model, assets.onnx, image_size=DIGITS_SIZE, dynamic_batch=True,
+                metadata=export_metadata(dm, DIGITS_SIZE, raw_pixels=False))
+    return assets

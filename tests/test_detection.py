@@ -223,6 +223,23 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
+def test_detector_takes_imagenet_backbone_weights(tmp_path: Path) -> None:
+    """``pretrained`` (a classification checkpoint, head included) ends up in the
+    detector's backbone; the FPN and heads stay freshly initialised."""
+    import fastvit
+    from fastvit.checkpoint import save_checkpoint
+
+    classifier = fastvit.create_model("fastvit_t8", num_classes=10)
+    fastvit.randomize_model_stats(classifier, seed=2)
+    save_checkpoint(classifier, tmp_path / "t8.safetensors")
+    recipe = DetectionRecipe(**{**TINY, "pretrained": str(tmp_path / "t8.safetensors")})
+    detector = engine.build_detector(recipe, num_classes=2)
+    body = detector.backbone.body.body.state_dict()
+    reference = classifier.state_dict()
+    assert body and all(torch.equal(t, reference[k]) for k, t in body.items())
+    assert detector.roi_heads.box_predictor.cls_score.out_features == 3  # 2 + background
+
+
 # ---------------------------------------------------------------------------
 # Recipe
 # ---------------------------------------------------------------------------
@@ -307,16 +324,18 @@ def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None
                                                                                  "disc"}
 
 
-def test_resume_continues_from_checkpoint(coco, tmp_path: Path) -> None:
-    root, images, ann = coco
-    recipe = DetectionRecipe(**{**TINY, "epochs": 1, "lr": 1e-3})
-    first = engine.train(recipe, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
-                         device="cpu")
+def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
+    images, ann = make_coco(tmp_path, "train", n_images=4, size=64, seed=5)
+    small = {**TINY, "min_size": 64, "max_size": 64, "lr": 1e-3}
+    first = engine.train(DetectionRecipe(**{**small, "epochs": 1}), train_images=images,
+                         train_ann=ann, out_dir=tmp_path / "a", device="cpu")
     assert first["train"][-1]["step"] == 2
-    longer = DetectionRecipe(**{**TINY, "epochs": 2, "lr": 1e-3})
-    second = engine.train(longer, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
-                          device="cpu", resume=tmp_path / "a" / "checkpoint.pt")
+    second = engine.train(DetectionRecipe(**{**small, "epochs": 2}), train_images=images,
+                          train_ann=ann, out_dir=tmp_path / "a", device="cpu",
+                          resume=tmp_path / "a" / "checkpoint.pt")
     assert [h["step"] for h in second["train"]] == [4]
+    state = common.load_task_checkpoint(tmp_path / "a" / "checkpoint.pt", "detection")
+    assert state["step"] == 4 and state["extra"]["epoch"] == 2
 
 
 def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path: Path) -> None:

@@ -253,12 +253,14 @@ def test_overfit_reaches_miou(ade: Path, tmp_path: Path) -> None:
 
 
 def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
+    """Train 4 iterations with mixed precision (bf16 autocast on CPU), checkpoint,
+    evaluate with sliding windows, predict colour masks."""
     out = tmp_path / "run"
     sets = [f"--set={k}={v}" for k, v in TINY.items()
             if k in ("base_size", "fpn_channels", "head_channels", "log_every")]
     rc = cli_main(["segment", "train", "--data", str(ade), "--out", str(out), "--model",
                    "fastvit_t8", "--num-classes", "3", "--iters", "4", "--batch-size", "2",
-                   "--crop-size", "64", "--workers", "0", "--device", "cpu",
+                   "--crop-size", "64", "--workers", "0", "--device", "cpu", "--amp",
                    "--set", "eval_every=2", "--set", "log_every=2", *sets])
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
@@ -287,6 +289,7 @@ def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     assert rc == 2
 
 
+@pytest.mark.slow
 def test_torchrun_evaluate_matches_single_process(ade: Path, tmp_path: Path) -> None:
     """2 gloo processes score 3 images (2 + 1) and all-reduce their confusion matrices:
     exactly the single-process metrics."""

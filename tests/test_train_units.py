@@ -256,3 +256,23 @@ def test_seeded_dataset_repeats_draws_and_leaves_global_rng_alone():
     c, _ = ds[(2, 78)]
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(torch.rand(1), expected_next)  # the caller's stream is untouched
+
+
+def test_channels_last_guard_keeps_cpu_backward_alive():
+    """CPU channels_last backward of FastViT's strided 1x1 stem conv crashes torch 2.14 at
+    >= 128 px; the trainer's conversion must avoid it (run in a child: a crash is a segfault)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import torch, fastvit\n"
+        "from fastvit.train.memory_format import to_channels_last\n"
+        "torch.set_num_threads(1)\n"
+        "m = to_channels_last(fastvit.create_model('fastvit_t8', num_classes=2), 'cpu')\n"
+        "x = torch.randn(1, 3, 128, 128).contiguous(memory_format=torch.channels_last)\n"
+        "m(x).sum().backward()\n"
+        "print(m.stem[0](x).is_contiguous(memory_format=torch.channels_last))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "True"  # the rest of the network still runs channels_last

@@ -276,7 +276,12 @@ def load_task_checkpoint(path: str | os.PathLike, task: str) -> dict:
 def restore_training_state(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer,
                            scheduler: LRScheduler | None, scaler: torch.amp.GradScaler) -> int:
     """Load everything a resumed run needs; returns the step to continue from."""
-    unwrap(model).load_state_dict(state["model"])
+    try:
+        unwrap(model).load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(f"the checkpoint does not fit this model (another variant or "
+                              f"class count?): {first}") from None
     if "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and "scheduler" in state:

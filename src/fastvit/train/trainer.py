@@ -39,6 +39,7 @@ from fastvit.train.logging import (
     progress,
     read_metrics,
 )
+from fastvit.train.memory_format import to_channels_last
 from fastvit.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 SUMMARY_NAME = "summary.json"
@@ -214,7 +215,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
     seed_all(cfg.run.seed)
     model = build_model(cfg, num_classes, load_weights=state is None).to(device)
     if cfg.run.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = to_channels_last(model, device)
     optimizer = build_optimizer(model, lr=plan.lr, weight_decay=cfg.optim.weight_decay,
                                 betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                 decay_layer_scale=cfg.optim.decay_layer_scale)

@@ -81,7 +81,9 @@ def _paths(args: argparse.Namespace, images: Path | None, ann: Path | None,
             raise ConfigError("an annotation file needs its image folder too (--*images)")
         return images, ann
     if args.data is None:
-        raise ConfigError("give --data COCO_ROOT or explicit image folder + annotation file")
+        raise ConfigError("give --data COCO_ROOT or an image folder + annotation file "
+                          "(--*-images/--*-ann; for training also the validation pair, "
+                          "or --no-val)")
     return split_paths(args.data, split)
 
 

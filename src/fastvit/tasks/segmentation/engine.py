@@ -76,7 +76,7 @@ def infer_logits(model: nn.Module, image: torch.Tensor, mode: str = "whole",
             y1, x1 = max(y2 - window, 0), max(x2 - window, 0)
             crop = _padded_logits(model, image[..., y1:y2, x1:x2], window)
             if logits is None:
-                logits = crop.new_zeros(n, crop.shape[1], h, w)
+                logits = crop.new_zeros(n, crop.shape[1], h, w, dtype=torch.float32)
             logits[..., y1:y2, x1:x2] += crop
             count[..., y1:y2, x1:x2] += 1
     return logits / count

@@ -1,0 +1,146 @@
+"""Deployment latency of fastvit_t8 (fused) per runtime, beside timm's fused fastvit_t8.
+
+One process, batch 1, 256x256, random weights (latency does not depend on them).
+All candidates are timed *interleaved* (one call of each per round, many rounds),
+so load from other processes hits every candidate alike; ratios to timm eager
+are the result to read, absolute milliseconds depend on the machine's load.
+
+    python benchmarks/latency_deploy.py                     # the targets
+    python benchmarks/latency_deploy.py --investigate       # what makes ORT fast
+
+Targets (issue 4): best fp32 runtime <= 0.40x timm eager; int8 ORT <= 0.8x fp32 ORT
+(int8 top-1 agreement is tested on real images in tests/test_export.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import platform
+import shlex
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastvit.bench import time_interleaved, torch_runtime
+from fastvit.deploy import load_deploy_model
+from fastvit.export import export_onnx, ort_session
+from fastvit.io import atomic_write_text
+from fastvit.quantize import TensorCalibration, quantize_onnx
+
+
+def ort_call(path: Path, size: int, threads: int, level: str = "all"):
+    session = ort_session(path, threads=threads, level=level)
+    x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def raw_dynamo_export(model, path: Path, size: int) -> None:
+    """The dynamo exporter's graph as it comes (no GELU canonicalization): for comparison."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (torch.randn(1, 3, size, size),), dynamo=True,
+                                    opset_version=18, input_names=["input"])
+    program.save(path, external_data=False)
+
+
+def int8_model(fp32: Path, out: Path, size: int, activation=None) -> Path:
+    g = torch.Generator().manual_seed(0)
+    samples = [torch.randn(3, size, size, generator=g) for _ in range(16)]
+    kwargs = {"activation_type": activation} if activation is not None else {}
+    return quantize_onnx(fp32, out, TensorCalibration(samples, "input", progress=False),
+                         **kwargs)
+
+
+def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
+    import timm
+    from timm.utils.model import reparameterize_model
+
+    size, threads, cpu = args.image_size, args.threads, torch.device("cpu")
+    ours = load_deploy_model("fastvit_t8", quiet=True).model
+    theirs = reparameterize_model(timm.create_model("fastvit_t8", pretrained=False).eval())
+    calls = {
+        "timm fastvit_t8 fused, eager": torch_runtime(theirs, size, cpu, torch.float32)(1),
+        "ours fused, eager": torch_runtime(ours, size, cpu, torch.float32)(1),
+        "ours fused, channels_last": torch_runtime(ours, size, cpu, torch.float32,
+                                                   channels_last=True)(1),
+    }
+    if not args.no_compile:
+        calls["ours fused, torch.compile"] = torch_runtime(ours, size, cpu, torch.float32,
+                                                           compiled=True)(1)
+    fp32 = scratch / "t8.onnx"
+    export_onnx(ours, fp32, image_size=size)
+    calls["ours fused, ONNX Runtime fp32"] = ort_call(fp32, size, threads)
+    int8 = int8_model(fp32, scratch / "t8.int8.onnx", size)
+    calls["ours fused, ONNX Runtime int8"] = ort_call(int8, size, threads)
+    if args.investigate:
+        from onnxruntime.quantization import QuantType
+
+        unfolded = load_deploy_model("fastvit_t8", fold_batchnorm=False, quiet=True).model
+        calls["ours fused, BN not folded, eager"] = torch_runtime(unfolded, size, cpu,
+                                                                  torch.float32)(1)
+        for level in ("basic", "extended"):
+            calls[f"ORT fp32, optimization level {level}"] = ort_call(fp32, size, threads, level)
+        calls["ORT fp32, 1 intra-op thread"] = ort_call(fp32, size, 1)
+        raw = scratch / "t8_raw_dynamo.onnx"
+        raw_dynamo_export(ours, raw, size)
+        calls["ORT fp32, dynamo graph without GELU fix"] = ort_call(raw, size, threads)
+        legacy = scratch / "t8_torchscript.onnx"
+        export_onnx(ours, legacy, image_size=size, exporter="torchscript")
+        calls["ORT fp32, legacy TorchScript exporter"] = ort_call(legacy, size, threads)
+        u8 = int8_model(fp32, scratch / "t8.u8.onnx", size, QuantType.QUInt8)
+        calls["ORT int8, uint8 activations (U8S8)"] = ort_call(u8, size, threads)
+    return calls
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--investigate", action="store_true",
+                        help="also time ORT settings, exporters, int8 types, BN folding")
+    parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--out", default="outputs/latency_deploy")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "benchmarks/latency_deploy.py", *(argv or sys.argv[1:])])
+    with tempfile.TemporaryDirectory() as scratch:
+        calls = build_candidates(args, Path(scratch))
+        timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup)
+    base = timings["timm fastvit_t8 fused, eager"].median_ms
+    fp32_ort = timings["ours fused, ONNX Runtime fp32"].median_ms
+    fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n]
+    best = min(fp32_names, key=lambda n: timings[n].median_ms)
+    int8 = timings["ours fused, ONNX Runtime int8"].median_ms
+    lines = [f"Command: `{command}`", "",
+             f"{platform.processor() or platform.machine()}, {args.threads} threads, batch 1, "
+             f"{args.image_size}x{args.image_size}, {args.runs} interleaved rounds after "
+             f"{args.warmup} warm-up; torch {torch.__version__}.", "",
+             "| candidate | median ms | p90 ms | / timm eager |", "|---|---|---|---|"]
+    for name, t in timings.items():
+        lines.append(f"| {name} | {t.median_ms:.2f} | {t.p90_ms:.2f} | {t.median_ms / base:.2f} |")
+    lines += ["", f"Best fp32 runtime: {best}: {timings[best].median_ms / base:.2f}x timm eager "
+              f"(target <= 0.40).",
+              f"int8 / fp32 ONNX Runtime: {int8 / fp32_ort:.2f} (target <= 0.80)."]
+    text = "\n".join(lines)
+    print(text)
+    out = Path(args.out)
+    atomic_write_text(out / "latency_deploy.md", text + "\n")
+    atomic_write_text(out / "latency_deploy.json", json.dumps({
+        "command": command, "timings": {n: t.as_dict() for n, t in timings.items()},
+        "best_fp32": best, "best_fp32_over_timm": timings[best].median_ms / base,
+        "int8_over_fp32_ort": int8 / fp32_ort}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

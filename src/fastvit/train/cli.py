@@ -40,7 +40,8 @@ FLAG_KEYS = {
     "distill": "distill.kind", "teacher": "distill.teacher",
     "teacher_weights": "distill.teacher_weights", "clip_grad": "optim.clip_grad",
     "drop_path": "model.drop_path", "seed": "run.seed", "bad_images": "data.bad_images",
-    "save_every": "run.save_every_steps", "stop_at_step": "run.stop_at_step",
+    "save_every": "run.save_every_steps", "threads": "run.threads",
+    "stop_at_step": "run.stop_at_step",
 }
 SWITCH_KEYS = {"channels_last": "run.channels_last", "reset_classifier": "model.reset_classifier",
                "deterministic": "run.deterministic", "no_progress": "run.progress"}
@@ -91,6 +92,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms (slower on GPU)")
     g.add_argument("--seed", type=int)
+    g.add_argument("--threads", type=int, help="torch intra-op CPU threads")
     g.add_argument("--save-every", type=int, metavar="STEPS",
                    help="checkpoint every N optimizer steps (0: epoch ends only)")
     g.add_argument("--stop-at-step", type=int, metavar="STEP",

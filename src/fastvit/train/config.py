@@ -109,6 +109,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # auto (bf16/fp16 on CUDA, none on CPU) | none | bf16 | fp16
+    threads: int | None = None  # torch intra-op threads; None: torch's default
     channels_last: bool = False
     deterministic: bool = False
     save_every_steps: int = 1000  # 0: only at epoch ends
@@ -135,8 +136,9 @@ class TrainConfig:
 RESUME_FREE_KEYS = frozenset({
     "data.path", "data.workers", "data.bad_images", "data.eval_batch_size",
     "model.checkpoint", "model.checkpoint_ema", "model.require_checkpoint",
-    "run.out_dir", "run.device", "run.save_every_steps", "run.keep_last", "run.log_every",
-    "run.eval_every", "run.stop_at_step", "run.progress", "distill.teacher_weights",
+    "run.out_dir", "run.device", "run.threads", "run.save_every_steps", "run.keep_last",
+    "run.log_every", "run.eval_every", "run.stop_at_step", "run.progress",
+    "distill.teacher_weights",
 })
 
 
@@ -322,6 +324,8 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError("schedule.warmup_epochs and cooldown_epochs must be >= 0")
     if cfg.schedule.warmup_epochs > cfg.schedule.epochs:
         raise ConfigError("schedule.warmup_epochs cannot exceed schedule.epochs")
+    if cfg.run.threads is not None and cfg.run.threads <= 0:
+        raise ConfigError(f"run.threads must be positive, got {cfg.run.threads}")
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.model.require_checkpoint and not cfg.model.checkpoint:

@@ -164,12 +164,15 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     # process-wide switches the run may flip; restored so an in-process caller is unaffected
     saved = (torch.are_deterministic_algorithms_enabled(),
              torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark)
+             torch.backends.cudnn.benchmark, torch.get_num_threads())
+    if cfg.run.threads:
+        torch.set_num_threads(cfg.run.threads)
     try:
         return _fit(cfg, env, resume, datasets, log or print)
     finally:
         torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
         torch.backends.cudnn.benchmark = saved[2]
+        torch.set_num_threads(saved[3])
         cleanup()
 
 

@@ -59,6 +59,20 @@ def int8_model(fp32: Path, out: Path, size: int, activation=None) -> Path:
                          **kwargs)
 
 
+def naive_int8(fp32: Path, out: Path, size: int) -> Path:
+    """ONNX Runtime's quantizer with its defaults on the plain fp32 file, for comparison."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = out.with_suffix(".pre.onnx")
+    quant_pre_process(str(fp32), str(prepared))
+    g = torch.Generator().manual_seed(0)
+    samples = [torch.randn(3, size, size, generator=g) for _ in range(16)]
+    quantize_static(str(prepared), str(out), TensorCalibration(samples, "input", progress=False),
+                    quant_format=QuantFormat.QDQ, per_channel=True)
+    return out
+
+
 def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
     import timm
     from timm.utils.model import reparameterize_model
@@ -95,8 +109,10 @@ def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
         legacy = scratch / "t8_torchscript.onnx"
         export_onnx(ours, legacy, image_size=size, exporter="torchscript")
         calls["ORT fp32, legacy TorchScript exporter"] = ort_call(legacy, size, threads)
-        u8 = int8_model(fp32, scratch / "t8.u8.onnx", size, QuantType.QUInt8)
-        calls["ORT int8, uint8 activations (U8S8)"] = ort_call(u8, size, threads)
+        s8 = int8_model(fp32, scratch / "t8.s8.onnx", size, QuantType.QInt8)
+        calls["ORT int8, int8 activations (S8S8)"] = ort_call(s8, size, threads)
+        naive = naive_int8(fp32, scratch / "t8.naive.onnx", size)
+        calls["ORT int8, naive QDQ (every op, S8S8, erf GELU)"] = ort_call(naive, size, threads)
     return calls
 
 

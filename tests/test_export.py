@@ -178,6 +178,7 @@ def coreml_input_bias(spec) -> list[float]:
     raise AssertionError("no preprocessing add on the image input")
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside coremltools
 def test_coreml_image_classifier_spec(tmp_path, capsys) -> None:
     from fastvit.export_coreml import coreml_network, export_coreml
 
@@ -204,6 +205,7 @@ def test_coreml_image_classifier_spec(tmp_path, capsys) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_coreml_tensor_input_sa12_spec(tmp_path) -> None:
     from fastvit.export_coreml import export_coreml
 

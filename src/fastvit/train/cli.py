@@ -4,8 +4,8 @@ Examples::
 
     fastvit train --data /data/imagenet --model fastvit_sa12 --out runs/sa12
     torchrun --nproc-per-node 8 -m fastvit train --config fastvit_sa12 --data /data/imagenet
-    fastvit train --config fastvit_ma36_ft384 --data /data/imagenet --checkpoint sa.pt
-    fastvit train --data digits --out runs/digits          # bundled data, a few minutes on CPU
+    fastvit train --config fastvit_ma36_ft384 --data /data/imagenet --checkpoint ma36.safetensors
+    fastvit train --data digits --out runs/digits      # bundled data, about a minute on a CPU
     fastvit train ... --set optim.lr=5e-4 --set data.mixup=0   # any recipe key
     fastvit train ... --resume auto                            # continue the newest checkpoint
 
@@ -49,7 +49,8 @@ SWITCH_KEYS = {"channels_last": "run.channels_last", "reset_classifier": "model.
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    parser.epilog = "packaged recipes: " + ", ".join(list_recipes())
+    parser.epilog = (__doc__.split("::", 1)[1].strip("\n") + "\n\npackaged recipes: "
+                     + ", ".join(list_recipes()))
     g = parser.add_argument_group("recipe")
     g.add_argument("--config", metavar="NAME|YAML",
                    help="packaged recipe name or YAML file (default: the --model recipe)")

@@ -72,7 +72,7 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
         "epochs": summary["epoch"],
         "steps": summary["step"],
         "train_seconds": round(train_seconds, 1),
-        "threads": torch.get_num_threads(),
+        "threads": cfg.run.threads or torch.get_num_threads(),
         "best_epoch": int(state["epoch"]),
         "weights": "ema" if state.get("ema") else "model",
         "top1": before["top1"],

@@ -269,7 +269,7 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
         f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
         f"{plan.per_device_batch} x accum {plan.accum} = global batch {plan.global_batch}, "
         f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
-        f"device {device}, amp {amp_dtype}")
+        f"device {device} ({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
     meta = {"variant": cfg.model.variant, "classes": list(classes), "num_classes": num_classes,
             "train_images": len(train_ds), "val_images": len(val_ds),
             "world_size": env.world_size, "global_batch": plan.global_batch}

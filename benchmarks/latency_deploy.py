@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--block", type=int, default=5,
+                        help="consecutive timed calls per candidate per round")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--investigate", action="store_true",
@@ -131,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     command = shlex.join(["python", "benchmarks/latency_deploy.py", *(argv or sys.argv[1:])])
     with tempfile.TemporaryDirectory() as scratch:
         calls = build_candidates(args, Path(scratch))
-        timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup)
+        timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup, block=args.block)
     base = timings["timm fastvit_t8 fused, eager"].median_ms
     fp32_ort = timings["ours fused, ONNX Runtime fp32"].median_ms
     fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n]
@@ -139,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
     lines = [f"Command: `{command}`", "",
              f"{platform.processor() or platform.machine()}, {args.threads} threads, batch 1, "
-             f"{args.image_size}x{args.image_size}, {args.runs} interleaved rounds after "
-             f"{args.warmup} warm-up; torch {torch.__version__}.", "",
+             f"{args.image_size}x{args.image_size}, {args.runs} timed calls per candidate, "
+             f"interleaved in blocks of {args.block}, after {args.warmup} warm-up; "
+             f"torch {torch.__version__}.", "",
              "| candidate | median ms | p90 ms | / timm eager |", "|---|---|---|---|"]
     for name, t in timings.items():
         lines.append(f"| {name} | {t.median_ms:.2f} | {t.p90_ms:.2f} | {t.median_ms / base:.2f} |")

@@ -122,6 +122,6 @@ def test_bad_options_are_clear_errors(capsys) -> None:
 
 def test_interleaved_timing_reports_every_candidate() -> None:
     calls = {"a": lambda: sum(range(100)), "b": lambda: sum(range(1000))}
-    timings = bench.time_interleaved(calls, runs=5, warmup=1)
+    timings = bench.time_interleaved(calls, runs=5, warmup=1, block=2)
     assert set(timings) == {"a", "b"}
     assert all(t.runs == 5 and 0 < t.median_ms <= t.p90_ms for t in timings.values())

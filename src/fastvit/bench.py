@@ -164,24 +164,30 @@ def make_runtime(subject: Subject, runtime: str, *, device: torch.device, half: 
                         int8=runtime == "onnx-int8")
 
 
-def time_interleaved(calls: dict[str, Callable[[], object]], *, runs: int, warmup: int
-                     ) -> dict[str, Timing]:
-    """Round-robin timing: one call of each candidate per round, so slow drifts in
-    machine load hit all candidates alike (use for ratios within one process)."""
+def time_interleaved(calls: dict[str, Callable[[], object]], *, runs: int, warmup: int,
+                     block: int = 1) -> dict[str, Timing]:
+    """Round-robin timing: ``block`` timed calls of each candidate per round (after one
+    untimed call when ``block > 1``), so slow drifts in machine load hit all candidates
+    alike (use for ratios within one process). Blocks keep one runtime's thread pool,
+    still spinning after its call returns, from stealing the cores of the next one."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(runs):
+    rounds = -(-runs // block)
+    for _ in range(rounds):
         for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            samples[name].append((time.perf_counter() - t0) * 1e3)
+            if block > 1:
+                call()
+            for _ in range(block):
+                t0 = time.perf_counter()
+                call()
+                samples[name].append((time.perf_counter() - t0) * 1e3)
     out = {}
     for name, values in samples.items():
-        values.sort()
+        values = sorted(values[:runs])
         p90 = values[min(len(values) - 1, round(0.9 * (len(values) - 1)))]
-        out[name] = Timing(statistics.median(values), p90, runs)
+        out[name] = Timing(statistics.median(values), p90, len(values))
     return out
 
 

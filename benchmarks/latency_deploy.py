@@ -1,9 +1,12 @@
 """Deployment latency of fastvit_t8 (fused) per runtime, beside timm's fused fastvit_t8.
 
 One process, batch 1, 256x256, random weights (latency does not depend on them).
-All candidates are timed *interleaved* (one call of each per round, many rounds),
-so load from other processes hits every candidate alike; ratios to timm eager
-are the result to read, absolute milliseconds depend on the machine's load.
+All candidates are timed *interleaved* (a block of calls of each per round, many
+rounds), so load from other processes hits every candidate alike; ratios to timm
+eager are the result to read, absolute milliseconds depend on the machine's load.
+ONNX Runtime sessions run without thread spinning here: a spinning idle pool
+steals the cores of the candidate timed next (it made fp32 ORT look 25% slower
+and the int8/fp32 ratio swing between 0.6 and 1.1 from run to run).
 
     python benchmarks/latency_deploy.py                     # the targets
     python benchmarks/latency_deploy.py --investigate       # what makes ORT fast
@@ -36,7 +39,8 @@ from fastvit.quantize import TensorCalibration, quantize_onnx
 
 
 def ort_call(path: Path, size: int, threads: int, level: str = "all"):
-    session = ort_session(path, threads=threads, level=level)
+    # No busy-waiting pool threads: they would steal the cores of the next candidate.
+    session = ort_session(path, threads=threads, level=level, spinning=False)
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     name = session.get_inputs()[0].name
     return lambda: session.run(None, {name: x})

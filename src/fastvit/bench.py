@@ -312,15 +312,13 @@ def run_benchmark(args: argparse.Namespace) -> dict:
 
 
 def main(args: argparse.Namespace) -> int:
-    from fastvit.bench_report import write_reports
+    from fastvit.bench_report import markdown_table, write_reports
 
     _validate(args)
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
     report = run_benchmark(args)
     paths = write_reports(report, Path(args.out))
-    from fastvit.bench_report import markdown_table
-
     print(markdown_table(report["results"]))
     print(f"\nreproduce: {report['command']}")
     print("wrote " + ", ".join(str(p) for p in paths))

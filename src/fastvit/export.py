@@ -103,7 +103,9 @@ def compare(reference: nn.Module, run, inputs: Sequence[torch.Tensor],
     return worst
 
 
-def _check(what: str, diff: float, tolerance: float, batches: tuple[int, ...]) -> Verification:
+def check_tolerance(what: str, diff: float, tolerance: float, batches: tuple[int, ...]
+                    ) -> Verification:
+    """Raise :class:`ExportVerificationError` unless ``diff <= tolerance``."""
     if not diff <= tolerance:  # also catches NaN
         raise ExportVerificationError(
             f"{what} output differs from PyTorch eager by max |diff| = {diff:.3g} > "
@@ -190,8 +192,13 @@ def _export_torchscript_onnx(model: nn.Module, path: Path, example: torch.Tensor
 
 
 def ort_session(path: str | Path, threads: int | None = None, providers: Sequence[str] = (
-        "CPUExecutionProvider",), level: str = "all"):
-    """An ONNX Runtime session with full graph optimization and ``threads`` intra-op threads."""
+        "CPUExecutionProvider",), level: str = "all", spinning: bool = True):
+    """An ONNX Runtime session with full graph optimization and ``threads`` intra-op threads.
+
+    ``spinning=False`` stops idle pool threads from busy-waiting after a run: slightly
+    slower wake-ups, but they no longer steal cores from whatever runs next (needed
+    when timing several runtimes interleaved in one process).
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -204,6 +211,8 @@ def ort_session(path: str | Path, threads: int | None = None, providers: Sequenc
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=list(providers))
 
 
@@ -226,7 +235,8 @@ def verify_onnx(path: str | Path, model: nn.Module, image_size: int, dynamic_bat
     batches = _verify_batches(dynamic_batch)
     inputs = [example_input(b, image_size, raw_pixels, seed=b) for b in batches]
     diff = compare(model, ort_runner(ort_session(path)), inputs, relative)
-    return _check("ONNX Runtime" + (" (relative)" if relative else ""), diff, tolerance, batches)
+    what = "ONNX Runtime" + (" (relative)" if relative else "")
+    return check_tolerance(what, diff, tolerance, batches)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
@@ -277,7 +287,8 @@ def export_torchscript(model: nn.Module, path: str | Path, *, image_size: int,
         torch.jit.save(traced, str(tmp), _extra_files={"fastvit.json": json.dumps(metadata or {})})
         loaded = torch.jit.load(str(tmp), map_location="cpu")
         inputs = [example_input(b, image_size, raw_pixels, seed=b) for b in batches]
-        return _check("TorchScript", compare(model, loaded, inputs), TORCH_TOLERANCE, batches)
+        diff = compare(model, loaded, inputs)
+        return check_tolerance("TorchScript", diff, TORCH_TOLERANCE, batches)
 
 
 def export_program(model: nn.Module, path: str | Path, *, image_size: int,
@@ -296,7 +307,8 @@ def export_program(model: nn.Module, path: str | Path, *, image_size: int,
         with open(tmp, "rb") as fh:
             loaded = torch.export.load(fh).module()
         inputs = [example_input(b, image_size, raw_pixels, seed=b) for b in batches]
-        return _check("torch.export", compare(model, loaded, inputs), TORCH_TOLERANCE, batches)
+        diff = compare(model, loaded, inputs)
+        return check_tolerance("torch.export", diff, TORCH_TOLERANCE, batches)
 
 
 # ---------------------------------------------------------------------------

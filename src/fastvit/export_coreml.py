@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from fastvit.deploy import DeployModel, bake_normalization
-from fastvit.export import Verification, _check, example_input
+from fastvit.export import Verification, check_tolerance, example_input
 from fastvit.labels import unique_labels
 
 COREML_FP32_TOLERANCE = 1e-4  # probabilities / logits, fp32 compute
@@ -71,13 +71,15 @@ def coreml_network(dm: DeployModel, image_input: bool) -> tuple[nn.Module, bool]
     return (_Probabilities(model) if classifier else model).eval(), classifier
 
 
-def _save_package(mlmodel, path: Path) -> None:
-    """Save the ``.mlpackage`` folder atomically: build it aside, then swap it in."""
+def _save_package(mlmodel, path: Path, check=None):
+    """Save the ``.mlpackage`` folder atomically: build it aside, run ``check(tmp)``
+    on it, then swap it in. Returns what ``check`` returned."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.stem}.tmp{os.getpid()}.mlpackage"
     old = path.parent / f".{path.stem}.old{os.getpid()}.mlpackage"
     try:
         mlmodel.save(str(tmp))
+        result = check(tmp) if check is not None else None
         if path.exists():
             os.replace(path, old)
         os.replace(tmp, path)
@@ -85,6 +87,7 @@ def _save_package(mlmodel, path: Path) -> None:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+    return result
 
 
 def export_coreml(dm: DeployModel, path: str | Path, *, image_size: int,
@@ -128,13 +131,14 @@ def export_coreml(dm: DeployModel, path: str | Path, *, image_size: int,
         else "ImageNet-normalized float tensor, NCHW")
     meta = {k: v for k, v in (metadata or {}).items() if k != "fastvit.class_names"}
     mlmodel.user_defined_metadata.update(meta)
-    _save_package(mlmodel, path)
     can, why = coreml_can_predict()
     if not can:
+        _save_package(mlmodel, path)
         print(f"Core ML prediction check skipped: {why}")
         return None
     labels = unique_labels(dm.class_names) if classifier else None
-    return verify_coreml(path, network, example, image_input, labels, precision)
+    return _save_package(mlmodel, path, lambda tmp: verify_coreml(
+        tmp, network, example, image_input, labels, precision))
 
 
 def verify_coreml(path: Path, network: nn.Module, example: torch.Tensor, image_input: bool,
@@ -161,4 +165,4 @@ def verify_coreml(path: Path, network: nn.Module, example: torch.Tensor, image_i
         got = torch.as_tensor(np.asarray(next(iter(out.values()))))[0]
     diff = float((got.float() - expected.float()).abs().max())
     tolerance = COREML_FP16_TOLERANCE if precision == "fp16" else COREML_FP32_TOLERANCE
-    return _check("Core ML", diff, tolerance, (1,))
+    return check_tolerance("Core ML", diff, tolerance, (1,))

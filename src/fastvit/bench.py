@@ -11,6 +11,7 @@ command that reproduces them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -27,6 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fastvit.errors import ConfigError
+from fastvit.io import atomic_write_text
 from fastvit.model import VARIANTS, create_model, list_models
 from fastvit.peers import (
     PeerUnavailable,
@@ -276,12 +278,19 @@ def environment(args: argparse.Namespace) -> dict:
     return env
 
 
-def run_benchmark(args: argparse.Namespace) -> dict:
-    """Benchmark every (model, runtime) pair; failures and skips become rows with a note."""
+def run_benchmark(args: argparse.Namespace,
+                  on_row: Callable[[dict], None] | None = None) -> dict:
+    """Benchmark every (model, runtime) pair; failures and skips become rows with a note.
+
+    ``on_row(report_so_far)`` is called after each pair (e.g. to save partial results
+    of a long run)."""
     device = torch.device(args.device)
     models = expand_models(args.models)
     jobs = [(m, r) for m in models for r in args.runtimes]
     rows, subjects = [], {}
+    report = {"command": reproduce_command(args), "environment": environment(args),
+              "config": {k: v for k, v in vars(args).items() if not callable(v)},
+              "results": rows}
     with tempfile.TemporaryDirectory(prefix="fastvit-bench-") as scratch:
         for i, (name, runtime) in enumerate(tqdm(jobs, desc="bench", unit="run")):
             row = {"model": name, "runtime": runtime, "batch": args.batch_size}
@@ -307,8 +316,9 @@ def run_benchmark(args: argparse.Namespace) -> dict:
             except Exception as err:  # one broken runtime must not lose the others' results
                 row.update(status="failed", note=f"{type(err).__name__}: {err}".splitlines()[0])
             rows.append(row)
-    return {"command": reproduce_command(args), "environment": environment(args),
-            "config": {k: v for k, v in vars(args).items() if not callable(v)}, "results": rows}
+            if on_row is not None:
+                on_row(report)
+    return report
 
 
 def main(args: argparse.Namespace) -> int:
@@ -317,8 +327,11 @@ def main(args: argparse.Namespace) -> int:
     _validate(args)
     args.threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    report = run_benchmark(args)
-    paths = write_reports(report, Path(args.out))
+    out = Path(args.out)
+    partial = out / "bench.json"
+    report = run_benchmark(args, on_row=lambda so_far: atomic_write_text(
+        partial, json.dumps(so_far, indent=2) + "\n"))  # a killed run keeps its results
+    paths = write_reports(report, out)
     print(markdown_table(report["results"]))
     print(f"\nreproduce: {report['command']}")
     print("wrote " + ", ".join(str(p) for p in paths))

@@ -130,6 +130,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=10, help="timed runs per model")
     parser.add_argument("--epochs", type=int, default=None,
                         help="digits training epochs (default: the demo recipe)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="intra-op threads for the latency columns (default 1: stable "
+                             "on a shared machine, where extra OpenMP threads thrash)")
     parser.add_argument("--skip-training", action="store_true")
 
 
@@ -138,6 +141,7 @@ def main(args: argparse.Namespace) -> int:
     summary: dict = {}
     if not args.skip_training:
         summary["digits"] = run_training_stage(args.out, args)
+    torch.set_num_threads(args.threads)
     rows = run_variant_table(args.out, args.variants or fastvit.list_models(), args.image_size,
                              args.runs)
     summary["variants"] = rows

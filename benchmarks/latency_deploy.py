@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
-import platform
+import os
 import shlex
 import sys
 import tempfile
@@ -31,16 +32,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastvit.bench import time_interleaved, torch_runtime
+from fastvit.bench import cpu_name, time_interleaved, torch_runtime
 from fastvit.deploy import load_deploy_model
 from fastvit.export import export_onnx, ort_session
 from fastvit.io import atomic_write_text
 from fastvit.quantize import TensorCalibration, quantize_onnx
 
 
-def ort_call(path: Path, size: int, threads: int, level: str = "all"):
-    # No busy-waiting pool threads: they would steal the cores of the next candidate.
-    session = ort_session(path, threads=threads, level=level, spinning=False)
+def ort_run(path: Path, size: int, threads: int, level: str = "all", spinning: bool = False):
+    # By default no busy-waiting pool threads: they would steal the next candidate's cores.
+    session = ort_session(path, threads=threads, level=level, spinning=spinning)
     x = np.random.default_rng(0).standard_normal((1, 3, size, size)).astype(np.float32)
     name = session.get_inputs()[0].name
     return lambda: session.run(None, {name: x})
@@ -82,6 +83,7 @@ def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
     from timm.utils.model import reparameterize_model
 
     size, threads, cpu = args.image_size, args.threads, torch.device("cpu")
+    ort_call = functools.partial(ort_run, spinning=args.ort_spinning)
     ours = load_deploy_model("fastvit_t8", quiet=True).model
     theirs = reparameterize_model(timm.create_model("fastvit_t8", pretrained=False).eval())
     calls = {
@@ -126,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--block", type=int, default=5,
                         help="consecutive timed calls per candidate per round")
+    parser.add_argument("--ort-spinning", action="store_true",
+                        help="let ONNX Runtime's idle threads spin (its default; use with a "
+                        "large --block)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--investigate", action="store_true",
@@ -144,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     best = min(fp32_names, key=lambda n: timings[n].median_ms)
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
     lines = [f"Command: `{command}`", "",
-             f"{platform.processor() or platform.machine()}, {args.threads} threads, batch 1, "
+             f"{cpu_name()} ({os.cpu_count()} CPUs), {args.threads} threads, batch 1, "
              f"{args.image_size}x{args.image_size}, {args.runs} timed calls per candidate, "
              f"interleaved in blocks of {args.block}, after {args.warmup} warm-up; "
              f"torch {torch.__version__}.", "",

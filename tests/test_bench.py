@@ -66,10 +66,11 @@ def test_peers_unfused_features_only_and_skips(tmp_path, monkeypatch) -> None:
     assert "needs timm" in rows["timm:mobileone_s0"]["note"]
     # the detection / segmentation backbone line: features-only at batch 2
     args = parse(["fastvit_t8", "--features-only", "--image-size", "64", "--batch-size", "2",
-                  "--runs", "3", "--warmup", "1", "--throughput-batch", "0"])
+                  "--runs", "3", "--warmup", "1", "--throughput-batch", "0", "--repeats", "2"])
     args.threads = 2
     (row,) = bench.run_benchmark(args)["results"]
     assert row["status"] == "ok" and row["batch"] == 2
+    assert len(row["latency"]["pass_medians_ms"]) == 2 and row["latency"]["runs"] == 6
 
 
 def test_timm_peer_is_fused_when_timm_is_installed(tmp_path) -> None:

@@ -133,8 +133,7 @@ def test_onnx_dynamic_batch_round_trip(tmp_path, name: str, size: int) -> None:
         assert np.abs(got - expected).max() <= 1e-4
 
 
-@pytest.mark.parametrize("name", ["fastvit_t8",
-                                  pytest.param("fastvit_sa12", marks=pytest.mark.slow)])
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
 def test_torchscript_and_torch_export_round_trips(tmp_path, name: str) -> None:
     model = fused_randomized(name, seed=5)
     ts = export_torchscript(model, tmp_path / "m.ts.pt", image_size=64, dynamic_batch=True)

@@ -11,6 +11,7 @@ command that reproduces them.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -103,7 +104,8 @@ def torch_runtime(model: nn.Module, image_size: int, device: torch.device, dtype
                   channels_last: bool = False, compiled: bool = False
                   ) -> Callable[[int], Callable[[], object]]:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device=device, dtype=dtype, memory_format=fmt).eval()
+    # A copy: runtimes of one model must not change each other's layout or dtype.
+    model = copy.deepcopy(model).to(device=device, dtype=dtype, memory_format=fmt).eval()
     run = torch.compile(model) if compiled else model
 
     def bind(batch: int) -> Callable[[], object]:
@@ -131,7 +133,7 @@ def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
             raise PeerUnavailable("onnxruntime has no CUDAExecutionProvider here "
                                   "(install onnxruntime-gpu); skipped")
         providers.insert(0, "CUDAExecutionProvider")
-    model = model.float().to("cpu").eval()
+    model = copy.deepcopy(model).float().to("cpu").eval()
     path = workdir / "model.onnx"
     # Random peers can output ~1e8: their check is relative to the output scale.
     export_onnx(model, path, image_size=image_size, dynamic_batch=True, relative=True)
@@ -231,6 +233,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="throughput batch (0: skip throughput)")
     parser.add_argument("--runs", type=int, default=50, help="timed runs (median, p90)")
     parser.add_argument("--warmup", type=int, default=10, help="untimed runs first")
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="passes over the whole list; each result is the median over "
+                        "passes (robust to bursts of load on shared machines)")
     parser.add_argument("--threads", type=int, metavar="N",
                         help="intra-op threads for PyTorch and ONNX Runtime (default: torch's)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -244,7 +249,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
     parts = ["fastvit", "bench", *args.models, "--runtimes", *args.runtimes,
              "--image-size", str(args.image_size), "--batch-size", str(args.batch_size),
              "--throughput-batch", str(args.throughput_batch), "--runs", str(args.runs),
-             "--warmup", str(args.warmup), "--threads", str(args.threads),
+             "--warmup", str(args.warmup), "--repeats", str(args.repeats),
+             "--threads", str(args.threads),
              "--device", args.device, "--out", str(args.out)]
     if args.peer_image_size:
         parts += ["--peer-image-size", str(args.peer_image_size)]
@@ -255,7 +261,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def _validate(args: argparse.Namespace) -> None:
-    for option in ("runs", "batch_size", "image_size"):
+    for option in ("runs", "batch_size", "image_size", "repeats"):
         if getattr(args, option) < 1:
             raise ConfigError(f"--{option.replace('_', '-')} must be >= 1")
     if args.warmup < 0 or args.throughput_batch < 0:
@@ -266,31 +272,66 @@ def _validate(args: argparse.Namespace) -> None:
         raise ConfigError("--half needs --device cuda (fp16 convolutions are slow on CPU)")
 
 
+def cpu_name() -> str:
+    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def environment(args: argparse.Namespace) -> dict:
     import onnxruntime
 
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
-           "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+           "processor": cpu_name(), "cpu_count": os.cpu_count(),
            "threads": args.threads, "device": args.device}
     if args.device == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env
 
 
+def combine_passes(results: list[dict]) -> dict:
+    """Median over passes of the per-pass medians (and p90s): a burst of load from
+    another process spoils one pass of a job, not the job."""
+    lat = [r["latency"] for r in results]
+    merged = {"latency": {"median_ms": statistics.median(x["median_ms"] for x in lat),
+                          "p90_ms": statistics.median(x["p90_ms"] for x in lat),
+                          "runs": sum(x["runs"] for x in lat),
+                          "pass_medians_ms": [x["median_ms"] for x in lat]},
+              "throughput": None}
+    if results[0]["throughput"] is not None:
+        thr = [r["throughput"] for r in results]
+        median_ms = statistics.median(x["median_ms"] for x in thr)
+        merged["throughput"] = {"batch": thr[0]["batch"], "median_ms": median_ms,
+                                "images_per_s": thr[0]["batch"] * 1e3 / median_ms,
+                                "runs": sum(x["runs"] for x in thr)}
+    return merged
+
+
 def run_benchmark(args: argparse.Namespace,
                   on_row: Callable[[dict], None] | None = None) -> dict:
     """Benchmark every (model, runtime) pair; failures and skips become rows with a note.
 
-    ``on_row(report_so_far)`` is called after each pair (e.g. to save partial results
-    of a long run)."""
+    With ``args.repeats > 1`` the whole list is measured again in further passes
+    and each pair reports the median over passes (see :func:`combine_passes`).
+    ``on_row(report_so_far)`` is called after each measurement (e.g. to save
+    partial results of a long run)."""
     device = torch.device(args.device)
     models = expand_models(args.models)
     jobs = [(m, r) for m in models for r in args.runtimes]
-    rows, subjects = [], {}
+    rows, subjects, binds, passes = [], {}, {}, {}
     report = {"command": reproduce_command(args), "environment": environment(args),
               "config": {k: v for k, v in vars(args).items() if not callable(v)},
               "results": rows}
+    timing = dict(batch=args.batch_size, throughput_batch=args.throughput_batch,
+                  runs=args.runs, warmup=args.warmup, device=device)
+    repeats = getattr(args, "repeats", 1)
     with tempfile.TemporaryDirectory(prefix="fastvit-bench-") as scratch:
         for i, (name, runtime) in enumerate(tqdm(jobs, desc="bench", unit="run")):
             row = {"model": name, "runtime": runtime, "batch": args.batch_size}
@@ -306,11 +347,10 @@ def run_benchmark(args: argparse.Namespace,
                            published_top1=subject.published.top1 if subject.published else None)
                 workdir = Path(scratch) / str(i)
                 workdir.mkdir()
-                bind = make_runtime(subject, runtime, device=device, half=args.half,
-                                    threads=args.threads, workdir=workdir)
-                row.update(measure(bind, batch=args.batch_size,
-                                   throughput_batch=args.throughput_batch, runs=args.runs,
-                                   warmup=args.warmup, device=device), status="ok")
+                binds[i] = make_runtime(subject, runtime, device=device, half=args.half,
+                                        threads=args.threads, workdir=workdir)
+                passes[i] = [measure(binds[i], **timing)]
+                row.update(passes[i][0], status="ok")
             except PeerUnavailable as why:
                 row.update(status="skipped", note=str(why))
             except Exception as err:  # one broken runtime must not lose the others' results
@@ -318,6 +358,12 @@ def run_benchmark(args: argparse.Namespace,
             rows.append(row)
             if on_row is not None:
                 on_row(report)
+        for repeat in range(1, repeats):
+            for i in tqdm(list(binds), desc=f"bench pass {repeat + 1}/{repeats}", unit="run"):
+                passes[i].append(measure(binds[i], **timing))
+                rows[i].update(combine_passes(passes[i]))
+                if on_row is not None:
+                    on_row(report)
     return report
 
 

@@ -37,6 +37,7 @@ from fastvit.deploy import load_deploy_model
 from fastvit.export import export_onnx, ort_session
 from fastvit.io import atomic_write_text
 from fastvit.quantize import TensorCalibration, quantize_onnx
+from fastvit.stats import count_gmacs
 
 
 def ort_run(path: Path, size: int, threads: int, level: str = "all", spinning: bool = False):
@@ -76,6 +77,23 @@ def naive_int8(fp32: Path, out: Path, size: int) -> Path:
     quantize_static(str(prepared), str(out), TensorCalibration(samples, "input", progress=False),
                     quant_format=QuantFormat.QDQ, per_channel=True)
     return out
+
+
+def gemm_gflops(threads: int, n: int = 2048, runs: int = 10) -> float:
+    """fp32 GFLOP/s of one large matrix product: what this machine's cores reach at best."""
+    import statistics
+    import time
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        a @ b
+    seconds = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(seconds) / 1e9
 
 
 def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
@@ -148,6 +166,10 @@ def main(argv: list[str] | None = None) -> int:
     fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n]
     best = min(fp32_names, key=lambda n: timings[n].median_ms)
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
+    # Roofline: no fp32 runtime can beat the network's FLOPs at large-GEMM speed.
+    gflops = gemm_gflops(args.threads)
+    gmacs = count_gmacs(load_deploy_model("fastvit_t8", quiet=True).model, args.image_size)
+    floor_ms = 2 * gmacs / gflops * 1e3
     lines = [f"Command: `{command}`", "",
              f"{cpu_name()} ({os.cpu_count()} CPUs), {args.threads} threads, batch 1, "
              f"{args.image_size}x{args.image_size}, {args.runs} timed calls per candidate, "
@@ -158,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {name} | {t.median_ms:.2f} | {t.p90_ms:.2f} | {t.median_ms / base:.2f} |")
     lines += ["", f"Best fp32 runtime: {best}: {timings[best].median_ms / base:.2f}x timm eager "
               f"(target <= 0.40).",
-              f"int8 / fp32 ONNX Runtime: {int8 / fp32_ort:.2f} (target <= 0.80)."]
+              f"int8 / fp32 ONNX Runtime: {int8 / fp32_ort:.2f} (target <= 0.80).",
+              f"fp32 floor: {gmacs:.2f} GMACs at this machine's 2048x2048 sgemm rate "
+              f"({gflops:.0f} GFLOP/s, {args.threads} threads) = {floor_ms:.2f} ms = "
+              f"{floor_ms / base:.2f}x timm eager; ONNX Runtime fp32 runs the network at "
+              f"{2 * gmacs / fp32_ort * 1e3:.0f} GFLOP/s "
+              f"({floor_ms / fp32_ort:.0%} of that rate)."]
     text = "\n".join(lines)
     print(text)
     out = Path(args.out)
@@ -166,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "latency_deploy.json", json.dumps({
         "command": command, "timings": {n: t.as_dict() for n, t in timings.items()},
         "best_fp32": best, "best_fp32_over_timm": timings[best].median_ms / base,
-        "int8_over_fp32_ort": int8 / fp32_ort}, indent=2) + "\n")
+        "int8_over_fp32_ort": int8 / fp32_ort, "sgemm_gflops": gflops, "gmacs": gmacs,
+        "fp32_floor_ms": floor_ms}, indent=2) + "\n")
     return 0
 
 

@@ -38,6 +38,7 @@ from fastvit.export import export_onnx, ort_session
 from fastvit.io import atomic_write_text
 from fastvit.quantize import TensorCalibration, quantize_onnx
 from fastvit.stats import count_gmacs
+from fastvit.timing import time_callable
 
 
 def ort_run(path: Path, size: int, threads: int, level: str = "all", spinning: bool = False):
@@ -79,30 +80,18 @@ def naive_int8(fp32: Path, out: Path, size: int) -> Path:
     return out
 
 
-def gemm_gflops(threads: int, n: int = 2048, runs: int = 10) -> float:
+def gemm_gflops(n: int = 2048) -> float:
     """fp32 GFLOP/s of one large matrix product: what this machine's cores reach at best."""
-    import statistics
-    import time
-
-    torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    for _ in range(3):
-        a @ b
-    seconds = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        a @ b
-        seconds.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(seconds) / 1e9
+    return 2 * n**3 / time_callable(lambda: a @ b, runs=10, warmup=3).median_ms / 1e6
 
 
-def build_candidates(args: argparse.Namespace, scratch: Path) -> dict:
+def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: Path) -> dict:
     import timm
     from timm.utils.model import reparameterize_model
 
     size, threads, cpu = args.image_size, args.threads, torch.device("cpu")
     ort_call = functools.partial(ort_run, spinning=args.ort_spinning)
-    ours = load_deploy_model("fastvit_t8", quiet=True).model
     theirs = reparameterize_model(timm.create_model("fastvit_t8", pretrained=False).eval())
     calls = {
         "timm fastvit_t8 fused, eager": torch_runtime(theirs, size, cpu, torch.float32)(1),
@@ -159,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "benchmarks/latency_deploy.py", *(argv or sys.argv[1:])])
     with tempfile.TemporaryDirectory() as scratch:
-        calls = build_candidates(args, Path(scratch))
+        ours = load_deploy_model("fastvit_t8", quiet=True).model
+        calls = build_candidates(args, ours, Path(scratch))
         timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup, block=args.block)
     base = timings["timm fastvit_t8 fused, eager"].median_ms
     fp32_ort = timings["ours fused, ONNX Runtime fp32"].median_ms
@@ -167,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     best = min(fp32_names, key=lambda n: timings[n].median_ms)
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
     # Roofline: no fp32 runtime can beat the network's FLOPs at large-GEMM speed.
-    gflops = gemm_gflops(args.threads)
-    gmacs = count_gmacs(load_deploy_model("fastvit_t8", quiet=True).model, args.image_size)
+    gflops = gemm_gflops()
+    gmacs = count_gmacs(ours, args.image_size)
     floor_ms = 2 * gmacs / gflops * 1e3
     lines = [f"Command: `{command}`", "",
              f"{cpu_name()} ({os.cpu_count()} CPUs), {args.threads} threads, batch 1, "

@@ -19,13 +19,7 @@ from fastvit.train.checkpointing import (
 from fastvit.train.data import ResumableEpochSampler
 from fastvit.train.trainer import build_model, fit
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class _Colours(torch.utils.data.Dataset):

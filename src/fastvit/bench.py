@@ -331,7 +331,6 @@ def run_benchmark(args: argparse.Namespace,
               "results": rows}
     timing = dict(batch=args.batch_size, throughput_batch=args.throughput_batch,
                   runs=args.runs, warmup=args.warmup, device=device)
-    repeats = getattr(args, "repeats", 1)
     with tempfile.TemporaryDirectory(prefix="fastvit-bench-") as scratch:
         for i, (name, runtime) in enumerate(tqdm(jobs, desc="bench", unit="run")):
             row = {"model": name, "runtime": runtime, "batch": args.batch_size}
@@ -358,8 +357,8 @@ def run_benchmark(args: argparse.Namespace,
             rows.append(row)
             if on_row is not None:
                 on_row(report)
-        for repeat in range(1, repeats):
-            for i in tqdm(list(binds), desc=f"bench pass {repeat + 1}/{repeats}", unit="run"):
+        for repeat in range(1, args.repeats):
+            for i in tqdm(list(binds), desc=f"bench pass {repeat + 1}/{args.repeats}", unit="run"):
                 passes[i].append(measure(binds[i], **timing))
                 rows[i].update(combine_passes(passes[i]))
                 if on_row is not None:

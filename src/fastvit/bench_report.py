@@ -80,9 +80,9 @@ def plot_pareto(report: dict, path: Path) -> Path:
     fig, axes = plt.subplots(rows_n, cols, figsize=(6.5 * cols, 5 * rows_n), squeeze=False)
     for ax in axes.flat[len(runtimes):]:
         ax.set_visible(False)
+    order = {name: i for i, name in enumerate(list_models())}  # T8 -> MA36, as the paper
     for ax, runtime in zip(axes.flat, runtimes, strict=False):
         subset = [r for r in rows if r["runtime"] == runtime]
-        order = {name: i for i, name in enumerate(list_models())}  # T8 -> MA36, as the paper
         ours = sorted((r for r in subset if r["family"] == "fastvit"),
                       key=lambda r: order.get(r["model"], len(order)))
         if ours:

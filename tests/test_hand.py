@@ -12,8 +12,6 @@ import math
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from _hand_utils import (
     write_mano_npz,
     write_release_style_pickle,
 )
+from _task_utils import torchrun
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import DataError
@@ -430,13 +429,10 @@ def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
     """Two gloo processes train a few steps and evaluate with sharded, exact totals."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(OVERFIT_RECIPE)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29517", "-m", "fastvit", "hand", "train", "--data", str(freihand),
-           "--mano", str(mano_npz), "--out", str(tmp_path / "run"), "--config", str(recipe),
-           "--device", "cpu", "--model", "fastvit_t8", "--input-size", "64", "--batch-size",
-           "4", "--max-steps", "4", "--workers", "0", "--no-amp"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    proc = torchrun(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
+                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
+                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
+                     "--max-steps", "4", "--workers", "0", "--no-amp"], timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     assert metrics["num_samples"] == 4

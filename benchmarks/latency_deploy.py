@@ -35,9 +35,9 @@ import torch
 from fastvit.bench import cpu_name, time_interleaved, torch_runtime
 from fastvit.deploy import load_deploy_model
 from fastvit.export import export_onnx, ort_session
-from fastvit.io import atomic_write_text
+from fastvit.files import atomic_write_text
 from fastvit.quantize import TensorCalibration, quantize_onnx
-from fastvit.stats import count_gmacs
+from fastvit.models.counting import count_gmacs
 from fastvit.timing import time_callable
 
 

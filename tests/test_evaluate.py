@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -13,11 +12,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from _data_utils import make_image_folder, write_image
 from torch import nn
 
 from fastvit.cli import main as cli_main
-from fastvit.data import Batch, build_eval_transform
+from fastvit.data import Batch
 from fastvit.data.robustness import (
     CorruptionNormalizer,
     corruption_summary,
@@ -29,6 +27,9 @@ from fastvit.data.robustness import (
 )
 from fastvit.errors import ConfigError, DataError
 from fastvit.evaluate import Evaluator, evaluate, main_class_map
+from fastvit.models import VARIANTS, base_cfg
+from fastvit.pipeline import eval_transform
+from tests.helpers.images import make_image_folder, write_image
 
 # -- evaluate() on known logits ----------------------------------------------------------------
 
@@ -222,10 +223,9 @@ def write_coded(folder: Path, wnid: str, predicted: list[int]) -> None:
 
 
 def _evaluator(**overrides) -> Evaluator:
-    args = argparse.Namespace(batch_size=4, workers=0, bad_images="skip", channels_last=False,
-                              amp=None, alexnet_errors=None, **overrides)
-    return Evaluator(ColourCodedModel(), build_eval_transform(16, 1.0), args,
-                     torch.device("cpu"), distributed=False)
+    cfg = base_cfg("fastvit_t8", VARIANTS["fastvit_t8"], 1000)
+    return Evaluator(ColourCodedModel(), eval_transform(cfg, 16, 1.0), batch_size=4, workers=0,
+                     **overrides)
 
 
 def test_imagenet_a_maps_wnids_and_restricts_to_its_200_classes(tmp_path):
@@ -274,7 +274,7 @@ def _tiny_val(tmp_path: Path, counts=(2, 2, 2)) -> Path:
 
 def test_validate_cli_writes_json_and_reparam_matches(tmp_path, capsys):
     from fastvit import create_model, randomize_model_stats
-    from fastvit.checkpoint import save_checkpoint
+    from fastvit.checkpoints import save_checkpoint
 
     data = _tiny_val(tmp_path)
     model = randomize_model_stats(create_model("fastvit_t8", num_classes=3), seed=0)
@@ -294,7 +294,7 @@ def test_validate_cli_writes_json_and_reparam_matches(tmp_path, capsys):
 
 def test_validate_cli_with_a_checkpoint_and_class_names(tmp_path):
     from fastvit import create_model
-    from fastvit.checkpoint import save_checkpoint
+    from fastvit.checkpoints import save_checkpoint
 
     data = _tiny_val(tmp_path)
     model = create_model("fastvit_t8", num_classes=4)
@@ -357,7 +357,7 @@ def _run(cmd: list[str], tmp_path: Path) -> None:
 # 12 s on 2 idle cores (three interpreter start-ups); up to ~45 s on a crowded machine.
 def test_torchrun_two_process_validate_equals_single_process(tmp_path):
     from fastvit import create_model
-    from fastvit.checkpoint import save_checkpoint
+    from fastvit.checkpoints import save_checkpoint
 
     data = _tiny_val(tmp_path, counts=(3, 2, 2))  # 7 images: uneven shards
     torch.manual_seed(123)

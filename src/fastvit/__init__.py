@@ -1,21 +1,53 @@
-"""fastvit: train, verify, reparameterize, deploy and benchmark FastViT."""
+"""fastvit: train, verify, reparameterize, deploy and benchmark FastViT.
 
-from fastvit.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from fastvit.model import VARIANTS, FastVit, create_model, list_models
-from fastvit.reparam import is_fused, reparameterize
-from fastvit.verify import max_abs_difference, randomize_model_stats
+The names below are the public API. Heavier entry points (the model pipeline)
+are imported on first use, so ``import fastvit`` stays cheap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastvit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
+from fastvit.factory import (
+    create_model,
+    fastvit_ma36,
+    fastvit_s12,
+    fastvit_sa12,
+    fastvit_sa24,
+    fastvit_sa36,
+    fastvit_t8,
+    fastvit_t12,
+)
+from fastvit.models import (
+    VARIANTS,
+    FastVit,
+    count_gmacs,
+    count_params,
+    deploy_form,
+    is_fused,
+    list_models,
+    max_abs_difference,
+    randomize_model_stats,
+    reparameterize,
+)
+
+_LAZY = {"Loaded": "fastvit.pipeline", "load_model": "fastvit.pipeline",
+         "eval_transform": "fastvit.pipeline"}
 
 __all__ = [
-    "VARIANTS",
-    "FastVit",
-    "create_model",
-    "is_fused",
-    "list_models",
-    "load_checkpoint",
-    "max_abs_difference",
-    "randomize_model_stats",
-    "read_checkpoint",
-    "reparameterize",
-    "save_checkpoint",
+    "VARIANTS", "FastVit", "Loaded", "count_gmacs", "count_params", "create_model",
+    "deploy_form", "eval_transform", "fastvit_ma36", "fastvit_s12", "fastvit_sa12",
+    "fastvit_sa24", "fastvit_sa36", "fastvit_t8", "fastvit_t12", "is_fused", "list_models",
+    "load_checkpoint", "load_model", "max_abs_difference", "randomize_model_stats",
+    "read_checkpoint", "reparameterize", "save_checkpoint",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fastvit' has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""``fastvit demo`` / ``make demo``: the project's main job, end to end on a laptop.
+"""The project's main job (``fastvit demo`` / ``make demo``), end to end on a laptop.
 
 1. (when the training stack is present) train fastvit_t8 on scikit-learn's
    bundled digits, evaluate, reparameterize, re-evaluate;
@@ -10,33 +10,45 @@ Writes ``variants.md``, ``variants.json`` and ``variants.png`` to ``--out``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-import fastvit
-from fastvit.io import atomic_write, atomic_write_text
-from fastvit.stats import count_gmacs, count_params
-from fastvit.timing import time_model
+from fastvit.bench.timing import time_model
+from fastvit.errors import FastVitError
+from fastvit.factory import create_model
+from fastvit.files import atomic_write, atomic_write_text
+from fastvit.models import (
+    count_gmacs,
+    count_params,
+    list_models,
+    max_abs_difference,
+    randomize_model_stats,
+    reparameterize,
+)
 
 TOLERANCE = 1e-5  # max |train - fused| / max |train output|
+
+
+class NotEquivalentError(FastVitError):
+    """A variant's reparameterized network does not compute what the train-time one does."""
 
 
 def variant_report(name: str, image_size: int = 256, runs: int = 10, warmup: int = 3,
                    seed: int = 0) -> dict:
     """Build, randomize, fuse, verify and time one variant."""
     torch.manual_seed(seed)
-    model = fastvit.create_model(name).eval()
-    fastvit.randomize_model_stats(model, seed=seed)
-    fused = fastvit.reparameterize(model)
+    model = create_model(name).eval()
+    randomize_model_stats(model, seed=seed)
+    fused = reparameterize(model)
     x = torch.randn(1, 3, image_size, image_size)
-    diff = fastvit.max_abs_difference(model, fused, x)
-    rel = fastvit.max_abs_difference(model, fused, x, relative=True)
+    diff = max_abs_difference(model, fused, x)
+    rel = max_abs_difference(model, fused, x, relative=True)
     t_train = time_model(model, x, runs=runs, warmup=warmup)
     t_fused = time_model(fused, x, runs=runs, warmup=warmup)
     return {
@@ -98,53 +110,51 @@ def bar_chart(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run_variant_table(out: Path, names: list[str], image_size: int, runs: int) -> list[dict]:
+def run_variant_table(out: Path, names: list[str], image_size: int, runs: int,
+                      log: Callable[[str], None] = print) -> list[dict]:
+    """Verify and time every variant; raise :class:`NotEquivalentError` naming any that
+    is not equivalent after fusion (the reports are written first, to show by how much)."""
     rows = []
     for name in tqdm(names, desc="variants", unit="model", file=sys.stdout):
         rows.append(variant_report(name, image_size, runs))
     table = markdown_table(rows, image_size, runs)
-    print(table)
+    log(table)
     atomic_write_text(out / "variants.md", table)
     atomic_write_text(out / "variants.json", json.dumps(rows, indent=2))
     bar_chart(rows, out / "variants.png")
-    bad = [r["variant"] for r in rows if not r["equivalent"]]
+    bad = [r for r in rows if not r["equivalent"]]
     if bad:
-        raise RuntimeError(f"reparameterized outputs differ beyond {TOLERANCE}: {bad}")
+        worst = ", ".join(f"{r['variant']} (relative difference {r['max_rel_diff']:.2e})"
+                          for r in bad)
+        raise NotEquivalentError(f"reparameterization changed the outputs of {worst}, beyond "
+                                 f"the tolerance {TOLERANCE:g}; see {out / 'variants.md'}")
     return rows
 
 
-def run_training_stage(out: Path, args: argparse.Namespace) -> dict | None:
-    try:
-        from fastvit.train.demo_digits import run as train_digits
-    except ImportError:  # training stack not installed in this build
-        return None
-    return train_digits(out / "digits", epochs=args.epochs)
+def run_demo(out: str | Path = "outputs/demo", *, variants: list[str] | None = None,
+             image_size: int = 256, runs: int = 10, epochs: int | None = None,
+             threads: int = 1, skip_training: bool = False,
+             log: Callable[[str], None] = print) -> dict:
+    """Train on the bundled digits (unless ``skip_training``), then verify and time every
+    variant; writes ``variants.{md,json,png}`` and ``summary.json`` into ``out``.
 
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("outputs/demo"),
-                        help="folder for the reports (default: outputs/demo)")
-    parser.add_argument("--variants", nargs="*", default=None, metavar="NAME",
-                        help="variants for the table (default: all seven)")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per model")
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="digits training epochs (default: the demo recipe)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="intra-op threads for the latency columns (default 1: stable "
-                             "on a shared machine, where extra OpenMP threads thrash)")
-    parser.add_argument("--skip-training", action="store_true")
-
-
-def main(args: argparse.Namespace) -> int:
-    args.out.mkdir(parents=True, exist_ok=True)
+    ``threads`` applies to the latency columns (1 is stable on a shared machine,
+    where extra OpenMP threads thrash).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict = {}
-    if not args.skip_training:
-        summary["digits"] = run_training_stage(args.out, args)
-    torch.set_num_threads(args.threads)
-    rows = run_variant_table(args.out, args.variants or fastvit.list_models(), args.image_size,
-                             args.runs)
-    summary["variants"] = rows
-    atomic_write_text(args.out / "summary.json", json.dumps(summary, indent=2))
-    print(f"reports written to {args.out}/ (variants.md, variants.png, summary.json)")
-    return 0
+    if not skip_training:
+        from fastvit.train.demo_digits import run as train_digits
+
+        summary["digits"] = train_digits(out / "digits", epochs=epochs, log=log)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        summary["variants"] = run_variant_table(out, variants or list_models(), image_size,
+                                                runs, log)
+    finally:
+        torch.set_num_threads(before)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    log(f"reports written to {out}/ (variants.md, variants.png, summary.json)")
+    return summary

@@ -1,4 +1,4 @@
-"""``fastvit validate``: top-1/top-5 on an ImageFolder and the ImageNet robustness sets.
+"""Classification evaluation: top-1/top-5 on an ImageFolder and the ImageNet robustness sets.
 
 The reusable piece is :func:`evaluate`: it sums correct predictions, loss and
 sample counts and all-reduces the sums when a process group is up, so under
@@ -8,10 +8,6 @@ every image counts exactly once and the result equals a single-process run.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from fastvit.data import ImageFolderDataset, build_eval_loader, eval_transform_for, find_split
+from fastvit.data import ImageFolderDataset, build_eval_loader, find_split
 from fastvit.data.datasets import split_batch
 from fastvit.data.loaders import dist_rank_world
 from fastvit.data.robustness import (
@@ -37,8 +33,8 @@ from fastvit.data.robustness import (
     wnid_to_index,
 )
 from fastvit.errors import ConfigError, DataError
-
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+from fastvit.models import is_fused
+from fastvit.pipeline import Loaded, eval_transform
 
 
 def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -119,30 +115,7 @@ def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
             "loss": loss / count, "count": int(count), "skipped": skipped}
 
 
-# -- building the model ------------------------------------------------------------------------
-
-
-def build_model(name: str, checkpoint: str | None, num_classes: int | None,
-                fallback_classes: int | None, use_ema: bool = False
-                ) -> tuple[nn.Module, list[str] | None]:
-    """The model to evaluate and the class names its checkpoint stores (if any).
-
-    The classifier size comes from ``num_classes``, else the checkpoint, else
-    ``fallback_classes`` (e.g. the folder's class count for random weights).
-    """
-    import fastvit
-    from fastvit.checkpoint import class_names_from_metadata, read_checkpoint
-    from fastvit.checkpoint_layouts import num_classes_of
-
-    if checkpoint is None:
-        return fastvit.create_model(name, num_classes=num_classes or fallback_classes or 1000), None
-    state, meta = read_checkpoint(checkpoint, use_ema=use_ema)
-    class_names = class_names_from_metadata(meta)
-    num_classes = num_classes or num_classes_of(state) or len(class_names or [])
-    if not num_classes:
-        raise ConfigError(f"cannot tell the number of classes of {checkpoint}; "
-                          f"pass --num-classes")
-    return fastvit.create_model(name, num_classes=num_classes, checkpoint=state), class_names
+# -- label maps --------------------------------------------------------------------------------
 
 
 def main_class_map(folder: Path, num_classes: int, class_names: list[str] | None
@@ -171,19 +144,23 @@ def main_class_map(folder: Path, num_classes: int, class_names: list[str] | None
 class Evaluator:
     """Evaluates one model on several folders with the same transform and loader settings."""
 
-    def __init__(self, model: nn.Module, transform: Any, args: argparse.Namespace,
-                 device: torch.device, distributed: bool) -> None:
-        self.model, self.transform, self.args = model, transform, args
-        self.device, self.distributed = device, distributed
-        self.amp = AMP_DTYPES.get(args.amp) if args.amp else None
+    def __init__(self, model: nn.Module, transform: Any, *, batch_size: int = 128,
+                 workers: int = 0, device: torch.device | str = "cpu",
+                 amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                 bad_images: str = "skip", distributed: bool = False,
+                 alexnet_errors: str | Path | None = None) -> None:
+        self.model, self.transform = model, transform
+        self.batch_size, self.workers, self.device = batch_size, workers, torch.device(device)
+        self.amp_dtype, self.channels_last = amp_dtype, channels_last
+        self.bad_images, self.distributed = bad_images, distributed
+        self.alexnet_errors = alexnet_errors
 
     def folder(self, root: Path, desc: str, class_to_idx: dict[str, int] | None = None,
                class_indices: Sequence[int] | None = None) -> dict[str, Any]:
-        dataset = ImageFolderDataset(root, self.transform, self.args.bad_images, class_to_idx)
-        loader = build_eval_loader(dataset, self.args.batch_size, self.args.workers,
-                                   self.distributed)
-        return evaluate(self.model, loader, device=self.device, amp_dtype=self.amp,
-                        class_indices=class_indices, channels_last=self.args.channels_last,
+        dataset = ImageFolderDataset(root, self.transform, self.bad_images, class_to_idx)
+        loader = build_eval_loader(dataset, self.batch_size, self.workers, self.distributed)
+        return evaluate(self.model, loader, device=self.device, amp_dtype=self.amp_dtype,
+                        class_indices=class_indices, channels_last=self.channels_last,
                         progress=True, desc=desc)
 
     def subset(self, name: str, root: Path) -> dict[str, Any]:
@@ -203,43 +180,15 @@ class Evaluator:
                 out = self.folder(folder, f"{corruption}/{severity}", imagenet_class_map(folder))
                 errors.setdefault(corruption, {})[severity] = 1 - out["top1"] / 100
                 counts += out["count"]
-        normalizer = CorruptionNormalizer.load(self.args.alexnet_errors)
+        normalizer = CorruptionNormalizer.load(self.alexnet_errors)
         return {**corruption_summary(errors, normalizer, clean_error), "count": counts}
 
 
-# -- CLI ---------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    import fastvit
-
-    parser.add_argument("--model", required=True, choices=fastvit.list_models())
-    parser.add_argument("--checkpoint", help="weights (any supported layout); none: random")
-    parser.add_argument("--ema", action="store_true",
-                        help="evaluate the EMA weights of a training checkpoint")
-    parser.add_argument("--data", help="dataset root holding the split folder")
-    parser.add_argument("--split", default="val", choices=["val", "train"])
-    parser.add_argument("--num-classes", type=int,
-                        help="classifier size (default: from the checkpoint, else the folder)")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--image-size", type=int, help="default: the variant's (256)")
-    parser.add_argument("--crop-pct", type=float, help="default: the variant's (0.9/0.95)")
-    parser.add_argument("--no-reparam", action="store_true",
-                        help="evaluate the train-time (unfused) network")
-    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), help="autocast dtype")
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    parser.add_argument("--bad-images", choices=["skip", "error"], default="skip")
-    parser.add_argument("--robustness", metavar="SET=DIR[,SET=DIR...]",
-                        help="imagenet-a=DIR, imagenet-r=DIR, sketch=DIR, imagenet-c=DIR")
-    parser.add_argument("--alexnet-errors", metavar="JSON",
-                        help="ImageNet-C normalizer table (default: the shipped AlexNet errors)")
-    parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
+# -- the whole evaluation --------------------------------------------------------------------
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Human-readable summary of :func:`run_validation`'s results."""
+    """Human-readable summary of :func:`run_evaluation`'s results."""
     lines = [f"{'set':<28} {'images':>8} {'top-1':>7} {'top-5':>7}"]
     for name, row in results["sets"].items():
         lines.append(f"{name:<28} {row['count']:>8d} {row['top1']:>7.2f} {row['top5']:>7.2f}")
@@ -266,42 +215,54 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_validation(args: argparse.Namespace, device: torch.device, distributed: bool
-                   ) -> dict[str, Any]:
-    import fastvit
+def folder_class_count(data: str | Path, split: str = "val") -> int:
+    """Number of class folders of ``DATA/split`` (the classifier size of random weights)."""
+    return len(class_folders(find_split(data, split)))
 
-    if not args.data and not args.robustness:
+
+def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str = "val",
+                   robustness: str | None = None, batch_size: int = 128, workers: int = 0,
+                   image_size: int | None = None, crop_pct: float | None = None,
+                   amp_dtype: torch.dtype | None = None, channels_last: bool = False,
+                   bad_images: str = "skip", alexnet_errors: str | Path | None = None,
+                   device: torch.device | str = "cpu", distributed: bool = False
+                   ) -> dict[str, Any]:
+    """Score ``loaded.model`` on ``DATA/split`` and/or the robustness sets.
+
+    ``robustness`` is ``"imagenet-a=DIR,imagenet-r=DIR,sketch=DIR,imagenet-c=DIR"``.
+    The images are preprocessed with :func:`fastvit.pipeline.eval_transform` of the
+    model's cfg (``image_size`` / ``crop_pct`` override it). Under torchrun every
+    rank scores its shard and the sums are reduced: the result equals one process.
+    """
+    if not data and not robustness:
         raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
-    split_dir = find_split(args.data, args.split) if args.data else None
-    robust = parse_robustness_spec(args.robustness) if args.robustness else {}
-    folder_classes = len(class_folders(split_dir)) if split_dir is not None else None
-    model, class_names = build_model(args.model, args.checkpoint, args.num_classes,
-                                     None if robust else folder_classes, args.ema)
-    if args.checkpoint is None and dist_rank_world()[0] == 0:
-        print("note: no --checkpoint, evaluating randomly initialized weights", file=sys.stderr)
-    num_classes = model.num_classes
+    split_dir = find_split(data, split) if data else None
+    robust = parse_robustness_spec(robustness) if robustness else {}
+    num_classes = loaded.num_classes
     if robust and num_classes != 1000:
         raise ConfigError(f"robustness sets need a 1000-class ImageNet model; "
-                          f"{args.model} here predicts {num_classes} classes")
-    if not args.no_reparam:
-        model = fastvit.reparameterize(model, inplace=True)
-    model = model.to(device).eval()
-    if args.channels_last:
+                          f"{loaded.variant} here predicts {num_classes} classes")
+    device = torch.device(device)
+    model = loaded.model.to(device).eval()
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    transform = eval_transform_for(model.default_cfg, args.image_size, args.crop_pct)
-    runner = Evaluator(model, transform, args, device, distributed)
-    size = args.image_size or model.default_cfg["input_size"][-1]
+    transform = eval_transform(loaded.cfg, image_size, crop_pct)
+    runner = Evaluator(model, transform, batch_size=batch_size, workers=workers, device=device,
+                       amp_dtype=amp_dtype, channels_last=channels_last, bad_images=bad_images,
+                       distributed=distributed, alexnet_errors=alexnet_errors)
     results: dict[str, Any] = {
-        "model": args.model, "checkpoint": args.checkpoint, "num_classes": num_classes,
-        "reparameterized": not args.no_reparam, "image_size": size,
-        "crop_pct": args.crop_pct or model.default_cfg["crop_pct"], "amp": args.amp,
+        "model": loaded.variant, "checkpoint": loaded.source, "num_classes": num_classes,
+        "reparameterized": is_fused(model),
+        "image_size": image_size or loaded.image_size,
+        "crop_pct": crop_pct or loaded.cfg["crop_pct"],
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
         "world_size": dist_rank_world()[1], "sets": {},
     }
     clean_error = None
     if split_dir is not None:
-        class_map = main_class_map(split_dir, num_classes, class_names)
-        row = runner.folder(split_dir, args.split, class_map)
-        results["sets"][args.split] = row
+        class_map = main_class_map(split_dir, num_classes, loaded.class_names)
+        row = runner.folder(split_dir, split, class_map)
+        results["sets"][split] = row
         clean_error = 1 - row["top1"] / 100
     for name, root in robust.items():
         if name in ("imagenet-a", "imagenet-r"):
@@ -312,20 +273,3 @@ def run_validation(args: argparse.Namespace, device: torch.device, distributed: 
             results["imagenet-c"] = runner.corruptions(
                 root, clean_error if num_classes == 1000 else None)
     return results
-
-
-def main(args: argparse.Namespace) -> int:
-    from fastvit.io import atomic_write_text
-    from fastvit.train.distributed import cleanup, init_distributed
-
-    env = init_distributed(args.device)
-    try:
-        results = run_validation(args, env.device, env.distributed)
-    finally:
-        cleanup()
-    if env.is_main:
-        print(format_table(results))
-        if args.json:
-            atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
-            print(f"wrote {args.json}", file=sys.stderr)
-    return 0

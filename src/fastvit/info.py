@@ -1,12 +1,10 @@
-"""``fastvit info``: the variant table, computed from the models themselves."""
+"""The variant table (``fastvit info``), computed from the models themselves."""
 
 from __future__ import annotations
 
-import argparse
-import json
-
-from fastvit.model import VARIANTS, create_model, list_models
-from fastvit.stats import count_gmacs, count_params
+from fastvit.errors import ConfigError
+from fastvit.factory import create_model
+from fastvit.models import VARIANTS, count_gmacs, count_params
 
 
 def variant_row(name: str, image_size: int = 256) -> dict:
@@ -47,17 +45,10 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", metavar="NAME", help="variants (default: all)")
-    parser.add_argument("--image-size", type=int, default=256, help="input side for GMACs")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-
-def main(args: argparse.Namespace) -> int:
-    names = args.names or list_models()
-    for name in names:
-        if name not in VARIANTS:
-            raise ValueError(f"unknown variant {name!r}; choose from {', '.join(list_models())}")
-    rows = [variant_row(n, args.image_size) for n in names]
-    print(json.dumps(rows, indent=2) if args.json else format_table(rows))
-    return 0
+def variant_table(names: list[str] | None = None, image_size: int = 256) -> list[dict]:
+    """:func:`variant_row` for ``names`` (default: every variant, smallest first)."""
+    names = names or list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ConfigError(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    return [variant_row(name, image_size) for name in names]

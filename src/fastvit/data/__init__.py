@@ -3,7 +3,7 @@
 Typical training use::
 
     train_ds, val_ds, classes = build_image_folder(
-        root, train_transform=build_train_transform(256), eval_transform=build_eval_transform(256))
+        root, train_transform=build_train_transform(256), eval_transform=eval_transform(cfg))
     loader = DataLoader(train_ds, batch_size=..., collate_fn=collate_skip_bad, ...)
     for images, targets, skipped in loader:   # a Batch (NamedTuple)
         if images is None:                     # every image of this batch was unreadable
@@ -34,10 +34,9 @@ from fastvit.data.transforms import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     NoisyRandAugment,
-    build_eval_transform,
     build_train_transform,
     eval_resize_size,
-    eval_transform_for,
+    interpolation_mode,
     parse_rand_augment,
 )
 
@@ -57,14 +56,13 @@ __all__ = [
     "SoftTargetCrossEntropy",
     "build_digits",
     "build_eval_loader",
-    "build_eval_transform",
     "build_image_folder",
     "build_train_transform",
     "check_same_classes",
     "collate_skip_bad",
     "dist_rank_world",
     "eval_resize_size",
-    "eval_transform_for",
+    "interpolation_mode",
     "find_split",
     "load_rgb",
     "parse_rand_augment",

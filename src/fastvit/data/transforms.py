@@ -2,7 +2,8 @@
 
 Train: RandomResizedCrop (bicubic) -> horizontal flip -> RandAugment
 ``rand-m9-mstd0.5`` -> float in [0, 1] -> normalize -> RandomErasing(0.25).
-Eval: resize the shorter side to ``floor(size / crop_pct)`` -> centre crop ``size``.
+The eval transform is :func:`fastvit.pipeline.eval_transform` (it follows the
+model's ``pretrained_cfg``); this module only supplies its resize rule.
 
 Inputs are uint8 ``(3, H, W)`` tensors (what :func:`fastvit.data.load_rgb`
 returns) or PIL images; outputs are normalized float32 tensors.
@@ -88,7 +89,7 @@ def parse_rand_augment(spec: str) -> dict[str, float]:
     return out
 
 
-def _interpolation(name: str | InterpolationMode) -> InterpolationMode:
+def interpolation_mode(name: str | InterpolationMode) -> InterpolationMode:
     if isinstance(name, InterpolationMode):
         return name
     try:
@@ -108,8 +109,8 @@ def build_train_transform(image_size: int = 256, *, interpolation: str = "bicubi
                           std: Sequence[float] = IMAGENET_STD,
                           scale: tuple[float, float] = (0.08, 1.0),
                           ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> v2.Compose:
-    """The paper's training augmentation (PAPER.md section 3)."""
-    mode = _interpolation(interpolation)
+    """The paper's ImageNet training augmentation (RandAugment in timm's notation)."""
+    mode = interpolation_mode(interpolation)
     steps: list[Any] = [
         v2.RandomResizedCrop(image_size, scale=scale, ratio=ratio, interpolation=mode,
                              antialias=True),
@@ -131,27 +132,3 @@ def eval_resize_size(image_size: int, crop_pct: float) -> int:
     if not 0 < crop_pct <= 1:
         raise ConfigError(f"crop_pct must be in (0, 1], got {crop_pct}")
     return math.floor(image_size / crop_pct)
-
-
-def build_eval_transform(image_size: int = 256, crop_pct: float = 0.9,
-                         interpolation: str = "bicubic", mean: Sequence[float] = IMAGENET_MEAN,
-                         std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
-    """Resize the shorter side to ``floor(size / crop_pct)``, centre crop ``size``."""
-    return v2.Compose([
-        v2.Resize(eval_resize_size(image_size, crop_pct),
-                  interpolation=_interpolation(interpolation), antialias=True),
-        v2.CenterCrop(image_size),
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
-    ])
-
-
-def eval_transform_for(model_cfg: dict[str, Any], image_size: int | None = None,
-                       crop_pct: float | None = None) -> v2.Compose:
-    """The eval transform a model's ``default_cfg`` asks for, with optional overrides."""
-    size = image_size or int(model_cfg.get("input_size", (3, 256, 256))[-1])
-    return build_eval_transform(size, crop_pct or float(model_cfg.get("crop_pct", 0.9)),
-                                model_cfg.get("interpolation", "bicubic"),
-                                model_cfg.get("mean", IMAGENET_MEAN),
-                                model_cfg.get("std", IMAGENET_STD))

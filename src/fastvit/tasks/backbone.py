@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-import fastvit
+from fastvit.pipeline import load_model
 
 
 class FastVitBackbone(nn.Module):
@@ -22,9 +22,10 @@ class FastVitBackbone(nn.Module):
 
     Args:
         name: variant name (``fastvit_t8`` ... ``fastvit_ma36``).
-        checkpoint: ImageNet weights in any layout :func:`fastvit.create_model`
-            loads (our safetensors, the official release, timm; fused or not).
-            The classification head in it is ignored.
+        checkpoint: ImageNet weights in any layout :func:`fastvit.load_model`
+            reads (our safetensors, the official release, timm; train-time form
+            to train, fused with ``inference_mode``). The classification head in
+            it is ignored.
         frozen_stages: ``-1`` trains everything; ``0`` freezes the stem; ``k >= 1``
             freezes the stem and stages ``1..k`` (parameters fixed, modules kept in
             eval mode), as mmdet/torchvision do for ResNet.
@@ -42,7 +43,7 @@ class FastVitBackbone(nn.Module):
     multiples of 32.
     """
 
-    def __init__(self, name: str, checkpoint: str | Path | dict | None = None, *,
+    def __init__(self, name: str, checkpoint: str | Path | None = None, *,
                  frozen_stages: int = -1, norm_eval: bool = True,
                  out_indices: tuple[int, ...] = (0, 1, 2, 3), drop_path_rate: float = 0.0,
                  inference_mode: bool = False) -> None:
@@ -52,9 +53,9 @@ class FastVitBackbone(nn.Module):
             raise ValueError(f"out_indices must be a non-empty subset of 0..3, got {out_indices}")
         if not -1 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be in -1..4, got {frozen_stages}")
-        self.body = fastvit.create_model(name, features_only=True, checkpoint=checkpoint,
-                                         drop_path_rate=drop_path_rate,
-                                         inference_mode=inference_mode)
+        self.body = load_model(name, pretrained=checkpoint, features_only=True,
+                               fused=inference_mode, fold_bn=False,
+                               drop_path_rate=drop_path_rate).model
         self.variant = name
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
@@ -97,7 +98,7 @@ class FastVitBackbone(nn.Module):
     # -- forward --------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        feats = self.body.forward_intermediates(x, indices=self.out_indices)
+        feats = self.body.forward_intermediates(x, self.out_indices, intermediates_only=True)
         return OrderedDict((str(i), f) for i, f in zip(self.out_indices, feats, strict=True))
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:

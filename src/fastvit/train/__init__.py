@@ -1,8 +1,10 @@
-"""Training: recipes, the step loop, checkpoints/resume, DDP, EMA, distillation.
+"""Classification training: recipes, the trainer, distillation, EMA, the digits demo.
 
 Public entry points (imported lazily so ``fastvit train --help`` stays fast):
 ``fit(config, resume=None)``, ``TrainConfig``, ``load_recipe(name_or_path)``,
-``apply_overrides(config, ["optim.lr=5e-4"])``, ``list_recipes()``.
+``build_config(recipe, values, overrides)``, ``apply_overrides(config,
+["optim.lr=5e-4"])``, ``list_recipes()``. The run machinery they use (DDP,
+checkpoints, the step loop) is :mod:`fastvit.run`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ _EXPORTS = {
     "fit": "fastvit.train.trainer",
     "TrainConfig": "fastvit.train.config",
     "load_recipe": "fastvit.train.config",
+    "build_config": "fastvit.train.config",
     "apply_overrides": "fastvit.train.config",
     "list_recipes": "fastvit.train.config",
 }

@@ -31,9 +31,9 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
     """
     from fastvit.data import build_digits, build_eval_loader
     from fastvit.evaluate import evaluate
-    from fastvit.model import create_model
-    from fastvit.reparam import is_fused, reparameterize
-    from fastvit.train.checkpointing import BEST_NAME, load_training_checkpoint
+    from fastvit.models import deploy_form, is_fused
+    from fastvit.pipeline import load_model
+    from fastvit.run.store import BEST_NAME, load_run_checkpoint
     from fastvit.train.config import apply_overrides, load_recipe
     from fastvit.train.trainer import fit
 
@@ -50,15 +50,12 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
     train_seconds = time.perf_counter() - t0
 
     best_path = Path(cfg.run.out_dir) / BEST_NAME
-    state = load_training_checkpoint(best_path)
-    weights = state.get("ema") or state["model"]
-    model = create_model(cfg.model.variant, num_classes=int(state["num_classes"]))
-    model.load_state_dict(weights)
-    model.eval()
+    state = load_run_checkpoint(best_path, "classification")
+    model = load_model(checkpoint=best_path, ema="ema" in state, fused=False).model.eval()
     _, val_ds, _ = build_digits(cfg.data.image_size, seed=0, val_fraction=0.2, augment=False)
     loader = build_eval_loader(val_ds, batch_size=cfg.data.eval_batch_size or 256)
     before = evaluate(model, loader)
-    fused = reparameterize(model)
+    fused = deploy_form(model)
     after = evaluate(fused, loader)
     with torch.inference_mode():
         images = torch.stack([val_ds[i][0] for i in range(min(len(val_ds), 64))])
@@ -85,7 +82,7 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
         "curves": summary.get("curves"),
         "history": summary.get("history", []),
     }
-    from fastvit.io import atomic_write_text
+    from fastvit.files import atomic_write_text
 
     atomic_write_text(out_dir / "digits_metrics.json", json.dumps(result, indent=2) + "\n")
     log(f"digits: held-out top-1 {before['top1']:.2f}% (train-time form), "

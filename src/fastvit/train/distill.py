@@ -65,21 +65,20 @@ def build_teacher(name: str, weights: str | Path, num_classes: int,
                   device: torch.device | str = "cpu") -> nn.Module:
     """A frozen eval-mode teacher from a local weights file (nothing is downloaded).
 
-    ``name`` is a FastViT variant (any checkpoint layout :func:`fastvit.create_model`
-    loads; the teacher is reparameterized, which changes nothing in eval mode but
-    runs faster) or a torchvision classifier such as ``regnet_y_16gf`` whose file
+    ``name`` is a FastViT variant (any checkpoint layout :func:`fastvit.load_model`
+    reads; the teacher is used in its deploy form, which changes nothing in eval
+    mode but runs faster) or a torchvision classifier such as ``regnet_y_16gf`` whose file
     holds a state dict (``torch.save(model.state_dict())``, read with
     ``weights_only=True``, or safetensors).
     """
-    from fastvit.model import VARIANTS, create_model
-    from fastvit.reparam import reparameterize
+    from fastvit.models import VARIANTS
+    from fastvit.pipeline import load_model
 
     path = Path(weights)
     if not path.is_file():
         raise ConfigError(f"teacher weights not found: {path}")
     if name in VARIANTS:
-        teacher = reparameterize(create_model(name, num_classes=num_classes, checkpoint=path),
-                                 inplace=True)
+        teacher = load_model(name, checkpoint=path, num_classes=num_classes).model
     else:
         teacher = _torchvision_teacher(name, path, num_classes)
     teacher.eval().requires_grad_(False)

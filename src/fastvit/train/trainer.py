@@ -1,14 +1,16 @@
-"""``fit(config)``: build data, model, optimizer, EMA and run epochs with evaluation.
+"""``fit(config)``: train a FastViT classifier from a recipe (under torchrun: DDP).
 
-Order matters for the user: recipe and data are checked (``ConfigError`` /
-``DataError``) before a model is built or a file is written, and a resumed run
-is compared with its checkpoint's recipe before anything is loaded.
+Reads top to bottom like torchvision's reference script: data, plan, resume
+check, model, optimizer and schedule, EMA, loaders, then the shared epoch loop
+(:func:`fastvit.run.fit.fit`) with this task's step and evaluation. The recipe
+and the data are checked (``ConfigError`` / ``DataError``) before a model is
+built or a file is written, and a resumed run is compared with its
+checkpoint's recipe before anything is loaded.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,33 +20,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastvit.checkpoints import save_checkpoint as save_weights
+from fastvit.data import MixupCutmix, build_eval_loader, split_batch
 from fastvit.errors import CheckpointError, ConfigError
-from fastvit.io import atomic_write_text
-from fastvit.train import checkpointing as ckpt
-from fastvit.train.config import TrainConfig, resume_mismatches, to_dict, validate
-from fastvit.train.data import build_datasets, build_train_loader, seed_all
-from fastvit.train.distributed import (
-    DistEnv,
-    all_reduce_mean,
-    barrier,
-    cleanup,
-    gather_objects,
-    init_distributed,
-)
-from fastvit.train.engine import Progress, StepParts, Throughput, train_one_epoch
-from fastvit.train.logging import (
-    CURVES_NAME,
-    MetricsLogger,
-    plot_curves,
-    progress,
-    read_metrics,
-)
+from fastvit.evaluate import evaluate
+from fastvit.files import atomic_write_text
+from fastvit.models import VARIANTS
+from fastvit.pipeline import load_model
+from fastvit.run.device import make_scaler, process_settings, resolve_amp
+from fastvit.run.distributed import DistEnv, barrier, cleanup, init_distributed, wrap_ddp
+from fastvit.run.fit import Checkpointer, FitPlan, FitResult, read_resume_state
+from fastvit.run.fit import fit as run_fit
+from fastvit.run.loop import Progress, StepOutput, TrainParts
+from fastvit.run.metrics_log import MetricsLogger, plot_curves, read_metrics
+from fastvit.run.optim import build_optimizer, build_scheduler, scaled_lr
+from fastvit.run.recipes import dump_yaml
+from fastvit.run.sampling import build_train_loader
+from fastvit.run.seeding import seed_all
+from fastvit.run.store import BEST_NAME, clean_stale_temp_files
+from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, to_dict, validate
+from fastvit.train.data import build_datasets
 from fastvit.train.memory_format import to_channels_last
-from fastvit.train.optim import build_optimizer, build_scheduler, scaled_lr
 
+TASK = "classification"
 SUMMARY_NAME = "summary.json"
+CURVES_NAME = "curves.png"
 BEST_WEIGHTS_NAME = "best.safetensors"
-CHECKPOINT_FORMAT = "fastvit-train-v1"
 
 
 @dataclass
@@ -62,19 +63,6 @@ class Plan:
     @property
     def total_steps(self) -> int:
         return self.steps_per_epoch * self.total_epochs
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """``auto``: bf16 (or fp16 without bf16 support) on CUDA, full precision on CPU."""
-    if amp == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if amp == "none":
-        return None
-    if amp == "fp16" and device.type != "cuda":
-        raise ConfigError("fp16 autocast needs a CUDA device; use --amp bf16 on CPU")
-    return torch.bfloat16 if amp == "bf16" else torch.float16
 
 
 def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> Plan:
@@ -96,29 +84,19 @@ def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> Plan:
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, load_weights: bool = True) -> nn.Module:
-    """The student: recipe drop path, optional fine-tuning weights and classifier reset."""
-    from fastvit.model import VARIANTS, create_model
-
+    """The student: recipe drop path, optional initial weights and classifier reset."""
     m = cfg.model
     drop_path = m.drop_path if m.drop_path is not None else VARIANTS[m.variant].recipe_drop_path
     kwargs: dict[str, Any] = {"drop_path_rate": drop_path, "drop_rate": m.drop_rate}
-    if not (m.checkpoint and load_weights):
-        model = create_model(m.variant, num_classes=num_classes, **kwargs)
-    else:
-        from fastvit.checkpoint import read_checkpoint
-        from fastvit.checkpoint_layouts import fused_state, num_classes_of
-
-        state, _ = read_checkpoint(m.checkpoint, use_ema=m.checkpoint_ema)
-        if fused_state(state) is not False:
-            raise CheckpointError(f"{m.checkpoint} holds reparameterized (fused) weights, which "
-                                  f"cannot be trained; fine-tune from the train-time checkpoint")
-        file_classes = num_classes_of(state) or num_classes
-        if file_classes != num_classes and not m.reset_classifier:
-            raise ConfigError(f"{m.checkpoint} has a {file_classes}-class classifier but the data "
-                              f"has {num_classes} classes: add --reset-classifier")
-        model = create_model(m.variant, num_classes=file_classes, checkpoint=state, **kwargs)
-        if m.reset_classifier:
-            model.reset_classifier(num_classes)
+    pretrained = m.pretrained if load_weights else None
+    loaded = load_model(m.variant, pretrained=pretrained, ema=m.pretrained_ema, fused=False,
+                        num_classes=None if pretrained else num_classes, **kwargs)
+    model = loaded.model
+    if pretrained and model.num_classes != num_classes and not m.reset_classifier:
+        raise ConfigError(f"{pretrained} has a {model.num_classes}-class classifier but the data "
+                          f"has {num_classes} classes: add --reset-classifier")
+    if pretrained and m.reset_classifier:
+        model.reset_classifier(num_classes)
     if m.grad_checkpointing:
         model.set_grad_checkpointing(True)
     return model
@@ -131,6 +109,7 @@ def _base_criterion(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor
 
 def build_criterion(cfg: TrainConfig, num_classes: int, device: torch.device
                     ) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``criterion(images, logits, targets)``; the images feed a distillation teacher."""
     if cfg.distill.kind == "none":
         return lambda images, logits, targets: _base_criterion(logits, targets)
     from fastvit.train.distill import DistillationLoss, build_teacher
@@ -139,21 +118,14 @@ def build_criterion(cfg: TrainConfig, num_classes: int, device: torch.device
                             device)
     if cfg.run.channels_last:
         teacher = teacher.to(memory_format=torch.channels_last)
-    loss = DistillationLoss(_base_criterion, teacher, cfg.distill.kind, cfg.distill.alpha,
+    return DistillationLoss(_base_criterion, teacher, cfg.distill.kind, cfg.distill.alpha,
                             cfg.distill.temperature)
-    return lambda images, logits, targets: loss(images, logits, targets)
-
-
-def _numeric(metrics: dict[str, Any] | None) -> dict[str, float] | None:
-    if metrics is None:
-        return None
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
 def fit(cfg: TrainConfig, *, resume: str | None = None,
         datasets: tuple[Any, Any, list[str]] | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Train according to ``cfg`` (under torchrun: DDP) and return a summary dict.
+    """Train according to ``cfg`` and return a summary dict.
 
     ``resume`` is a checkpoint path or ``"auto"`` (the newest in ``run.out_dir``;
     a fresh start when there is none). ``datasets`` replaces ``data.path`` with
@@ -161,34 +133,20 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)
-    # process-wide switches the run may flip; restored so an in-process caller is unaffected
-    saved = (torch.are_deterministic_algorithms_enabled(),
-             torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.benchmark, torch.get_num_threads())
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
     try:
-        return _fit(cfg, env, resume, datasets, log or print)
+        with process_settings(env.device, threads=cfg.run.threads,
+                              deterministic=cfg.run.deterministic):
+            return _train(cfg, env, resume, datasets, log or print)
     finally:
-        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-        torch.backends.cudnn.benchmark = saved[2]
-        torch.set_num_threads(saved[3])
         cleanup()
 
 
-def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
-         datasets: tuple[Any, Any, list[str]] | None,
-         log: Callable[[str], None]) -> dict[str, Any]:
+def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
+           datasets: tuple[Any, Any, list[str]] | None,
+           log: Callable[[str], None]) -> dict[str, Any]:
     say = log if env.is_main else (lambda _msg: None)
-    out_dir = Path(cfg.run.out_dir)
-    device = env.device
+    out_dir, device = Path(cfg.run.out_dir), env.device
     amp_dtype = resolve_amp(cfg.run.amp, device)
-    if cfg.run.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)  # warn if a CUDA op has none
-        torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
 
     # -- data first: bad folders fail before anything is built or written --------------------
     train_ds, val_ds, classes = datasets if datasets is not None else build_datasets(cfg)
@@ -197,21 +155,10 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has "
                           f"{num_classes} classes")
     plan = make_plan(cfg, env, len(train_ds))
-    config_dict = to_dict(cfg)
-
-    # -- resume: check compatibility before touching the model --------------------------------
-    state = None
-    resume_path = ckpt.resolve_resume(resume, out_dir) if resume else None
-    if resume_path is not None:
-        state = ckpt.load_training_checkpoint(resume_path)
-        diffs = resume_mismatches(state["config"], config_dict)
-        if diffs:
-            raise ConfigError(f"cannot resume {resume_path}: it was trained with another "
-                              f"recipe; differing keys:\n  " + "\n  ".join(diffs))
-        if state.get("world_size", 1) != env.world_size and state["batch_in_epoch"] > 0:
-            raise ConfigError(f"{resume_path} was written mid-epoch by {state['world_size']} "
-                              f"process(es); resume it with the same number of processes")
-    elif resume and resume != "auto":
+    config = to_dict(cfg)
+    state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
+                                           RESUME_FREE_KEYS)
+    if state is None and resume and resume != "auto":
         raise CheckpointError(f"--resume: nothing to resume at {resume}")
 
     # -- model, optimizer, schedule, EMA ------------------------------------------------------
@@ -227,28 +174,28 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
                                 min_lr=cfg.schedule.min_lr, warmup_steps=warmup_steps,
                                 cosine_steps=cfg.schedule.epochs * plan.steps_per_epoch
                                 - warmup_steps)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     ema = None
     if cfg.ema.enabled:
         from fastvit.train.ema import build_ema
 
         ema = build_ema(model, cfg.ema.decay)
-    progress_state = Progress()
+    ddp_model = wrap_ddp(model, env, broadcast_buffers=False)  # the loop syncs buffers
+    parts = TrainParts(ddp_model, model, optimizer, scheduler, make_scaler(device, amp_dtype),
+                       env, ema, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.seed)
+    progress = Progress()
+    metadata = {"variant": cfg.model.variant, "class_names": list(classes),
+                "num_classes": num_classes, "train_images": len(train_ds),
+                "val_images": len(val_ds), "global_batch": plan.global_batch}
+    checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
+                                metadata=metadata, keep_last=cfg.run.keep_last,
+                                on_best=lambda s: _export_best(s, out_dir, cfg, classes))
     if state is not None:
-        _restore(state, model, ema, optimizer, scheduler, scaler, progress_state, env)
-        say(f"resumed {resume_path}: epoch {progress_state.epoch}, step {progress_state.step}, "
-            f"batch {progress_state.batch_in_epoch} of the epoch")
-    ddp_model: nn.Module = model
-    if env.distributed:
-        ddp_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False)  # the engine broadcasts buffers after each step
-    criterion = build_criterion(cfg, num_classes, device)
-    from fastvit.data import MixupCutmix, build_eval_loader
+        checkpointer.restore(state)
+        say(f"resumed {resume_path}: epoch {progress.epoch}, step {progress.step}, "
+            f"batch {progress.batch_in_epoch} of the epoch")
 
+    # -- loaders and the per-batch work -------------------------------------------------------
     d = cfg.data
-    mixing = MixupCutmix(num_classes, d.mixup, d.cutmix, d.mix_prob, d.switch_prob,
-                         d.label_smoothing)
     pin = device.type == "cuda"
     train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=d.workers,
                                       seed=cfg.run.seed, rank=env.rank,
@@ -256,210 +203,93 @@ def _fit(cfg: TrainConfig, env: DistEnv, resume: str | None,
                                       pin_memory=pin)
     val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, d.workers,
                                    distributed=env.distributed, pin_memory=pin)
-    parts = StepParts(ddp_model, model, optimizer, scheduler, scaler, criterion, mixing, ema,
-                      env, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.channels_last,
-                      cfg.run.seed)
+    mixing = MixupCutmix(num_classes, d.mixup, d.cutmix, d.mix_prob, d.switch_prob,
+                         d.label_smoothing)
+    criterion = build_criterion(cfg, num_classes, device)
 
+    def step_fn(batch: Any) -> StepOutput:
+        images, targets, skipped = split_batch(batch)
+        if images is None:
+            return StepOutput(None, 0, skipped)
+        images = images.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
+        images, targets = mixing(images, targets)
+        if cfg.run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        loss = criterion(images, ddp_model(images), targets)
+        return StepOutput({"loss": loss}, images.shape[0], skipped)
+
+    def run_eval() -> dict[str, Any]:
+        kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
+        metrics = {"model": _numeric(evaluate(model, val_loader, **kwargs))}
+        if ema is not None:
+            metrics["ema"] = _numeric(evaluate(ema.module, val_loader, **kwargs))
+        return metrics
+
+    # -- run ----------------------------------------------------------------------------------
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        ckpt.clean_stale_temp_files(out_dir)
-        atomic_write_text(out_dir / "config.yaml", _yaml(config_dict))
-    logger = MetricsLogger(out_dir, enabled=env.is_main)
+        clean_stale_temp_files(out_dir)
+        atomic_write_text(out_dir / "config.yaml", dump_yaml(cfg))
     say(f"fastvit train: {cfg.model.variant}, {num_classes} classes, {len(train_ds)} train / "
         f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
         f"{plan.per_device_batch} x accum {plan.accum} = global batch {plan.global_batch}, "
         f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
         f"device {device} ({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
-    meta = {"variant": cfg.model.variant, "classes": list(classes), "num_classes": num_classes,
-            "train_images": len(train_ds), "val_images": len(val_ds),
-            "world_size": env.world_size, "global_batch": plan.global_batch}
-    saver = _Saver(cfg, env, out_dir, config_dict, meta, parts, progress_state)
+    fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
+                       save_every_steps=cfg.run.save_every_steps,
+                       eval_every_epochs=cfg.run.eval_every, log_every=cfg.run.log_every)
+    logger = MetricsLogger(out_dir, enabled=env.is_main)
     try:
-        return _epochs(cfg, env, plan, parts, progress_state, train_loader, val_loader, logger,
-                       saver, amp_dtype, say)
+        result = run_fit(parts, train_loader, progress, step_fn, fit_plan, checkpointer, logger,
+                     evaluate=run_eval, score=lambda m: (m.get("ema") or m["model"])["top1"],
+                     describe=_describe, say=say, show_progress=cfg.run.progress)
     finally:
         logger.close()
+    return _finish(out_dir, env, result, metadata, logger)
 
 
-def _epochs(cfg: TrainConfig, env: DistEnv, plan: Plan, parts: StepParts, prog: Progress,
-            train_loader, val_loader, logger: MetricsLogger, saver: _Saver,
-            amp_dtype: torch.dtype | None, say: Callable[[str], None]) -> dict[str, Any]:
-    from fastvit.evaluate import evaluate
-
-    speed = Throughput()
-    last_eval: dict[str, Any] = {}
-    bar_holder: dict[str, Any] = {}
-
-    def on_step(p: Progress, stats: dict) -> bool:
-        speed.add(stats["images"] * env.world_size)
-        if p.step % cfg.run.log_every == 0 or p.step == 1:
-            loss = float(all_reduce_mean(stats["loss"].clone(), env))
-            rate = speed.rate()
-            logger.log({"kind": "train", "step": p.step, "epoch": p.epoch, "loss": loss,
-                        "lr": stats["lr"], "img_per_s": rate})
-            bar = bar_holder.get("bar")
-            if bar is not None and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{stats['lr']:.2e}",
-                                img_s=f"{rate:.0f}")
-        if cfg.run.save_every_steps and p.step % cfg.run.save_every_steps == 0:
-            saver.save()
-        if cfg.run.stop_at_step is not None and p.step >= cfg.run.stop_at_step:
-            if saver.last_saved_step != p.step:
-                saver.save()
-            return True
-        return False
-
-    while prog.epoch < plan.total_epochs:
-        epoch = prog.epoch
-        train_loader.sampler.set_epoch(epoch, prog.batch_in_epoch)
-
-        def bar(loader, epoch=epoch, start=prog.batch_in_epoch):
-            b = progress(loader, total=train_loader.sampler.usable_batches, initial=start,
-                         desc=f"epoch {epoch + 1}/{plan.total_epochs}",
-                         enabled=env.is_main and cfg.run.progress)
-            bar_holder["bar"] = b
-            return b
-
-        result = train_one_epoch(parts, train_loader, prog, on_step=on_step, bar=bar)
-        skipped = gather_objects(len(result.skipped_images), env)
-        if sum(skipped):
-            say(f"warning: skipped {sum(skipped)} unreadable image(s) in epoch {epoch + 1}")
-        if result.stopped:
-            say(f"stopped at step {prog.step} (run.stop_at_step); resume with --resume auto")
-            return _finish(cfg, env, saver, logger, prog, last_eval, stopped=True)
-        prog.epoch += 1
-        prog.batch_in_epoch = 0
-        if prog.epoch % cfg.run.eval_every == 0 or prog.epoch == plan.total_epochs:
-            last_eval = {"model": _numeric(evaluate(parts.raw_model, val_loader, device=env.device,
-                                                    amp_dtype=amp_dtype,
-                                                    channels_last=cfg.run.channels_last))}
-            if parts.ema is not None:
-                last_eval["ema"] = _numeric(evaluate(parts.ema.module, val_loader,
-                                                     device=env.device, amp_dtype=amp_dtype,
-                                                     channels_last=cfg.run.channels_last))
-            parts.raw_model.train()
-            score = (last_eval.get("ema") or last_eval["model"])["top1"]
-            is_best = score > prog.best_top1
-            if is_best:
-                prog.best_top1 = score
-            logger.log({"kind": "eval", "step": prog.step, "epoch": prog.epoch,
-                        "train_loss": result.mean_loss, **last_eval})
-            ema_text = f", EMA top-1 {last_eval['ema']['top1']:.2f}" if "ema" in last_eval else ""
-            say(f"epoch {prog.epoch}/{plan.total_epochs}: train loss {result.mean_loss:.4f}, "
-                f"val top-1 {last_eval['model']['top1']:.2f}{ema_text} (best {prog.best_top1:.2f})")
-            saver.save(metrics=last_eval, best=is_best)
-        else:
-            saver.save()
-    return _finish(cfg, env, saver, logger, prog, last_eval, stopped=False)
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, int | float)}
 
 
-def _finish(cfg: TrainConfig, env: DistEnv, saver: _Saver, logger: MetricsLogger,
-            prog: Progress, last_eval: dict[str, Any], *, stopped: bool) -> dict[str, Any]:
-    out_dir = Path(cfg.run.out_dir)
-    summary = {"stopped": stopped, "epoch": prog.epoch, "step": prog.step,
-               "train_images": saver.meta.get("train_images"),
-               "best_top1": prog.best_top1, "last_eval": last_eval,
-               "checkpoint": str(saver.last_path) if saver.last_path else None,
-               "best_checkpoint": str(out_dir / ckpt.BEST_NAME)
-               if (out_dir / ckpt.BEST_NAME).is_file() else None,
+def _describe(metrics: dict[str, Any]) -> str:
+    text = f"val top-1 {metrics['model']['top1']:.2f}"
+    if "ema" in metrics:
+        text += f", EMA top-1 {metrics['ema']['top1']:.2f}"
+    return text
+
+
+def _export_best(state: dict[str, Any], out_dir: Path, cfg: TrainConfig,
+                 classes: list[str]) -> None:
+    """``best.safetensors``: the selected weights alone, for evaluate/export/predict."""
+    which = "ema" if "ema" in state else "model"
+    top1 = (state["metrics"] or {}).get(which, {}).get("top1")
+    save_weights(state[which], out_dir / BEST_WEIGHTS_NAME, variant=cfg.model.variant,
+                 class_names=classes, metadata={"weights": which, "epoch": state["epoch"],
+                                                "step": state["step"], "top1": top1})
+
+
+def _finish(out_dir: Path, env: DistEnv, result: FitResult, metadata: dict[str, Any],
+            logger: MetricsLogger) -> dict[str, Any]:
+    prog = result.progress
+    best = out_dir / BEST_NAME
+    summary = {"stopped": result.stopped, "epoch": prog.epoch, "step": prog.step,
+               "train_images": metadata["train_images"], "best_top1": prog.best_score,
+               "last_eval": result.last_eval,
+               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+               "best_checkpoint": str(best) if best.is_file() else None,
                "best_weights": str(out_dir / BEST_WEIGHTS_NAME)
                if (out_dir / BEST_WEIGHTS_NAME).is_file() else None}
     if env.is_main:
-        logger.close()
         summary["history"] = [
-            {"epoch": r["epoch"], "train_loss": r.get("train_loss"),
-             "top1": r["model"]["top1"], "ema_top1": (r.get("ema") or {}).get("top1")}
+            {"epoch": r["epoch"], "step": r["step"], "top1": r["model"]["top1"],
+             "ema_top1": (r.get("ema") or {}).get("top1")}
             for r in read_metrics(logger.path) if r.get("kind") == "eval"]
-        png = plot_curves(logger.path, out_dir / CURVES_NAME)
+        png = plot_curves(logger.path, out_dir / CURVES_NAME,
+                          {"model top-1": "model.top1", "EMA top-1": "ema.top1"},
+                          "held-out top-1 (%)")
         summary["curves"] = str(png) if png else None
         atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     barrier(env)
     return summary
-
-
-class _Saver:
-    """Builds the checkpoint dict (collective: every rank must call ``save``), rank 0 writes."""
-
-    def __init__(self, cfg: TrainConfig, env: DistEnv, out_dir: Path, config_dict: dict,
-                 meta: dict, parts: StepParts, prog: Progress) -> None:
-        self.cfg, self.env, self.out_dir = cfg, env, out_dir
-        self.config_dict, self.meta, self.parts, self.prog = config_dict, meta, parts, prog
-        self.last_saved_step: int | None = None
-        self.last_path: Path | None = None
-
-    def state(self, metrics: dict | None = None) -> dict[str, Any]:
-        p = self.parts
-        rng = gather_objects(ckpt.capture_rng(), self.env)
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "model": p.raw_model.state_dict(),
-            "optimizer": p.optimizer.state_dict(),
-            "scheduler": p.scheduler.state_dict(),
-            "scaler": p.scaler.state_dict(),
-            "step": self.prog.step, "epoch": self.prog.epoch,
-            "batch_in_epoch": self.prog.batch_in_epoch, "best_top1": self.prog.best_top1,
-            "rng": rng, "config": self.config_dict, "metrics": metrics, **self.meta,
-            # read by fastvit.checkpoint (validate/predict map class folders by these names)
-            "metadata": {"class_names": list(self.meta["classes"]),
-                         "variant": self.meta["variant"]},
-        }
-        if p.ema is not None:
-            state["ema"] = p.ema.module.state_dict()
-            state["ema_n_averaged"] = p.ema.n_averaged.detach().cpu()
-        return state
-
-    def save(self, metrics: dict | None = None, best: bool = False) -> None:
-        state = self.state(metrics)
-        if self.env.is_main:
-            self.last_path = ckpt.save_checkpoint(state, self.out_dir, self.prog.step,
-                                                  self.cfg.run.keep_last)
-            if best:
-                ckpt.save_best(state, self.out_dir)
-                self._export_best(state)
-        self.last_saved_step = self.prog.step
-        barrier(self.env)
-
-
-    def _export_best(self, state: dict[str, Any]) -> None:
-        """``best.safetensors``: the selected weights alone, for validate/export/predict."""
-        from fastvit.checkpoint import save_checkpoint as save_weights
-
-        which = "ema" if "ema" in state else "model"
-        top1 = (state["metrics"] or {}).get(which, {}).get("top1")
-        save_weights(state[which], self.out_dir / BEST_WEIGHTS_NAME,
-                     variant=self.meta["variant"], class_names=self.meta["classes"],
-                     metadata={"weights": which, "epoch": state["epoch"],
-                               "step": state["step"], "top1": top1})
-
-
-def _restore(state: dict, model: nn.Module, ema, optimizer, scheduler, scaler,
-             prog: Progress, env: DistEnv) -> None:
-    try:
-        model.load_state_dict(state["model"])
-        if ema is not None:
-            if "ema" not in state:
-                raise CheckpointError("the checkpoint has no EMA weights but this recipe uses "
-                                      "EMA")
-            ema.module.load_state_dict(state["ema"])
-            ema.n_averaged.copy_(state["ema_n_averaged"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-    except (RuntimeError, KeyError, ValueError) as err:
-        if isinstance(err, CheckpointError):
-            raise
-        raise CheckpointError(f"checkpoint state does not fit this run: "
-                              f"{str(err).splitlines()[0]}") from None
-    prog.epoch, prog.step = int(state["epoch"]), int(state["step"])
-    prog.batch_in_epoch = int(state["batch_in_epoch"])
-    prog.best_top1 = float(state.get("best_top1", -1.0))
-    rng = state.get("rng")
-    if isinstance(rng, list) and len(rng) == env.world_size:
-        ckpt.restore_rng(rng[env.rank])
-
-
-def _yaml(config_dict: dict) -> str:
-    import yaml
-
-    return yaml.safe_dump(config_dict, sort_keys=False)

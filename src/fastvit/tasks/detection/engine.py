@@ -13,11 +13,16 @@ from torchvision.models.detection import MaskRCNN
 from tqdm import tqdm
 
 from fastvit.errors import DataError
-from fastvit.tasks import common
+from fastvit.run.device import autocast
+from fastvit.run.distributed import DistEnv, broadcast_object, gather_lists
+from fastvit.run.recipes import stored_recipe
+from fastvit.run.store import load_run_checkpoint, resolve_trained
 from fastvit.tasks.detection.data import CocoInstances, coco_dataset
 from fastvit.tasks.detection.metrics import coco_evaluate, to_coco_results
 from fastvit.tasks.detection.model import build_mask_rcnn
-from fastvit.tasks.detection.recipe import DetectionRecipe
+from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
+from fastvit.tasks.shared import clean_worker_error, eval_loader, list_collate, with_warmup
+from fastvit.tasks.training import TaskSpec, train_task
 
 TASK = "detection"
 
@@ -47,40 +52,52 @@ def base_dataset(dataset: Any) -> CocoInstances:
 
 
 @torch.no_grad()
-def predict_coco(model: nn.Module, dataset: Any, runtime: common.Runtime, *,
-                 batch_size: int = 2, workers: int = 2, amp: bool = False) -> list[dict]:
+def predict_coco(model: nn.Module, dataset: Any, env: DistEnv, *, batch_size: int = 2,
+                 workers: int = 2, amp_dtype: torch.dtype | None = None) -> list[dict]:
     """COCO-format detections for this rank's share of ``dataset``."""
     category_ids = base_dataset(dataset).category_ids
-    loader = common.eval_loader(dataset, batch_size, workers, runtime,
-                                collate_fn=common.list_collate)
+    loader = eval_loader(dataset, batch_size, workers, env, collate_fn=list_collate)
     was_training = model.training
     model.eval()
     results: list[dict] = []
     try:
-        for images, targets in tqdm(loader, desc="evaluate", disable=not runtime.is_main,
-                                    dynamic_ncols=True):
-            with common.autocast(runtime.device, amp):
-                outputs = model([im.to(runtime.device, non_blocking=True) for im in images])
+        for images, targets in tqdm(loader, desc="evaluate", disable=not env.is_main,
+                                    dynamic_ncols=True, leave=False):
+            with autocast(env.device, amp_dtype):
+                outputs = model([im.to(env.device, non_blocking=True) for im in images])
             for target, output in zip(targets, outputs, strict=True):
                 results += to_coco_results(target["image_id"], output, category_ids)
     except DataError as err:
-        raise common.clean_worker_error(err) from None
+        raise clean_worker_error(err) from None
     finally:
         model.train(was_training)
     return results
 
 
-def evaluate(model: nn.Module, dataset: Any, runtime: common.Runtime, *, batch_size: int = 2,
-             workers: int = 2, amp: bool = False, verbose: bool = True) -> dict:
-    """Box and mask AP on ``dataset`` (predictions gathered on rank 0, which alone
-    runs COCOeval; other ranks return ``{}``)."""
-    results = predict_coco(common.unwrap(model), dataset, runtime, batch_size=batch_size,
-                           workers=workers, amp=amp)
-    results = common.gather_lists(results, runtime)
-    if not runtime.is_main:
-        return {}
-    base = base_dataset(dataset)
-    return coco_evaluate(base.coco, results, image_ids=base.ids, verbose=verbose)
+def evaluate(model: nn.Module, dataset: Any, env: DistEnv, *, batch_size: int = 2,
+             workers: int = 2, amp_dtype: torch.dtype | None = None,
+             verbose: bool = True) -> dict:
+    """Box and mask AP on ``dataset``: predictions are gathered on rank 0, which alone
+    runs COCOeval, and the metrics are shared with every rank."""
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    results = predict_coco(inner, dataset, env, batch_size=batch_size, workers=workers,
+                           amp_dtype=amp_dtype)
+    results = gather_lists(results, env)
+    metrics = {}
+    if env.is_main:
+        base = base_dataset(dataset)
+        metrics = coco_evaluate(base.coco, results, image_ids=base.ids, verbose=verbose)
+    return broadcast_object(metrics, env)
+
+
+def summary_line(metrics: dict) -> str:
+    """``box AP 0.389 (AP50 0.61, AP75 0.42), mask AP 0.355 (...)``."""
+    parts = []
+    for key, name in (("bbox", "box"), ("segm", "mask")):
+        m = metrics.get(key)
+        if m:
+            parts.append(f"{name} AP {m['AP']:.4f} (AP50 {m['AP50']:.4f}, AP75 {m['AP75']:.4f})")
+    return ", ".join(parts) or "no metrics"
 
 
 # ---------------------------------------------------------------------------
@@ -99,24 +116,14 @@ def _to_device(images: Sequence[torch.Tensor], targets: Sequence[dict],
 def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str | Path,
           out_dir: str | Path, val_images: str | Path | None = None,
           val_ann: str | Path | None = None, device: str | None = None,
-          resume: str | Path | None = None, eval_batch_size: int = 2) -> dict:
-    """Train Mask R-CNN on a COCO split; returns (and writes) the metrics report.
+          resume: str | Path | None = None, eval_batch_size: int = 2,
+          max_steps: int | None = None, threads: int | None = None) -> dict:
+    """Train Mask R-CNN on a COCO split; returns (and writes) the report.
 
-    Writes ``out_dir/checkpoint.pt`` (model + optimizer state, every epoch),
-    ``metrics.json`` (loss log, per-epoch COCO metrics) and ``loss.png``.
+    Writes ``out_dir/ckpt_step*.pt`` (each epoch), ``best.pt`` (best box AP),
+    ``metrics.jsonl``, ``metrics.json`` (loss log, per-epoch COCO metrics) and
+    ``loss.png``.
     """
-    runtime = common.init_runtime(device)
-    try:
-        return _train(recipe, runtime, Path(out_dir), train_images, train_ann, val_images,
-                      val_ann, resume, eval_batch_size)
-    finally:
-        common.shutdown(runtime)
-
-
-def _train(recipe: DetectionRecipe, runtime: common.Runtime, out_dir: Path,
-           train_images: str | Path, train_ann: str | Path, val_images: str | Path | None,
-           val_ann: str | Path | None, resume: str | Path | None, eval_batch_size: int) -> dict:
-    torch.manual_seed(recipe.seed + runtime.rank)
     train_set = coco_dataset(train_images, train_ann, train=True, hflip=recipe.hflip,
                              scales=recipe.train_scales)
     base = base_dataset(train_set)
@@ -125,61 +132,40 @@ def _train(recipe: DetectionRecipe, runtime: common.Runtime, out_dir: Path,
         val_set = coco_dataset(val_images, val_ann, train=False)
         if base_dataset(val_set).category_ids != base.category_ids:
             raise DataError(f"categories of {val_ann} differ from those of {train_ann}")
-    extra = {"class_names": base.class_names, "category_ids": base.category_ids}
 
-    model = build_detector(recipe, len(base.category_ids)).to(runtime.device)
-    ddp_model = common.wrap_ddp(model, runtime)
-    loader = common.train_loader(train_set, recipe.batch_size, recipe.workers, runtime,
-                                 collate_fn=common.list_collate, seed=recipe.seed)
-    iters_per_epoch = len(loader)
-    total = recipe.epochs * iters_per_epoch
-    optimizer = common.adamw(model, recipe.lr, recipe.weight_decay)
-    steps = MultiStepLR(optimizer, [e * iters_per_epoch for e in recipe.lr_steps],
-                        recipe.lr_gamma)
-    scheduler = common.with_warmup(optimizer, steps, min(recipe.warmup_iters, total),
-                                   recipe.warmup_ratio)
-    scaler = common.make_scaler(runtime.device, recipe.amp)
-    start = 0
-    if resume is not None:
-        state = common.load_task_checkpoint(resume, TASK)
-        start = common.restore_training_state(state, model, optimizer, scheduler, scaler)
+    def build(env: DistEnv) -> TaskSpec:
+        from fastvit.run.device import resolve_amp
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    evals: list[dict] = []
-    recipe_d = common.recipe_dict(recipe)
+        model = build_detector(recipe, len(base.category_ids))
+        amp_dtype = resolve_amp(recipe.amp, env.device)
 
-    def step_fn(batch: tuple) -> dict[str, torch.Tensor]:
-        images, targets = _to_device(*batch, runtime.device)
-        losses = ddp_model(images, targets)
-        return {"loss": sum(losses.values()), **losses}
+        def losses(net: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
+            images, targets = _to_device(*batch, env.device)
+            parts = net(images, targets)
+            return {"loss": sum(parts.values()), **parts}
 
-    def on_step_end(step: int) -> None:
-        if step % iters_per_epoch:
-            return
-        epoch = step // iters_per_epoch
-        if runtime.is_main:
-            common.save_task_checkpoint(ckpt_path, task=TASK, model=model, recipe=recipe_d,
-                                        extra={**extra, "epoch": epoch}, optimizer=optimizer,
-                                        scheduler=scheduler, scaler=scaler, step=step)
-        if val_set is not None and (epoch % recipe.eval_every_epochs == 0
-                                    or epoch == recipe.epochs):
-            metrics = evaluate(model, val_set, runtime, batch_size=eval_batch_size,
-                               workers=recipe.workers, amp=recipe.amp)
-            evals.append({"epoch": epoch, "step": step, **metrics})
-        common.barrier(runtime)
+        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
+            steps = MultiStepLR(optimizer, [e * per_epoch for e in recipe.lr_steps],
+                                recipe.lr_gamma)
+            return with_warmup(optimizer, steps, min(recipe.warmup_iters, total),
+                               recipe.warmup_ratio)
 
-    history = common.fit(ddp_model, common.iterate_forever(loader, start // iters_per_epoch),
-                         step_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                         runtime=runtime, total_steps=total, start_step=start, amp=recipe.amp,
-                         clip_grad=recipe.clip_grad, log_every=recipe.log_every,
-                         on_step_end=on_step_end, desc="detect train")
-    report = {"task": TASK, "recipe": recipe_d, "iters_per_epoch": iters_per_epoch,
-              "world_size": runtime.world_size, "train": history, "eval": evals,
-              "checkpoint": str(ckpt_path)}
-    if runtime.is_main:
-        common.write_json(out_dir / "metrics.json", report)
-        common.plot_history(history, out_dir / "loss.png", "Mask R-CNN training loss")
-    return report
+        def run_eval(net: nn.Module) -> dict:
+            return evaluate(net, val_set, env, batch_size=eval_batch_size,
+                            workers=recipe.workers, amp_dtype=amp_dtype, verbose=False)
+
+        return TaskSpec(model, train_set, losses, schedule,
+                        metadata={"variant": recipe.model, "class_names": base.class_names,
+                                  "category_ids": base.category_ids},
+                        collate_fn=list_collate,
+                        evaluate=run_eval if val_set is not None else None,
+                        score=lambda m: m["bbox"]["AP"] if m else float("-inf"),
+                        epochs=recipe.epochs, eval_every_epochs=recipe.eval_every_epochs,
+                        plot_metrics={"box AP": "bbox.AP", "mask AP": "segm.AP"},
+                        plot_title="COCO AP")
+
+    return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
+                      max_steps=max_steps, threads=threads)
 
 
 # ---------------------------------------------------------------------------
@@ -189,11 +175,13 @@ def _train(recipe: DetectionRecipe, runtime: common.Runtime, out_dir: Path,
 
 def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu"
                   ) -> tuple[MaskRCNN, dict]:
-    """Rebuild a trained detector from its checkpoint; returns it with its metadata
-    (``class_names``, ``category_ids``, ``recipe``)."""
-    state = common.load_task_checkpoint(checkpoint, TASK)
-    recipe = common.load_recipe(DetectionRecipe, overrides=state["recipe"])
-    extra = dict(state["extra"])
-    model = build_detector(recipe, len(extra["category_ids"]), with_pretrained=False)
+    """Rebuild a trained detector from its checkpoint (a file, or a run folder: its
+    ``best.pt``, else its newest checkpoint); returns it in eval mode with its
+    metadata (``class_names``, ``category_ids``, ``recipe``)."""
+    path = resolve_trained(checkpoint)
+    state = load_run_checkpoint(path, TASK)
+    recipe = stored_recipe(DetectionRecipe, state["config"], DEFAULT_RECIPE, "tasks", str(path))
+    meta = dict(state["metadata"])
+    model = build_detector(recipe, len(meta["category_ids"]), with_pretrained=False)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), {**extra, "recipe": recipe}
+    return model.to(device).eval(), {**meta, "recipe": recipe}

@@ -19,7 +19,7 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
-from fastvit.model import IMAGENET_MEAN, IMAGENET_STD
+from fastvit.models import IMAGENET_MEAN, IMAGENET_STD
 from fastvit.tasks.backbone import FastVitBackbone
 
 FPN_CHANNELS = 256

@@ -38,7 +38,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from fastvit.data.datasets import load_rgb
 from fastvit.errors import DataError
-from fastvit.model import IMAGENET_MEAN, IMAGENET_STD
+from fastvit.models import IMAGENET_MEAN, IMAGENET_STD
 from fastvit.tasks.hand.mano import axis_angle_to_matrix, matrix_to_axis_angle
 
 SPLITS = ("training", "evaluation")

@@ -1,16 +1,15 @@
 """Train, evaluate and predict with the FreiHAND hand-mesh regressor.
 
-The loop itself (AMP, DDP, warm-up, checkpoints, tqdm) is the shared one in
-:mod:`fastvit.tasks.common`; this module supplies the model, the data, the
-loss and the benchmark evaluation.
+The run itself (AMP, DDP, resumable data order, checkpoints, tqdm) is the
+shared one (:func:`fastvit.tasks.training.train_task`); this module supplies
+the model, the data, the loss and the benchmark evaluation.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import math
 import os
-import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,17 +18,24 @@ import torch
 from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import DataLoader, Dataset
 
-from fastvit.errors import ConfigError, DataError
-from fastvit.tasks import common
+from fastvit.errors import DataError
+from fastvit.files import write_json
+from fastvit.run.device import autocast, resolve_amp
+from fastvit.run.distributed import DistEnv, cleanup, init_distributed
+from fastvit.run.recipes import stored_recipe
+from fastvit.run.store import load_run_checkpoint, resolve_trained
 from fastvit.tasks.hand.data import Augmentation, FreiHandDataset, ImageListDataset
 from fastvit.tasks.hand.losses import LossWeights, hand_mesh_loss
 from fastvit.tasks.hand.mano import ManoLayer, build_mano_layer
 from fastvit.tasks.hand.metrics import HandMeshMeter, sample_metrics
 from fastvit.tasks.hand.model import HandMeshNet, decode_mesh
-from fastvit.tasks.hand.recipe import HandRecipe
+from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
 from fastvit.tasks.hand.report import examples_from_batch, save_examples_png, write_report
+from fastvit.tasks.shared import clean_worker_error, eval_loader, with_warmup
+from fastvit.tasks.training import TaskSpec, train_task
 
 TASK = "hand"
+log = logging.getLogger(__name__)
 
 
 # -- builders shared by the three commands --------------------------------------------
@@ -53,22 +59,18 @@ def loss_weights(recipe: HandRecipe) -> LossWeights:
                        recipe.w_pose, recipe.w_shape)
 
 
-def recipe_from_checkpoint(state: dict) -> HandRecipe:
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in state["recipe"].items()}
-    names = {f.name for f in dataclasses.fields(HandRecipe)}
-    return HandRecipe(**{k: v for k, v in values.items() if k in names})
-
-
 def load_trained(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
                  device: torch.device) -> tuple[HandRecipe, HandMeshNet, ManoLayer]:
-    """Network (eval mode) and MANO layer from a ``fastvit hand train`` checkpoint."""
-    state = common.load_task_checkpoint(checkpoint, TASK)
-    recipe = recipe_from_checkpoint(state)
+    """Network (eval mode) and MANO layer from a ``fastvit hand train`` checkpoint (a file,
+    or a run folder: its ``best.pt``, else its newest checkpoint)."""
+    path = resolve_trained(checkpoint)
+    state = load_run_checkpoint(path, TASK)
+    recipe = stored_recipe(HandRecipe, state["config"], DEFAULT_RECIPE, "tasks", str(path))
     net = build_net(recipe)
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise DataError(f"{checkpoint} does not match a {recipe.model} hand model: "
+        raise DataError(f"{path} does not match a {recipe.model} hand model: "
                         f"{str(err).splitlines()[0]}") from None
     mano = build_mano(recipe, mano_path)
     return recipe, net.to(device).eval(), mano.to(device)
@@ -88,31 +90,33 @@ def _eval_dataset(data: str | os.PathLike, split: str, recipe: HandRecipe) -> Fr
 
 
 @torch.no_grad()
-def evaluate_model(net: torch.nn.Module, mano: ManoLayer, dataset: Dataset,
-                   runtime: common.Runtime, *, batch_size: int, workers: int = 0,
-                   root: int = 9, amp: bool = False, num_examples: int = 0
+def evaluate_model(net: torch.nn.Module, mano: ManoLayer, dataset: Dataset, env: DistEnv, *,
+                   batch_size: int, workers: int = 0, root: int = 9,
+                   amp_dtype: torch.dtype | None = None, num_examples: int = 0
                    ) -> tuple[dict[str, float], list[dict]]:
     """Benchmark metrics over ``dataset`` (sharded across ranks, exact totals) and
     up to ``num_examples`` visual examples from rank 0."""
+    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
+        net = net.module
     was_training = net.training
     net.eval()
-    loader = common.eval_loader(dataset, batch_size, workers, runtime)
+    loader = eval_loader(dataset, batch_size, workers, env)
     meter, examples = HandMeshMeter(), []
     try:
         for batch in loader:
-            batch = to_device(batch, runtime.device)
-            with common.autocast(runtime.device, amp):
+            batch = to_device(batch, env.device)
+            with autocast(env.device, amp_dtype):
                 params = net(batch["image"])
             pred = decode_mesh(params, mano, root)
             meter.update(sample_metrics(pred["joints_3d"], batch["joints_3d"],
                                         pred["vertices"], batch["vertices"], root=root))
-            if runtime.is_main and len(examples) < num_examples:
+            if env.is_main and len(examples) < num_examples:
                 examples += examples_from_batch(batch, pred, num_examples - len(examples))
     except DataError as err:
-        raise common.clean_worker_error(err) from None
+        raise clean_worker_error(err) from None
     finally:
         net.train(was_training)
-    meter.all_reduce(runtime.device)
+    meter.all_reduce(env.device)
     return meter.compute(), examples
 
 
@@ -121,21 +125,21 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike,
              out_dir: str | os.PathLike | None = None, device: str | None = None,
              batch_size: int = 32, workers: int = 4, num_examples: int = 8) -> dict[str, Any]:
     """Score a checkpoint on a FreiHAND split; writes metrics.json + examples PNG."""
-    runtime = common.init_runtime(device)
+    env = init_distributed(device)
     try:
-        recipe, net, mano = load_trained(checkpoint, mano_path, runtime.device)
+        recipe, net, mano = load_trained(checkpoint, mano_path, env.device)
         dataset = _eval_dataset(data, split, recipe)
-        metrics, examples = evaluate_model(net, mano, dataset, runtime, batch_size=batch_size,
+        metrics, examples = evaluate_model(net, mano, dataset, env, batch_size=batch_size,
                                            workers=workers, root=recipe.root_joint,
                                            num_examples=num_examples)
         result = {"split": split, "checkpoint": str(checkpoint), "model": recipe.model,
                   "metrics": metrics}
-        if out_dir is not None and runtime.is_main:
+        if out_dir is not None and env.is_main:
             result["files"] = write_report(out_dir, result, examples, mano.faces.cpu(),
                                            recipe.input_size)
         return result
     finally:
-        common.shutdown(runtime)
+        cleanup()
 
 
 # -- training --------------------------------------------------------------------------
@@ -153,93 +157,60 @@ def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, min_ratio: flo
 def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.PathLike,
           out_dir: str | os.PathLike, device: str | None = None,
           resume: str | os.PathLike | None = None, eval_split: str | None = "evaluation",
-          max_steps: int | None = None, num_examples: int = 8) -> dict[str, Any]:
+          max_steps: int | None = None, num_examples: int = 8,
+          threads: int | None = None) -> dict[str, Any]:
     """Train on ``ROOT/training``; evaluates on ``eval_split`` every few epochs when its
-    ground truth is present. Writes ``checkpoint.pt``, ``history.json``,
-    ``loss.png`` and (with an eval split) ``metrics.json`` + ``examples.png``."""
-    runtime = common.init_runtime(device)
+    ground truth is present. Writes ``ckpt_step*.pt``, ``best.pt`` (lowest PA-MPJPE),
+    ``metrics.jsonl``, ``metrics.json``, ``loss.png`` and (with an eval split)
+    ``report.json`` + ``examples.png`` of the last evaluation."""
     out_dir = Path(out_dir)
-    try:
-        torch.manual_seed(recipe.seed + runtime.rank)
-        random.seed(recipe.seed + runtime.rank)
-        mano = build_mano(recipe, mano_path).to(runtime.device)
-        augment = Augmentation(recipe.aug_scale, recipe.aug_rotation, recipe.aug_translate,
-                               recipe.aug_color)
-        train_set = FreiHandDataset(data, "training", input_size=recipe.input_size,
-                                    versions=recipe.versions, augment=augment)
-        eval_set = _optional_eval_set(data, eval_split, recipe)
-        net = build_net(recipe, recipe.pretrained).to(runtime.device)
-        model = common.wrap_ddp(net, runtime)
-        optimizer = common.adamw(net, recipe.lr, recipe.weight_decay)
-        loader = common.train_loader(train_set, recipe.batch_size, recipe.workers, runtime,
-                                     seed=recipe.seed)
-        steps_per_epoch = len(loader)
-        total = recipe.epochs * steps_per_epoch if max_steps is None else int(max_steps)
-        if total <= 0:
-            raise ConfigError(f"nothing to train: {total} steps")
-        scheduler = common.with_warmup(
-            optimizer, cosine_schedule(optimizer, total, recipe.min_lr_ratio),
-            min(recipe.warmup_iters, total // 2), recipe.warmup_ratio)
-        scaler = common.make_scaler(runtime.device, recipe.amp)
-        start, evaluations = 0, []
-        if resume is not None:
-            state = common.load_task_checkpoint(resume, TASK)
-            start = common.restore_training_state(state, net, optimizer, scheduler, scaler)
-            evaluations = list(state.get("extra", {}).get("evaluations", []))
-        weights, root = loss_weights(recipe), recipe.root_joint
-        ckpt_path = out_dir / "checkpoint.pt"
+    augment = Augmentation(recipe.aug_scale, recipe.aug_rotation, recipe.aug_translate,
+                           recipe.aug_color)
+    train_set = FreiHandDataset(data, "training", input_size=recipe.input_size,
+                                versions=recipe.versions, augment=augment)
+    eval_set = _optional_eval_set(data, eval_split, recipe)
+    last: dict[str, Any] = {}
 
-        def step_fn(batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-            batch = to_device(batch, runtime.device)
+    def build(env: DistEnv) -> TaskSpec:
+        mano = build_mano(recipe, mano_path).to(env.device)
+        net = build_net(recipe, recipe.pretrained)
+        weights, root = loss_weights(recipe), recipe.root_joint
+        amp_dtype = resolve_amp(recipe.amp, env.device)
+
+        def losses(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+            batch = to_device(batch, env.device)
             pred = decode_mesh(model(batch["image"]), mano, root)
             return hand_mesh_loss(pred, batch, weights, root)
 
-        def on_step_end(step: int) -> None:
-            epoch_end = step % steps_per_epoch == 0 or step == total
-            if not epoch_end:
-                return
-            epoch = math.ceil(step / steps_per_epoch)
-            # the last step is scored once, after training (with the report examples)
-            if eval_set is not None and epoch % recipe.eval_every_epochs == 0 and step < total:
-                metrics, _ = evaluate_model(net, mano, eval_set, runtime,
-                                            batch_size=recipe.batch_size,
-                                            workers=recipe.workers, root=root, amp=recipe.amp)
-                evaluations.append({"step": step, "epoch": epoch, **metrics})
-            if runtime.is_main:
-                common.save_task_checkpoint(
-                    ckpt_path, task=TASK, model=net, recipe=common.recipe_dict(recipe),
-                    extra={"epoch": epoch, "evaluations": evaluations}, optimizer=optimizer,
-                    scheduler=scheduler, scaler=scaler, step=step)
+        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
+            return with_warmup(optimizer, cosine_schedule(optimizer, total, recipe.min_lr_ratio),
+                               min(recipe.warmup_iters, total // 2), recipe.warmup_ratio)
 
-        history = common.fit(model, common.iterate_forever(loader, start // steps_per_epoch),
-                             step_fn, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                             runtime=runtime, total_steps=total, start_step=start,
-                             amp=recipe.amp, clip_grad=recipe.clip_grad,
-                             log_every=recipe.log_every, on_step_end=on_step_end,
-                             desc="hand train")
-        result: dict[str, Any] = {"checkpoint": str(ckpt_path), "steps": total,
-                                  "history": history, "evaluations": evaluations}
-        if eval_set is not None:
-            metrics, examples = evaluate_model(net, mano, eval_set, runtime,
+        def run_eval(model: torch.nn.Module) -> dict[str, float]:
+            metrics, examples = evaluate_model(model, mano, eval_set, env,
                                                batch_size=recipe.batch_size,
                                                workers=recipe.workers, root=root,
-                                               amp=recipe.amp, num_examples=num_examples)
-            result["metrics"] = metrics
-            evaluations.append({"step": total, "epoch": math.ceil(total / steps_per_epoch),
-                                **metrics})
-        if runtime.is_main:
-            common.write_json(out_dir / "history.json", {"history": history,
-                                                         "evaluations": evaluations})
-            common.plot_history(history, out_dir / "loss.png", f"{recipe.model} FreiHAND")
-            if eval_set is not None:
-                report = {"split": eval_split, "checkpoint": str(ckpt_path),
-                          "model": recipe.model, "metrics": result["metrics"]}
-                result["files"] = write_report(out_dir, report, examples, mano.faces.cpu(),
-                                               recipe.input_size)
-        common.barrier(runtime)
-        return result
-    finally:
-        common.shutdown(runtime)
+                                               amp_dtype=amp_dtype, num_examples=num_examples)
+            last.update(metrics=metrics, examples=examples, faces=mano.faces.cpu(), env=env)
+            return metrics
+
+        return TaskSpec(net, train_set, losses, schedule, metadata={"variant": recipe.model},
+                        evaluate=run_eval if eval_set is not None else None,
+                        score=lambda m: -m["pa_mpjpe_mm"], epochs=recipe.epochs,
+                        eval_every_epochs=recipe.eval_every_epochs,
+                        plot_metrics={"PA-MPJPE (mm)": "pa_mpjpe_mm",
+                                      "PA-MPVPE (mm)": "pa_mpvpe_mm"},
+                        plot_title=f"FreiHAND {eval_split}")
+
+    result = train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
+                        max_steps=max_steps, threads=threads)
+    if last and last["env"].is_main:
+        report = {"split": eval_split, "checkpoint": result["checkpoint"],
+                  "model": recipe.model, "metrics": last["metrics"]}
+        result["metrics"] = last["metrics"]
+        result["files"] = write_report(out_dir, report, last["examples"], last["faces"],
+                                       recipe.input_size)
+    return result
 
 
 def _optional_eval_set(data: str | os.PathLike, split: str | None, recipe: HandRecipe
@@ -251,7 +222,7 @@ def _optional_eval_set(data: str | os.PathLike, split: str | None, recipe: HandR
     needed = [root / f"{split}_{k}.json" for k in ("K", "xyz", "verts")]
     if not all(p.is_file() for p in needed):
         missing = ", ".join(str(p) for p in needed if not p.is_file())
-        print(f"fastvit hand train: no periodic evaluation ({missing} missing)")
+        log.warning("fastvit hand train: no evaluation (%s missing)", missing)
         return None
     return _eval_dataset(data, split, recipe)
 
@@ -303,9 +274,9 @@ def predict(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
     or, with ``freihand=ROOT``, for the FreiHAND evaluation split as the Codalab
     submission file ``pred.json`` ([joints list, vertices list], root-relative metres:
     the server's aligned scores are the ones that apply)."""
-    runtime = common.init_runtime(device)
+    env = init_distributed(device)
     out_dir = Path(out_dir)
-    recipe, net, mano = load_trained(checkpoint, mano_path, runtime.device)
+    recipe, net, mano = load_trained(checkpoint, mano_path, env.device)
     if freihand is not None:
         dataset: Dataset = FreiHandDataset(freihand, "evaluation", input_size=recipe.input_size,
                                            require_targets=False)
@@ -314,15 +285,15 @@ def predict(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
         dataset = ImageListDataset(paths, recipe.input_size)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
     try:
-        preds, examples = predict_batches(net, mano, loader, runtime.device,
+        preds, examples = predict_batches(net, mano, loader, env.device,
                                           recipe.root_joint, num_examples)
     except DataError as err:
-        raise common.clean_worker_error(err) from None
+        raise clean_worker_error(err) from None
     files: dict[str, str] = {}
     if freihand is not None:
         pred_json = [[p["joints_3d"].tolist() for p in preds],
                      [p["vertices"].tolist() for p in preds]]
-        files["pred"] = str(common.write_json(out_dir / "pred.json", pred_json))
+        files["pred"] = str(write_json(out_dir / "pred.json", pred_json))
         return {"num_images": len(preds), "files": files}
     records = []
     for path, p in zip(paths, preds, strict=True):
@@ -331,7 +302,7 @@ def predict(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
                         "joints_3d": p["joints_3d"].tolist(),
                         "joints_2d_normalized": p["joints_2d"].tolist(),
                         "vertices": p["vertices"].tolist()})
-    files["predictions"] = str(common.write_json(out_dir / "predictions.json", {
+    files["predictions"] = str(write_json(out_dir / "predictions.json", {
         "model": recipe.model, "units": {"joints_3d": "metres, relative to joint "
                                          f"{recipe.root_joint}", "joints_2d_normalized":
                                          "[-1, 1] of the image width/height"},

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from fastvit.errors import ConfigError, DataError
-from fastvit.io import atomic_write
+from fastvit.files import atomic_write
 
 # Arrays smplx.MANO reads from its data struct (hands_components even with use_pca=False).
 MANO_ARRAYS = ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",

@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from fastvit.io import atomic_path
-from fastvit.model import IMAGENET_MEAN, IMAGENET_STD
-from fastvit.tasks.common import write_json
+from fastvit.files import atomic_path
+from fastvit.models import IMAGENET_MEAN, IMAGENET_STD
+from fastvit.files import write_json
 
 # FreiHAND skeleton: wrist to each finger's four keypoints (thumb, index, middle, ring, little)
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),

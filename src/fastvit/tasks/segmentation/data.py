@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from fastvit.errors import DataError
-from fastvit.model import IMAGENET_MEAN, IMAGENET_STD
+from fastvit.models import IMAGENET_MEAN, IMAGENET_STD
 
 IGNORE_INDEX = 255
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

@@ -11,7 +11,10 @@ from torch.optim.lr_scheduler import PolynomialLR
 from tqdm import tqdm
 
 from fastvit.errors import DataError
-from fastvit.tasks import common
+from fastvit.run.device import autocast, resolve_amp
+from fastvit.run.distributed import DistEnv, all_reduce_sum
+from fastvit.run.recipes import stored_recipe
+from fastvit.run.store import load_run_checkpoint, resolve_trained
 from fastvit.tasks.segmentation.data import (
     IGNORE_INDEX,
     ADE20KSegmentation,
@@ -20,7 +23,9 @@ from fastvit.tasks.segmentation.data import (
 )
 from fastvit.tasks.segmentation.metrics import ConfusionMatrix
 from fastvit.tasks.segmentation.model import SemanticFPN, build_semantic_fpn
-from fastvit.tasks.segmentation.recipe import SegmentationRecipe
+from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
+from fastvit.tasks.shared import clean_worker_error, eval_loader, with_warmup
+from fastvit.tasks.training import TaskSpec, train_task
 
 TASK = "segmentation"
 
@@ -83,33 +88,38 @@ def infer_logits(model: nn.Module, image: torch.Tensor, mode: str = "whole",
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: ADE20KSegmentation, runtime: common.Runtime, *,
+def evaluate(model: nn.Module, dataset: ADE20KSegmentation, env: DistEnv, *,
              num_classes: int, mode: str = "whole", window: int = 512, stride: int = 341,
-             workers: int = 2, amp: bool = False) -> dict:
+             workers: int = 2, amp_dtype: torch.dtype | None = None) -> dict:
     """mIoU / per-class IoU / pixel accuracy at the labels' original resolution; each
     rank scores its own images and the confusion matrices are summed."""
-    model = common.unwrap(model)
-    loader = common.eval_loader(dataset, 1, workers, runtime)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        model = model.module
+    loader = eval_loader(dataset, 1, workers, env)
     was_training = model.training
     model.eval()
     conf = ConfusionMatrix(num_classes, IGNORE_INDEX)
     try:
-        for image, label in tqdm(loader, desc="evaluate", disable=not runtime.is_main,
-                                 dynamic_ncols=True):
-            image, label = image.to(runtime.device), label.to(runtime.device)
-            with common.autocast(runtime.device, amp):
+        for image, label in tqdm(loader, desc="evaluate", disable=not env.is_main,
+                                 dynamic_ncols=True, leave=False):
+            image, label = image.to(env.device), label.to(env.device)
+            with autocast(env.device, amp_dtype):
                 logits = infer_logits(model, image, mode, window, stride)
             logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear",
                                    align_corners=False)
             conf.update(logits.argmax(1), label)
     except DataError as err:
-        raise common.clean_worker_error(err) from None
+        raise clean_worker_error(err) from None
     finally:
         model.train(was_training)
     matrix = conf.matrix if conf.matrix is not None else torch.zeros(
-        num_classes, num_classes, dtype=torch.int64, device=runtime.device)
-    conf.matrix = common.all_reduce_sum(matrix, runtime)
+        num_classes, num_classes, dtype=torch.int64, device=env.device)
+    conf.matrix = all_reduce_sum(matrix, env)
     return conf.compute()
+
+
+def summary_line(metrics: dict) -> str:
+    return f"mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}, mAcc {metrics['mAcc']:.4f}"
 
 
 # ---------------------------------------------------------------------------
@@ -119,23 +129,15 @@ def evaluate(model: nn.Module, dataset: ADE20KSegmentation, runtime: common.Runt
 
 def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | Path,
           train_split: str = "training", val_split: str | None = "validation",
-          device: str | None = None, resume: str | Path | None = None) -> dict:
+          device: str | None = None, resume: str | Path | None = None,
+          max_steps: int | None = None, threads: int | None = None) -> dict:
     """Train Semantic FPN on an ADE20K-layout folder; returns (and writes) the report.
 
-    Writes ``out_dir/checkpoint.pt`` (every ``eval_every`` iterations and at the end),
-    ``metrics.json`` (loss log, evaluations) and ``loss.png``.
+    Evaluates and checkpoints every ``eval_every`` iterations and at the end
+    (``ckpt_step*.pt``, ``best.pt`` by mIoU); writes ``metrics.jsonl``,
+    ``metrics.json`` and ``loss.png``.
     """
-    runtime = common.init_runtime(device)
-    try:
-        return _train(recipe, runtime, Path(data_root), Path(out_dir), train_split,
-                      val_split, resume)
-    finally:
-        common.shutdown(runtime)
-
-
-def _train(recipe: SegmentationRecipe, runtime: common.Runtime, root: Path, out_dir: Path,
-           train_split: str, val_split: str | None, resume: str | Path | None) -> dict:
-    torch.manual_seed(recipe.seed + runtime.rank)
+    root = Path(data_root)
     train_set = ADE20KSegmentation(
         root, train_split, recipe.num_classes,
         train_transforms(recipe.crop_size, recipe.base_size, recipe.scale_range, recipe.hflip,
@@ -144,67 +146,49 @@ def _train(recipe: SegmentationRecipe, runtime: common.Runtime, root: Path, out_
     if val_split is not None:
         val_set = ADE20KSegmentation(root, val_split, recipe.num_classes,
                                      EvalTransform(recipe.base_size))
-    model = build_segmenter(recipe).to(runtime.device)
-    if runtime.distributed and recipe.head_norm == "bn":
-        model.head = nn.SyncBatchNorm.convert_sync_batchnorm(model.head)
-    ddp_model = common.wrap_ddp(model, runtime)
-    loader = common.train_loader(train_set, recipe.batch_size, recipe.workers, runtime,
-                                 seed=recipe.seed)
-    optimizer = common.adamw(model, recipe.lr, recipe.weight_decay)
-    poly = PolynomialLR(optimizer, total_iters=recipe.iters, power=recipe.poly_power)
-    scheduler = common.with_warmup(optimizer, poly, min(recipe.warmup_iters, recipe.iters),
-                                   recipe.warmup_ratio)
-    scaler = common.make_scaler(runtime.device, recipe.amp)
-    start = 0
-    if resume is not None:
-        state = common.load_task_checkpoint(resume, TASK)
-        start = common.restore_training_state(state, model, optimizer, scheduler, scaler)
 
-    ckpt_path = out_dir / "checkpoint.pt"
-    recipe_d = common.recipe_dict(recipe)
-    evals: list[dict] = []
+    def build(env: DistEnv) -> TaskSpec:
+        model = build_segmenter(recipe)
+        if env.distributed and recipe.head_norm == "bn":
+            model.head = nn.SyncBatchNorm.convert_sync_batchnorm(model.head)
+        amp_dtype = resolve_amp(recipe.amp, env.device)
 
-    def step_fn(batch: tuple) -> dict[str, torch.Tensor]:
-        images, labels = (t.to(runtime.device, non_blocking=True) for t in batch)
-        logits = ddp_model(images)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-        return {"loss": loss}
+        def losses(net: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
+            images, labels = (t.to(env.device, non_blocking=True) for t in batch)
+            logits = net(images)
+            return {"loss": F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)}
 
-    def on_step_end(step: int) -> None:
-        if step % recipe.eval_every and step != recipe.iters:
-            return
-        if runtime.is_main:
-            common.save_task_checkpoint(ckpt_path, task=TASK, model=model, recipe=recipe_d,
-                                        optimizer=optimizer, scheduler=scheduler,
-                                        scaler=scaler, step=step)
-        if val_set is not None:
-            metrics = evaluate(model, val_set, runtime, num_classes=recipe.num_classes,
-                               mode=recipe.eval_mode, window=recipe.crop_size,
-                               stride=recipe.eval_stride, workers=recipe.workers,
-                               amp=recipe.amp)
-            evals.append({"step": step, **metrics})
-            if runtime.is_main:
-                print(f"iter {step}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
-        common.barrier(runtime)
+        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
+            poly = PolynomialLR(optimizer, total_iters=total, power=recipe.poly_power)
+            return with_warmup(optimizer, poly, min(recipe.warmup_iters, total),
+                               recipe.warmup_ratio)
 
-    history = common.fit(ddp_model, common.iterate_forever(loader), step_fn,
-                         optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                         runtime=runtime, total_steps=recipe.iters, start_step=start,
-                         amp=recipe.amp, clip_grad=recipe.clip_grad, log_every=recipe.log_every,
-                         on_step_end=on_step_end, desc="segment train")
-    report = {"task": TASK, "recipe": recipe_d, "world_size": runtime.world_size,
-              "train": history, "eval": evals, "checkpoint": str(ckpt_path)}
-    if runtime.is_main:
-        common.write_json(out_dir / "metrics.json", report)
-        common.plot_history(history, out_dir / "loss.png", "Semantic FPN training loss")
-    return report
+        def run_eval(net: nn.Module) -> dict:
+            return evaluate(net, val_set, env, num_classes=recipe.num_classes,
+                            mode=recipe.eval_mode, window=recipe.crop_size,
+                            stride=recipe.eval_stride, workers=recipe.workers,
+                            amp_dtype=amp_dtype)
+
+        return TaskSpec(model, train_set, losses, schedule,
+                        metadata={"variant": recipe.model, "num_classes": recipe.num_classes},
+                        evaluate=run_eval if val_set is not None else None,
+                        score=lambda m: m["mIoU"], iters=recipe.iters, eval_every_epochs=0,
+                        eval_every_steps=recipe.eval_every,
+                        plot_metrics={"mIoU": "mIoU", "pixel accuracy": "aAcc"},
+                        plot_title="ADE20K validation")
+
+    return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
+                      max_steps=max_steps, threads=threads)
 
 
 def load_segmenter(checkpoint: str | Path, device: torch.device | str = "cpu"
                    ) -> tuple[SemanticFPN, SegmentationRecipe]:
-    """Rebuild a trained model from its checkpoint (eval mode) and its recipe."""
-    state = common.load_task_checkpoint(checkpoint, TASK)
-    recipe = common.load_recipe(SegmentationRecipe, overrides=state["recipe"])
+    """Rebuild a trained model from its checkpoint (a file, or a run folder: its
+    ``best.pt``, else its newest checkpoint) in eval mode, and its recipe."""
+    path = resolve_trained(checkpoint)
+    state = load_run_checkpoint(path, TASK)
+    recipe = stored_recipe(SegmentationRecipe, state["config"], DEFAULT_RECIPE, "tasks",
+                           str(path))
     model = build_segmenter(recipe, with_pretrained=False)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), recipe

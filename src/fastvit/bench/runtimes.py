@@ -1,0 +1,150 @@
+"""What gets benchmarked and how it runs: subjects (ours and peers) and runtimes.
+
+Each runtime gives ``bind(batch) -> zero-argument call`` with its inputs made
+outside the timed region, so every runtime is timed the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fastvit.bench.peers import (
+    PeerUnavailable,
+    Published,
+    build_peer,
+    is_peer,
+    peer_names,
+    published_table,
+)
+from fastvit.errors import ConfigError
+from fastvit.models import VARIANTS, list_models
+from fastvit.pipeline import load_model
+
+RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8")
+GROUPS = {"fastvit": list_models, "peers": peer_names,
+          "all": lambda: list_models() + peer_names()}
+INT8_CALIBRATION_SAMPLES = 8  # random inputs: enough for latency, says nothing of accuracy
+
+
+def random_fastvit(name: str, *, fused: bool, features_only: bool) -> nn.Module:
+    """Our variant with random weights: the deploy form (fused, BN folded) or train-time."""
+    return load_model(name, fused=fused, features_only=features_only).model.eval()
+
+
+@dataclass
+class Subject:
+    """One model to benchmark, in the form it is deployed."""
+
+    name: str
+    family: str  # "fastvit" or "peer"
+    model: nn.Module
+    image_size: int
+    form: str  # "fused", "train-time" or "as built"
+    published: Published | None
+
+
+def expand_models(names: Sequence[str]) -> list[str]:
+    """Model names and group names (fastvit, peers, all) -> unique model names, in order."""
+    out: list[str] = []
+    for name in names:
+        items = GROUPS[name]() if name in GROUPS else [name]
+        for item in items:
+            if item not in VARIANTS and not is_peer(item):
+                raise ConfigError(
+                    f"unknown model {item!r}: give a FastViT variant ({', '.join(list_models())})"
+                    f", a peer ({', '.join(peer_names(True))}) or a group ({', '.join(GROUPS)})")
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def build_subject(name: str, *, fused: bool, features_only: bool, image_size: int,
+                  peer_image_size: int | None) -> Subject:
+    """Our variant (fused + BN-folded deploy form, or train-time) or a peer."""
+    published = published_table().get(name)
+    if name in VARIANTS:
+        model = random_fastvit(name, fused=fused, features_only=features_only)
+        return Subject(name, "fastvit", model, image_size, "fused" if fused else "train-time",
+                       published)
+    model = build_peer(name, fused=fused, features_only=features_only)
+    size = peer_image_size or (published.eval_size if published else 224)
+    reparam = name.startswith("timm:") and any(hasattr(m, "reparameterize")
+                                               for m in model.modules())
+    form = ("fused" if fused else "train-time") if reparam else "as built"
+    return Subject(name, "peer", model, size, form, published)
+
+
+def torch_runtime(model: nn.Module, image_size: int, device: torch.device, dtype: torch.dtype,
+                  channels_last: bool = False, compiled: bool = False
+                  ) -> Callable[[int], Callable[[], object]]:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    # A copy: runtimes of one model must not change each other's layout or dtype.
+    model = copy.deepcopy(model).to(device=device, dtype=dtype, memory_format=fmt).eval()
+    run = torch.compile(model) if compiled else model
+
+    def bind(batch: int) -> Callable[[], object]:
+        x = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=fmt)
+
+        def call() -> object:
+            with torch.inference_mode():
+                return run(x)
+        return call
+    return bind
+
+
+def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
+                 device: torch.device, int8: bool = False
+                 ) -> Callable[[int], Callable[[], object]]:
+    """Export (dynamic batch, verified), optionally quantize, and open an ORT session."""
+    import onnxruntime as ort
+
+    from fastvit.deploy.onnx_export import export_onnx
+    from fastvit.deploy.onnx_runtime import ort_session
+
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise PeerUnavailable("onnxruntime has no CUDAExecutionProvider here "
+                                  "(install onnxruntime-gpu); skipped")
+        providers.insert(0, "CUDAExecutionProvider")
+    model = copy.deepcopy(model).float().to("cpu").eval()
+    path = workdir / "model.onnx"
+    # Random peers can output ~1e8: their check is relative to the output scale.
+    export_onnx(model, path, image_size=image_size, dynamic_batch=True, relative=True)
+    if int8:
+        from fastvit.deploy.quantize import TensorCalibration, quantize_onnx
+
+        g = torch.Generator().manual_seed(0)
+        samples = [torch.randn(3, image_size, image_size, generator=g)
+                   for _ in range(INT8_CALIBRATION_SAMPLES)]
+        path = quantize_onnx(path, workdir / "model.int8.onnx",
+                             TensorCalibration(samples, "input", progress=False))
+    session = ort_session(path, threads=threads, providers=providers)
+    name = session.get_inputs()[0].name
+
+    def bind(batch: int) -> Callable[[], object]:
+        x = np.random.default_rng(0).standard_normal(
+            (batch, 3, image_size, image_size)).astype(np.float32)
+        return lambda: session.run(None, {name: x})
+    return bind
+
+
+def make_runtime(subject: Subject, runtime: str, *, device: torch.device, half: bool,
+                 threads: int, workdir: Path) -> Callable[[int], Callable[[], object]]:
+    dtype = torch.float16 if half else torch.float32
+    if runtime in ("eager", "channels_last", "compile"):
+        return torch_runtime(subject.model, subject.image_size, device, dtype,
+                             channels_last=runtime != "eager" and device.type != "mps",
+                             compiled=runtime == "compile")
+    if half:
+        raise PeerUnavailable("--half is for the PyTorch runtimes; ONNX Runtime runs fp32/int8")
+    return onnx_runtime(subject.model, subject.image_size, workdir, threads, device,
+                        int8=runtime == "onnx-int8")

@@ -1,0 +1,110 @@
+"""The ``fastvit`` command line.
+
+Each command lives in its own module of this package exposing
+``add_arguments(parser)`` and ``main(args) -> int``, a thin face over a typed
+library function; only the chosen one is imported, so ``fastvit info`` does not
+pay for ONNX or the training stack. Shared option groups (one spelling per
+concept) are in :mod:`fastvit.cli.arguments`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from fastvit.errors import FastVitError
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("fastvit.cli.demo", "train on bundled data, verify every variant, write a report"),
+    "info": ("fastvit.cli.info", "print the variant table (params, GMACs, depths, widths, mixers)"),
+    "convert": ("fastvit.cli.convert", "convert any supported checkpoint layout to safetensors"),
+    "train": ("fastvit.cli.train", "train or fine-tune a classifier (torchrun for DDP)"),
+    "evaluate": ("fastvit.cli.evaluate", "top-1/top-5 and robustness evaluation"),
+    "export": ("fastvit.cli.export", "export the deploy form to ONNX / Core ML / TorchScript"),
+    "predict": ("fastvit.cli.predict", "classify images"),
+    "bench": ("fastvit.cli.bench", "latency / throughput benchmark against peers"),
+    "detect": ("fastvit.cli.detect", "COCO detection / instance segmentation"),
+    "segment": ("fastvit.cli.segment", "ADE20K semantic segmentation"),
+    "hand": ("fastvit.cli.hand", "FreiHAND 3D hand mesh regression"),
+}
+ALIASES = {"validate": "evaluate"}
+
+
+def _usage() -> str:
+    lines = ["usage: fastvit COMMAND [options]   (fastvit COMMAND --help for details)", "",
+             "commands:"]
+    lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "aliases: " + ", ".join(f"{a} = {c}" for a, c in ALIASES.items())]
+    return "\n".join(lines)
+
+
+def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
+    """The parser of command ``name`` (or an alias) and the module that runs it."""
+    from fastvit.cli.arguments import HelpFormatter
+
+    module_name, text = COMMANDS[ALIASES.get(name, name)]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"fastvit {name}", description=text,
+                                     formatter_class=HelpFormatter)
+    module.add_arguments(parser)
+    return parser, module
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the message."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The library logs through ``logging``; the command line shows it on stderr."""
+    logger = logging.getLogger("fastvit")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from fastvit import __version__
+
+        print(f"fastvit {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS and name not in ALIASES:
+        print(f"fastvit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    parser, module = build_parser(name)
+    args = parser.parse_args(argv[1:])
+    configure_logging()
+    try:
+        return int(module.main(args) or 0)
+    except (FastVitError, ValueError) as err:
+        print(f"fastvit {name}: error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
+        print(f"fastvit {name}: error: {err.strerror or err}: {err.filename}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastvit {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

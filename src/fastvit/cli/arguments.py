@@ -1,0 +1,129 @@
+"""Argument groups shared by the commands: one concept, one spelling, everywhere.
+
+The dialect: ``--model NAME`` (a variant), ``--checkpoint PATH`` (a whole trained
+model) vs ``--pretrained PATH`` (initial / backbone weights), ``--config NAME|YAML``
+and ``--set KEY=VALUE`` (recipes), ``--data DIR``, ``--split`` (the split an
+evaluation scores), ``--image-size``, ``--batch-size``, ``--workers``, ``--device
+auto|cpu|cuda|cuda:N``, ``--threads N``, ``--amp auto|none|bf16|fp16``,
+``--max-steps``, ``--out DIR`` (a folder of results) and ``--json FILE``
+(machine-readable results; ``-`` for stdout). Older spellings keep working as
+hidden aliases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from fastvit.models import list_models
+from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+
+HIDDEN = argparse.SUPPRESS
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter,
+                    argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the examples' line breaks and shows every option's default."""
+
+
+def default_workers() -> int:
+    """DataLoader workers: what the machine has, at most 8 (0 on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, max(0, (cores or 1) - 1))
+
+
+def _amp(value: str) -> str:
+    if value not in (*AMP_CHOICES, LEGACY_AMP_ON):
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(AMP_CHOICES)}")
+    return value
+
+
+def add_model(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
+              pretrained: bool = True, ema: bool = True, required: bool = False,
+              model_help: str | None = None) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", metavar="NAME", choices=list_models(), required=required,
+                       help=model_help or "FastViT variant, one of " + ", ".join(list_models())
+                       + (" (default: the one the checkpoint names)" if checkpoint else ""))
+    if checkpoint:
+        group.add_argument("--checkpoint", metavar="PATH",
+                           help="a whole trained model: safetensors, .pt, .pth or .pth.tar in "
+                           "our, timm's or the official layout, fused or not")
+    if pretrained:
+        group.add_argument("--pretrained", metavar="PATH",
+                           help="initial weights (any layout); a classifier of another size "
+                           "is replaced")
+    if ema:
+        group.add_argument("--ema", action="store_true",
+                           help="take the EMA weights of a training checkpoint")
+    return group
+
+
+def add_compute(parser: argparse.ArgumentParser, *, amp: bool = True,
+                device: bool = True, device_default: str = "auto") -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("compute")
+    if device:
+        group.add_argument("--device", default=device_default, metavar="DEVICE",
+                           help="auto, cpu, cuda or cuda:N (auto: CUDA when available)")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="intra-op CPU threads (default: PyTorch's); on a shared machine "
+                       "--threads 1 avoids OpenMP thrashing")
+    if amp:
+        group.add_argument("--amp", type=_amp, metavar="{" + ",".join(AMP_CHOICES) + "}",
+                           nargs="?", const=LEGACY_AMP_ON, default=None,
+                           help="mixed precision (auto: bf16 on CUDA, none on CPU)")
+        group.add_argument("--no-amp", dest="amp", action="store_const", const="none",
+                           help=HIDDEN)
+    return group
+
+
+def add_data(parser: argparse.ArgumentParser, *, split: str | None = "val",
+             batch_size: int | None = None, workers: bool = True,
+             data_help: str = "dataset root") -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("data")
+    group.add_argument("--data", metavar="DIR", help=data_help)
+    if split is not None:
+        group.add_argument("--split", default=split, help="the split to evaluate")
+    group.add_argument("--batch-size", type=int, default=batch_size, metavar="N",
+                       help="images per batch (per process)")
+    if workers:
+        group.add_argument("--workers", type=int, default=None, metavar="N",
+                           help=f"DataLoader worker processes (default: up to the machine's "
+                           f"cores, {default_workers()} here)")
+    return group
+
+
+def add_recipe(parser: argparse.ArgumentParser, default_help: str) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("recipe")
+    group.add_argument("--config", metavar="NAME|YAML", help=default_help)
+    group.add_argument("--recipe", dest="config", help=HIDDEN)
+    group.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="override any recipe key, e.g. --set lr=5e-4 (repeatable)")
+    return group
+
+
+def add_outputs(parser: argparse.ArgumentParser, *, out: str | None = None,
+                out_required: bool = False, json: bool = True) -> argparse._ArgumentGroup:
+    group = parser.add_argument_group("output")
+    if out is not None:
+        group.add_argument("--out", metavar="DIR", required=out_required, help=out)
+    if json:
+        group.add_argument("--json", metavar="FILE", nargs="?", const="-",
+                           help="also write the results as JSON to FILE (- or no value: "
+                           "stdout)")
+    return group
+
+
+def emit_json(target: str | None, obj: object) -> None:
+    """Write ``obj`` as JSON to ``target`` (a file, atomically; ``-``: stdout)."""
+    if target is None:
+        return
+    from fastvit.files import json_text, write_json
+
+    if target == "-":
+        print(json_text(obj), end="")
+    else:
+        write_json(target, obj)
+        print(f"wrote {target}", file=sys.stderr)

@@ -1,0 +1,104 @@
+"""``fastvit export``: the deploy form (reparameterized, BatchNorms folded) as a verified
+ONNX, Core ML, TorchScript or torch.export file, optionally int8 (ONNX Runtime).
+
+Examples::
+
+    fastvit export --checkpoint runs/t8/best.safetensors --format onnx --dynamic-batch
+    fastvit export --checkpoint t8.safetensors --format onnx --int8 --calibration val/ --eval val/
+    fastvit export --checkpoint sa12.pth.tar --format coreml --image-input --out exports/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fastvit.cli.arguments import add_compute, add_model, add_outputs, emit_json
+from fastvit.deploy.export import (
+    COREML_PRECISIONS,
+    FORMATS,
+    check_export_options,
+    default_export_path,
+    export_model,
+)
+from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET
+from fastvit.errors import ConfigError
+from fastvit.pipeline import RANDOM_WEIGHTS, load_model
+from fastvit.run.device import cpu_threads
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_model(parser, pretrained=False)
+    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--image-size", type=int, metavar="N",
+                        help="input side (default: the model's, 256)")
+    parser.add_argument("--dynamic-batch", action="store_true",
+                        help="variable batch axis (ONNX, TorchScript, torch.export)")
+    parser.add_argument("--raw-pixels", action="store_true",
+                        help="bake ImageNet normalization in: the input is raw 0-255 RGB "
+                        "(ONNX, TorchScript, torch.export)")
+    parser.add_argument("--image-input", action="store_true",
+                        help="Core ML: take an RGB image (normalization baked in)")
+    parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset")
+    parser.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
+                        help="ONNX exporter (torchscript: the legacy one)")
+    parser.add_argument("--coreml-precision", choices=COREML_PRECISIONS, default="fp16",
+                        help="Core ML compute precision (fp16 runs on the Neural Engine)")
+    group = parser.add_argument_group("int8 (ONNX Runtime static quantization)")
+    group.add_argument("--int8", action="store_true",
+                       help="also write <name>.int8.onnx (per-channel QDQ) and report "
+                       "fp32/int8 agreement")
+    group.add_argument("--calibration", metavar="DIR",
+                       help="ImageFolder (DIR/<class>/<image>) of calibration images")
+    group.add_argument("--calibration-size", type=int, default=128, metavar="N",
+                       help="calibration images (spread over the classes)")
+    group.add_argument("--eval", metavar="DIR",
+                       help="labelled ImageFolder: fp32 and int8 top-1 (class folder i = "
+                       "output index i, e.g. sorted ImageNet wnids)")
+    group.add_argument("--min-agreement", type=float, metavar="F",
+                       help="fail when fp32/int8 top-1 agreement is below F (0..1)")
+    add_compute(parser, amp=False, device=False)
+    out = add_outputs(parser, out="folder for the exported file (named <model>_<size><suffix>; "
+                      "default: the working directory)")
+    out.add_argument("--output", metavar="FILE", help="exact path of the exported file")
+
+
+def _check(args: argparse.Namespace) -> None:
+    check_export_options(args.format, raw_pixels=args.raw_pixels, image_input=args.image_input,
+                         dynamic_batch=args.dynamic_batch, image_size=args.image_size)
+    if args.int8 and args.format != "onnx":
+        raise ConfigError("--int8 needs --format onnx (ONNX Runtime quantization)")
+    if args.int8 and not args.calibration:
+        raise ConfigError("--int8 needs --calibration DIR (an ImageFolder of images)")
+    if (args.calibration or args.eval) and not args.int8:
+        raise ConfigError("--calibration/--eval are for --int8")
+    if args.output and args.out:
+        raise ConfigError("give --out DIR or --output FILE, not both")
+
+
+def main(args: argparse.Namespace) -> int:
+    _check(args)
+    with cpu_threads(args.threads):
+        loaded = load_model(args.model, args.checkpoint, ema=args.ema)
+        if loaded.source == RANDOM_WEIGHTS:
+            print(f"warning: no --checkpoint given: {loaded.variant} has random weights (fine "
+                  f"for latency, meaningless predictions)")
+        size = args.image_size or loaded.image_size
+        path = (Path(args.output) if args.output else
+                default_export_path(loaded.variant, size, args.format, args.out or "."))
+        result = export_model(loaded, args.format, path, image_size=size,
+                              dynamic_batch=args.dynamic_batch, raw_pixels=args.raw_pixels,
+                              image_input=args.image_input, opset=args.opset,
+                              exporter=args.exporter, coreml_precision=args.coreml_precision)
+        print(result.summary())
+        report = {"export": result.as_dict()}
+        if args.int8:
+            from fastvit.deploy.quantize import int8_summary, quantize_int8
+
+            report["int8"] = quantize_int8(loaded, result.path, args.calibration,
+                                           calibration_size=args.calibration_size,
+                                           eval_dir=args.eval,
+                                           min_agreement=args.min_agreement, image_size=size)
+            print(int8_summary(report["int8"]))
+    emit_json(args.json, report)
+    return 0

@@ -1,0 +1,124 @@
+"""``fastvit segment train|evaluate|predict``: Semantic FPN with a FastViT backbone.
+
+Examples::
+
+    fastvit segment train --data /data/ADEChallengeData2016 --pretrained sa12.pth.tar \\
+        --out runs/seg
+    torchrun --nproc-per-node 8 -m fastvit segment train --data ... --out runs/seg
+    fastvit segment evaluate --checkpoint runs/seg --data ... --mode slide
+    fastvit segment predict --checkpoint runs/seg img.jpg --out masks/
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fastvit.cli.arguments import emit_json
+from fastvit.cli.tasks import (
+    add_eval_options,
+    add_train_options,
+    legacy_out_json,
+    recipe_values,
+)
+from fastvit.run.device import cpu_threads, resolve_amp, resolve_device
+from fastvit.run.distributed import cleanup, init_distributed
+
+FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "num_classes": "num_classes",
+             "iters": "iters", "batch_size": "batch_size", "lr": "lr",
+             "crop_size": "crop_size", "amp": "amp", "workers": "workers", "seed": "seed"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="{train,evaluate,predict}")
+    formatter = parser.formatter_class
+
+    train = sub.add_parser("train", help="train Semantic FPN (torchrun for DDP)",
+                           formatter_class=formatter)
+    train.add_argument("--data", type=Path, required=True,
+                       help="ADE20K-layout root (images/SPLIT/*.jpg, annotations/SPLIT/*.png)")
+    train.add_argument("--train-split", default="training")
+    train.add_argument("--val-split", default="validation")
+    train.add_argument("--no-val", action="store_true", help="skip evaluation during training")
+    add_train_options(train, length="iters")
+    train.add_argument("--num-classes", type=int)
+    train.add_argument("--crop-size", type=int)
+
+    ev = sub.add_parser("evaluate", help="mIoU / per-class IoU / pixel accuracy",
+                        formatter_class=formatter)
+    ev.add_argument("--data", type=Path, required=True)
+    add_eval_options(ev, "validation")
+    ev.add_argument("--mode", choices=("whole", "slide"), help="default: the recipe's")
+    ev.add_argument("--stride", type=int, help="sliding-window stride (default: recipe's)")
+    ev.add_argument("--workers", type=int, default=None)
+    ev.add_argument("--out", help=argparse.SUPPRESS)  # old spelling of --json FILE
+
+    pr = sub.add_parser("predict", help="colourized label PNG per image",
+                        formatter_class=formatter)
+    pr.add_argument("--checkpoint", required=True,
+                    help="a checkpoint of segment train, or its run folder (best.pt)")
+    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument("--out", type=Path, required=True, help="output folder")
+    pr.add_argument("--mode", choices=("whole", "slide"))
+    pr.add_argument("--overlay", action="store_true",
+                    help="also write NAME_overlay.png (mask blended over the image)")
+    pr.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
+    pr.add_argument("--threads", type=int, metavar="N", help="intra-op CPU threads")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from fastvit.tasks.segmentation import engine
+    from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
+    from fastvit.tasks.training import load_task_recipe
+
+    recipe = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, args.config,
+                              recipe_values(args, FLAG_KEYS), args.overrides)
+    report = engine.train(recipe, data_root=args.data, out_dir=args.out,
+                          train_split=args.train_split,
+                          val_split=None if args.no_val else args.val_split,
+                          device=args.device, resume=args.resume, max_steps=args.max_steps,
+                          threads=args.threads)
+    if report["last_eval"]:
+        print(f"iter {report['step']}: {engine.summary_line(report['last_eval'])}")
+    print(f"wrote {report['checkpoint']} and {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fastvit.tasks.segmentation import engine
+    from fastvit.tasks.segmentation.data import ADE20KSegmentation, EvalTransform
+
+    legacy_out_json(args)
+    env = init_distributed(args.device)
+    try:
+        with cpu_threads(args.threads):
+            model, recipe = engine.load_segmenter(args.checkpoint, env.device)
+            dataset = ADE20KSegmentation(args.data, args.split, recipe.num_classes,
+                                         EvalTransform(recipe.base_size))
+            mode = args.mode or recipe.eval_mode
+            workers = recipe.workers if args.workers is None else args.workers
+            metrics = engine.evaluate(model, dataset, env, num_classes=recipe.num_classes,
+                                      mode=mode, window=recipe.crop_size,
+                                      stride=args.stride or recipe.eval_stride,
+                                      workers=workers,
+                                      amp_dtype=resolve_amp(args.amp, env.device))
+    finally:
+        cleanup()
+    if env.is_main:
+        print(f"{args.split} ({len(dataset)} images, {mode}): {engine.summary_line(metrics)}")
+        emit_json(args.json, {"checkpoint": str(args.checkpoint), "split": args.split,
+                              "mode": mode, **metrics})
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fastvit.tasks.segmentation.predict import predict_images
+
+    with cpu_threads(args.threads):
+        predict_images(args.checkpoint, args.images, args.out, mode=args.mode,
+                       overlay=args.overlay, device=resolve_device(args.device))
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.action](args)

@@ -1,0 +1,61 @@
+"""Options shared by the three dense-task commands (``detect``, ``segment``, ``hand``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from fastvit.cli.arguments import HIDDEN, add_compute, add_recipe
+from fastvit.models import list_models
+from fastvit.run.recipes import list_recipes
+
+
+def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> None:
+    """Recipe, backbone, run folder, resume, early stop, compute -- the same everywhere."""
+    add_recipe(p, "recipe: a packaged name or a YAML file (packaged: "
+               + ", ".join(list_recipes("tasks")) + ")")
+    g = p.add_argument_group("model and schedule (shortcuts for recipe keys)")
+    g.add_argument("--model", metavar="NAME", choices=list_models(),
+                   help="FastViT variant of the backbone")
+    g.add_argument("--pretrained", metavar="PATH",
+                   help="ImageNet weights of the backbone (any layout fastvit reads)")
+    if length == "epochs":
+        g.add_argument("--epochs", type=int)
+    else:
+        g.add_argument("--iters", type=int, help="optimizer steps")
+    g.add_argument("--batch-size", type=int, help="per process")
+    g.add_argument("--lr", type=float)
+    g.add_argument("--workers", type=int, help="DataLoader worker processes")
+    g.add_argument("--seed", type=int)
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, metavar="DIR",
+                   help="run folder (checkpoints, metrics, plots)")
+    g.add_argument("--resume", metavar="PATH|auto",
+                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--max-steps", type=int, metavar="STEP",
+                   help="end this invocation after STEP (checkpointed; resumable)")
+    add_compute(p, device_default=None)
+
+
+def recipe_values(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, object]:
+    """Recipe keys set by plain flags: ``{recipe key: value}`` (None: not given)."""
+    return {key: getattr(args, attr, None) for attr, key in keys.items()}
+
+
+def add_eval_options(p: argparse.ArgumentParser, split: str) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="PATH",
+                   help="a checkpoint of this command's train, or its run folder (best.pt)")
+    p.add_argument("--split", default=split, help="the split to evaluate")
+    p.add_argument("--json", metavar="FILE", nargs="?", const="-",
+                   help="write every metric as JSON to FILE (- or no value: stdout)")
+    add_compute(p, device_default=None)
+
+
+def legacy_out_json(args: argparse.Namespace) -> None:
+    """``evaluate --out FILE.json`` (the old spelling) means ``--json FILE.json``."""
+    out = getattr(args, "out", None)
+    if out is not None and str(out).endswith(".json") and not args.json:
+        args.json, args.out = str(out), None
+
+
+__all__ = ["HIDDEN", "add_eval_options", "add_train_options", "legacy_out_json",
+           "recipe_values"]

@@ -1,0 +1,119 @@
+"""``fastvit train``: train or fine-tune a FastViT classifier from a recipe.
+
+Examples::
+
+    fastvit train --data /data/imagenet --model fastvit_sa12 --out runs/sa12
+    torchrun --nproc-per-node 8 -m fastvit train --config fastvit_sa12 --data /data/imagenet
+    fastvit train --config fastvit_ma36_ft384 --data /data/imagenet --pretrained ma36.safetensors
+    fastvit train --data digits --out runs/digits      # bundled data, about a minute on a CPU
+    fastvit train ... --set optim.lr=5e-4 --set data.mixup=0   # any recipe key
+    fastvit train ... --resume auto                            # continue the newest checkpoint
+
+The recipe is ``--config`` (a packaged name or a YAML path); without it, the
+packaged recipe of ``--model`` (``digits_t8`` for ``--data digits``). Plain
+flags and then ``--set`` overrides are applied on top (``--print-config``
+shows the result).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from fastvit.cli.arguments import add_compute, add_recipe
+from fastvit.models import list_models
+from fastvit.train.config import build_config, dump_yaml, list_recipes, validate
+
+# flag attribute -> recipe key (plain flags are shortcuts for --set)
+FLAG_KEYS = {
+    "data": "data.path", "model": "model.variant", "out": "run.out_dir",
+    "epochs": "schedule.epochs", "batch_size": "data.batch_size",
+    "global_batch": "optim.global_batch", "lr": "optim.lr", "workers": "data.workers",
+    "image_size": "data.image_size", "amp": "run.amp", "device": "run.device",
+    "pretrained": "model.pretrained", "num_classes": "model.num_classes",
+    "distill": "distill.kind", "teacher": "distill.teacher",
+    "teacher_weights": "distill.teacher_weights", "clip_grad": "optim.clip_grad",
+    "drop_path": "model.drop_path", "seed": "run.seed", "bad_images": "data.bad_images",
+    "save_every": "run.save_every_steps", "threads": "run.threads",
+    "max_steps": "run.max_steps",
+}
+SWITCHES = {"channels_last": ("run.channels_last", True),
+            "reset_classifier": ("model.reset_classifier", True),
+            "deterministic": ("run.deterministic", True), "no_progress": ("run.progress", False),
+            "ema": ("model.pretrained_ema", True)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = "packaged recipes: " + ", ".join(list_recipes())
+    g = add_recipe(parser, "packaged recipe name or YAML file (default: the --model recipe)")
+    g.add_argument("--print-config", action="store_true",
+                   help="print the effective recipe as YAML and exit")
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--data", metavar="DIR|digits",
+                   help="ImageFolder root (train/ and val/ or validation/) or 'digits'")
+    g.add_argument("--model", metavar="NAME", choices=list_models(),
+                   help="FastViT variant, e.g. fastvit_sa12")
+    g.add_argument("--num-classes", type=int, help="check the data has this many classes")
+    g.add_argument("--image-size", type=int)
+    g.add_argument("--bad-images", choices=("skip", "error"),
+                   help="unreadable images: skip with a warning (recipe default) or stop")
+    g.add_argument("--pretrained", metavar="PATH",
+                   help="initial weights for fine-tuning (any layout fastvit reads)")
+    g.add_argument("--checkpoint", dest="pretrained", help=argparse.SUPPRESS)
+    g.add_argument("--ema", action="store_true",
+                   help="take the EMA weights of a training checkpoint given as --pretrained")
+    g.add_argument("--reset-classifier", action="store_true",
+                   help="load --pretrained with its own head, then make a new classifier")
+    g.add_argument("--drop-path", type=float)
+    g = parser.add_argument_group("optimization")
+    g.add_argument("--epochs", type=int, help="epochs of warmup + cosine (cooldown extra)")
+    g.add_argument("--batch-size", type=int, help="images per process and micro-batch")
+    g.add_argument("--global-batch", type=int,
+                   help="images per optimizer step (gradient accumulation fills the gap)")
+    g.add_argument("--lr", type=float, help="learning rate at optim.lr_base_batch images")
+    g.add_argument("--clip-grad", type=float, metavar="NORM")
+    g.add_argument("--distill", choices=("none", "hard", "soft"))
+    g.add_argument("--teacher", metavar="NAME",
+                   help="torchvision classifier (e.g. regnet_y_16gf) or FastViT variant")
+    g.add_argument("--teacher-weights", metavar="PATH", help="local weights of the teacher")
+    g = parser.add_argument_group("run")
+    g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
+    g.add_argument("--resume", metavar="PATH|auto",
+                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--workers", type=int, help="DataLoader worker processes")
+    g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--deterministic", action="store_true",
+                   help="torch.use_deterministic_algorithms (slower on GPU)")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--save-every", type=int, metavar="STEPS",
+                   help="checkpoint every N optimizer steps (0: epoch ends only)")
+    g.add_argument("--max-steps", type=int, metavar="STEP",
+                   help="end this invocation after STEP (checkpointed; resumable)")
+    g.add_argument("--stop-at-step", dest="max_steps", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_compute(parser, device_default=None)
+
+
+def config_values(args: argparse.Namespace) -> dict[str, object]:
+    """The recipe keys the plain flags set (``{"data.path": ..., ...}``)."""
+    values = {key: getattr(args, attr, None) for attr, key in FLAG_KEYS.items()}
+    for attr, (key, value) in SWITCHES.items():
+        if getattr(args, attr, False):
+            values[key] = value
+    return values
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = build_config(args.config, config_values(args), args.overrides)
+    if args.print_config:
+        validate(cfg)
+        print(dump_yaml(cfg), end="")
+        return 0
+    from fastvit.train.trainer import fit
+
+    summary = fit(cfg, resume=args.resume)
+    if summary.get("last_eval") and int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps({"epoch": summary["epoch"], "step": summary["step"],
+                          "best_top1": summary["best_top1"], **summary["last_eval"]}))
+    return 0

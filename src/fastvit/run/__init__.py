@@ -1,0 +1,11 @@
+"""The run layer every trainer shares (classification and the dense tasks).
+
+:mod:`.device` (``--device``/``--amp``/``--threads``), :mod:`.distributed`
+(torchrun process groups), :mod:`.seeding` and :mod:`.sampling` (the
+deterministic, resumable data order), :mod:`.recipes` (YAML recipes checked by
+dataclasses), :mod:`.store` (the run checkpoint format), :mod:`.loop` (one
+epoch of optimizer steps), :mod:`.fit` (epochs, evaluation, checkpoints) and
+:mod:`.metrics_log` (metrics.jsonl, TensorBoard, curves). Nothing here knows
+about a particular task; nothing here imports :mod:`fastvit.train` or
+:mod:`fastvit.tasks`.
+"""

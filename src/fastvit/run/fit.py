@@ -1,0 +1,268 @@
+"""``fit``: epochs of :func:`~fastvit.run.loop.train_epoch` with evaluation, checkpoints,
+logging and early stops -- the part of a training run every trainer shares.
+
+A trainer builds its data, model, optimizer and schedule, wraps them in
+:class:`~fastvit.run.loop.TrainParts` and a :class:`Checkpointer`, and calls
+:func:`fit` with its ``step_fn`` and ``evaluate``. Everything here is the same
+for classification, detection, segmentation and hand mesh: when to evaluate and
+save, ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), the
+progress bar and ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from fastvit.errors import CheckpointError
+from fastvit.run import store
+from fastvit.run.distributed import DistEnv, barrier, gather_objects
+from fastvit.run.loop import LossWindow, Progress, StepFn, StepStats, TrainParts, train_epoch
+from fastvit.run.metrics_log import MetricsLogger, progress_bar
+from fastvit.run.seeding import capture_rng, restore_rng
+
+Metrics = dict[str, Any]
+
+
+@dataclass
+class FitPlan:
+    """When things happen, in optimizer steps and epochs."""
+
+    total_steps: int
+    steps_per_epoch: int
+    max_steps: int | None = None  # stop this invocation after that step (resumable)
+    save_every_steps: int = 0  # 0: checkpoints at epoch ends (and evaluations) only
+    eval_every_epochs: int = 1  # 0: no per-epoch evaluation
+    eval_every_steps: int = 0  # step-based evaluation (iteration schedules); 0: off
+    log_every: int = 50
+
+    @property
+    def total_epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+
+@dataclass
+class FitResult:
+    progress: Progress
+    stopped: bool  # ended before ``total_steps`` (max_steps); resumable
+    last_eval: Metrics = field(default_factory=dict)
+    checkpoint: Path | None = None
+
+
+class Checkpointer:
+    """Builds the run checkpoint (collective: every rank calls :meth:`save`), rank 0 writes.
+
+    ``metadata`` is what a reader of the file needs (variant, class names...);
+    ``on_best(state)`` runs on rank 0 after a new best checkpoint is written.
+    """
+
+    def __init__(self, parts: TrainParts, progress: Progress, out_dir: str | Path, *,
+                 task: str, config: dict[str, Any], metadata: dict[str, Any],
+                 keep_last: int = 3,
+                 on_best: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.parts, self.progress, self.out_dir = parts, progress, Path(out_dir)
+        self.task, self.config, self.metadata = task, config, metadata
+        self.keep_last, self.on_best = keep_last, on_best
+        self.last_saved_step: int | None = None
+        self.last_path: Path | None = None
+
+    @property
+    def env(self) -> DistEnv:
+        return self.parts.env
+
+    def state(self, metrics: Metrics | None = None) -> dict[str, Any]:
+        p, prog = self.parts, self.progress
+        state = {
+            "format": store.RUN_FORMAT, "task": self.task,
+            "model": p.raw_model.state_dict(), "optimizer": p.optimizer.state_dict(),
+            "scheduler": p.scheduler.state_dict(), "scaler": p.scaler.state_dict(),
+            "step": prog.step, "epoch": prog.epoch, "batch_in_epoch": prog.batch_in_epoch,
+            "best_score": prog.best_score, "rng": gather_objects(capture_rng(), self.env),
+            "config": self.config, "metrics": metrics, "world_size": self.env.world_size,
+            "metadata": self.metadata,
+        }
+        if p.ema is not None:
+            state["ema"] = p.ema.module.state_dict()
+            state["ema_n_averaged"] = p.ema.n_averaged.detach().cpu()
+        return state
+
+    def save(self, metrics: Metrics | None = None, best: bool = False) -> None:
+        state = self.state(metrics)
+        if self.env.is_main:
+            self.last_path = store.save_checkpoint(state, self.out_dir, self.progress.step,
+                                                   self.keep_last)
+            if best:
+                store.save_best(state, self.out_dir)
+                if self.on_best is not None:
+                    self.on_best(state)
+        self.last_saved_step = self.progress.step
+        barrier(self.env)
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Put a checkpoint's training state back into the parts and the progress."""
+        p, prog = self.parts, self.progress
+        try:
+            p.raw_model.load_state_dict(state["model"])
+            if p.ema is not None:
+                if "ema" not in state:
+                    raise CheckpointError("the checkpoint has no EMA weights but this recipe "
+                                          "uses EMA")
+                p.ema.module.load_state_dict(state["ema"])
+                p.ema.n_averaged.copy_(state["ema_n_averaged"])
+            p.optimizer.load_state_dict(state["optimizer"])
+            p.scheduler.load_state_dict(state["scheduler"])
+            if state.get("scaler"):
+                p.scaler.load_state_dict(state["scaler"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            if isinstance(err, CheckpointError):
+                raise
+            raise CheckpointError(f"checkpoint state does not fit this run: "
+                                  f"{str(err).strip().splitlines()[0]}") from None
+        prog.epoch, prog.step = int(state["epoch"]), int(state["step"])
+        prog.batch_in_epoch = int(state["batch_in_epoch"])
+        prog.best_score = float(state.get("best_score", -math.inf))
+        rng = state.get("rng")
+        if isinstance(rng, list) and len(rng) == self.env.world_size:
+            restore_rng(rng[self.env.rank])
+
+
+def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: StepFn,
+        plan: FitPlan, checkpointer: Checkpointer, logger: MetricsLogger, *,
+        evaluate: Callable[[], Metrics] | None = None,
+        score: Callable[[Metrics], float] | None = None,
+        describe: Callable[[Metrics], str] | None = None,
+        say: Callable[[str], None] = print, show_progress: bool = True) -> FitResult:
+    """Train until ``plan.total_steps`` (or ``plan.max_steps``), evaluating and saving.
+
+    ``evaluate()`` returns the metrics of the current weights (collective under
+    DDP); ``score(metrics)`` is what ``best.pt`` maximises; ``describe(metrics)``
+    is the end-of-epoch line. ``loader.sampler`` is a
+    :class:`~fastvit.run.sampling.ResumableEpochSampler`. Evaluation runs every
+    ``plan.eval_every_steps`` steps when that is set, else every
+    ``plan.eval_every_epochs`` epochs, and always at the end.
+    """
+    env = parts.env
+    window = LossWindow(env)
+    last_eval: Metrics = {}
+    evaluated_at: int | None = None
+    bar = None
+
+    def evaluate_and_save() -> None:
+        nonlocal last_eval, evaluated_at
+        last_eval = evaluate() if evaluate is not None else {}
+        evaluated_at = progress.step
+        parts.raw_model.train()
+        best = False
+        if score is not None and last_eval:
+            value = score(last_eval)
+            best = value > progress.best_score
+            progress.best_score = max(progress.best_score, value)
+        logger.log({"kind": "eval", "step": progress.step, "epoch": progress.epoch,
+                    **last_eval})
+        checkpointer.save(metrics=last_eval, best=best)
+
+    def on_step(prog: Progress, stats: StepStats) -> bool:
+        window.add(stats)
+        if prog.step % plan.log_every == 0 or prog.step == 1:
+            record = window.take()
+            logger.log({"kind": "train", "step": prog.step, "epoch": prog.epoch,
+                        "lr": stats.lr, **record})
+            if bar is not None and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{record.get('loss', math.nan):.4f}",
+                                lr=f"{stats.lr:.2e}", img_s=f"{record['img_per_s']:.0f}")
+        if plan.eval_every_steps and (prog.step % plan.eval_every_steps == 0
+                                      or prog.step == plan.total_steps):
+            evaluate_and_save()
+        elif plan.save_every_steps and prog.step % plan.save_every_steps == 0:
+            checkpointer.save()
+        return prog.step >= plan.total_steps or (plan.max_steps is not None
+                                                 and prog.step >= plan.max_steps)
+
+    while progress.step < plan.total_steps:
+        epoch = progress.epoch
+        loader.sampler.set_epoch(epoch, progress.batch_in_epoch)
+        bar = progress_bar(loader, total=loader.sampler.usable_batches,
+                           initial=progress.batch_in_epoch,
+                           desc=f"epoch {epoch + 1}/{plan.total_epochs}",
+                           enabled=env.is_main and show_progress)
+        result = train_epoch(parts, bar, progress, step_fn, on_step=on_step)
+        skipped = sum(gather_objects(len(result.skipped), env))
+        if skipped:
+            say(f"warning: skipped {skipped} unreadable image(s) in epoch {epoch + 1}")
+        if progress.batch_in_epoch >= loader.sampler.usable_batches:  # the epoch is complete
+            progress.epoch += 1
+            progress.batch_in_epoch = 0
+            due = not plan.eval_every_steps and plan.eval_every_epochs and (
+                progress.epoch % plan.eval_every_epochs == 0
+                or progress.step >= plan.total_steps)
+            if due:
+                evaluate_and_save()
+            elif checkpointer.last_saved_step != progress.step:
+                checkpointer.save()
+            line = f"epoch {progress.epoch}/{plan.total_epochs} (step {progress.step}): " \
+                   f"train loss {result.mean_loss:.4f}"
+            if due and last_eval:
+                line += ", " + (describe or _describe)(last_eval)
+            say(line)
+        if result.stopped and progress.step < plan.total_steps:
+            if checkpointer.last_saved_step != progress.step:
+                checkpointer.save()
+            say(f"stopped at step {progress.step} of {plan.total_steps} (--max-steps); "
+                f"continue with --resume auto")
+            return FitResult(progress, True, last_eval, checkpointer.last_path)
+    if evaluated_at != progress.step and evaluate is not None:
+        evaluate_and_save()
+    elif checkpointer.last_saved_step != progress.step:
+        checkpointer.save()
+    return FitResult(progress, False, last_eval, checkpointer.last_path)
+
+
+def _describe(metrics: Metrics) -> str:
+    shown = {k: v for k, v in _flat(metrics).items() if isinstance(v, float | int)}
+    return ", ".join(f"{k} {v:.4g}" for k, v in list(shown.items())[:6])
+
+
+def _flat(metrics: Metrics, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key} "))
+        elif key not in ("count", "skipped"):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
+                      config: dict[str, Any], world_size: int,
+                      free_keys: frozenset[str] = frozenset()) -> tuple[dict | None, Path | None]:
+    """The checkpoint to resume (``auto``: the newest in ``out_dir``, if any), checked
+    against this run's recipe and process count before anything is loaded."""
+    from fastvit.run.recipes import recipe_differences
+
+    if not resume:
+        return None, None
+    path = store.resolve_resume(resume, out_dir)
+    if path is None:
+        return None, None
+    state = store.load_run_checkpoint(path, task)
+    diffs = recipe_differences(state["config"], config, free_keys)
+    if diffs:
+        raise CheckpointError(f"cannot resume {path}: it was trained with another recipe; "
+                              f"differing keys:\n  " + "\n  ".join(diffs))
+    if state.get("world_size", 1) != world_size and state["batch_in_epoch"] > 0:
+        raise CheckpointError(f"{path} was written mid-epoch by {state['world_size']} "
+                              f"process(es); resume it with the same number of processes")
+    return state, path
+
+
+def torch_state_summary(model: torch.nn.Module) -> str:
+    """``12.3M parameters (4.5M trainable)`` for run headers."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return f"{total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trainable)"

@@ -1,0 +1,151 @@
+"""Run logging: tqdm progress, JSON-lines metrics, TensorBoard, PNG curves.
+
+Only rank 0 logs. ``metrics.jsonl`` gets one object per line: ``{"kind":
+"train", "step", "epoch", "loss", (other losses), "lr", "img_per_s"}`` every
+``log_every`` steps and ``{"kind": "eval", "step", "epoch", ...metrics}`` after
+each evaluation. A resumed run appends; readers keep the last record per
+``(kind, step)``, which is what :func:`read_metrics` returns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+METRICS_NAME = "metrics.jsonl"
+CURVES_NAME = "curves.png"
+
+
+class MetricsLogger:
+    """Append-only metrics sink (JSON lines + TensorBoard when installed)."""
+
+    def __init__(self, out_dir: str | Path, enabled: bool = True,
+                 tensorboard: bool = True) -> None:
+        self.enabled = enabled
+        self.path = Path(out_dir) / METRICS_NAME
+        self._tb = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is an optional extra
+                SummaryWriter = None  # noqa: N806
+            if SummaryWriter is not None:
+                self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record, sort_keys=True) + "\n")
+            fh.flush()
+        if self._tb is not None:
+            step = record.get("step", 0)
+            for key, value in _flatten(record).items():
+                if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
+                    self._tb.add_scalar(f"{record.get('kind', 'misc')}/{key}", value, step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.flush()
+            self._tb.close()
+            self._tb = None
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Records of ``metrics.jsonl`` in step order, the last one winning per (kind, step)."""
+    latest: dict[tuple[str, int], dict[str, Any]] = {}
+    path = Path(path)
+    if not path.is_file():
+        return []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            latest[(record.get("kind", ""), int(record.get("step", 0)))] = record
+    return [latest[k] for k in sorted(latest, key=lambda k: (k[1], k[0]))]
+
+
+def progress_bar(iterable: Iterable, *, total: int, desc: str, enabled: bool,
+             initial: int = 0) -> Iterator:
+    """tqdm bar on rank 0 (stderr); plain iteration elsewhere or when tqdm is missing."""
+    if not enabled:
+        return iter(iterable)
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return iter(iterable)
+    return tqdm(iterable, total=total, desc=desc, initial=initial, dynamic_ncols=True,
+                leave=False, file=sys.stderr, mininterval=1.0)
+
+
+def _lookup(record: dict[str, Any], dotted: str) -> float | None:
+    value: Any = record
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return float(value) if isinstance(value, int | float) else None
+
+
+def plot_curves(metrics_path: str | Path, png_path: str | Path,
+                eval_metrics: dict[str, str] | None = None, eval_title: str = "evaluation"
+                ) -> Path | None:
+    """Losses and learning rate per step, and evaluation metrics, as one PNG.
+
+    ``eval_metrics`` maps a legend label to a dotted key of the eval records
+    (classification: ``{"model top-1": "model.top1", "EMA top-1": "ema.top1"}``).
+    """
+    records = read_metrics(metrics_path)
+    train = [r for r in records if r.get("kind") == "train" and math.isfinite(r.get("loss", 0))]
+    evals = [r for r in records if r.get("kind") == "eval"]
+    if not train and not evals:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastvit.files import atomic_write
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    ax_loss, ax_lr, ax_eval = axes
+    if train:
+        steps = [r["step"] for r in train]
+        losses = sorted(k for k in train[0] if k == "loss" or k.startswith("loss_"))
+        for key in losses:
+            ax_loss.plot(steps, [r.get(key, math.nan) for r in train], label=key,
+                         lw=1.5 if key == "loss" else 0.8)
+        if len(losses) > 1:
+            ax_loss.legend(fontsize=7)
+        ax_lr.plot(steps, [r["lr"] for r in train], lw=1, color="tab:orange")
+    ax_loss.set(title="training loss", xlabel="step")
+    ax_lr.set(title="learning rate", xlabel="step")
+    for label, key in (eval_metrics or {}).items():
+        points = [(r["step"], v) for r in evals if (v := _lookup(r, key)) is not None]
+        if points:
+            ax_eval.plot(*zip(*points, strict=True), "-o", label=label, ms=3)
+    ax_eval.set(title=eval_title, xlabel="step")
+    if evals and eval_metrics:
+        ax_eval.legend()
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = atomic_write(png_path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)
+    return out

@@ -1,0 +1,281 @@
+"""Recipes: YAML files in the package are the source of truth, dataclasses check them.
+
+One rule for every trainer (classification and the dense tasks): a recipe is a
+YAML file that spells out every value. It is either a packaged file
+(``fastvit/configs/NAME.yaml``, ``fastvit/configs/tasks/NAME.yaml``) or the
+user's own, which may start from another recipe with ``base: NAME`` and change
+only some keys. The recipe's dataclass (flat like the task recipes, or with
+sections like :class:`fastvit.train.config.TrainConfig`) declares each key's
+type and has a ``validate()`` method; loading converts every value to its
+declared type and refuses unknown or missing keys. Precedence, lowest first:
+``base`` recipe < recipe file < plain command-line flags < ``--set key=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from fastvit.errors import ConfigError
+
+R = TypeVar("R")
+BASE_KEY = "base"
+
+
+def recipe_dir(folder: str = "") -> Path:
+    """The packaged recipes (``fastvit/configs`` or a sub-folder such as ``tasks``)."""
+    return Path(str(resources.files("fastvit") / "configs")) / folder
+
+
+def list_recipes(folder: str = "") -> list[str]:
+    return sorted(p.stem for p in recipe_dir(folder).glob("*.yaml"))
+
+
+def resolve_recipe(name_or_path: str | Path, folder: str = "") -> Path:
+    """A YAML path, or the name of a packaged recipe in ``folder``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"recipe file not found: {path}")
+        return path
+    packaged = recipe_dir(folder) / f"{name_or_path}.yaml"
+    if not packaged.is_file():
+        raise ConfigError(f"unknown recipe {str(name_or_path)!r}; packaged recipes: "
+                          f"{', '.join(list_recipes(folder))} (or pass a .yaml path)")
+    return packaged
+
+
+def read_recipe(name_or_path: str | Path, folder: str = "",
+                _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The nested dict of a recipe file with its ``base`` chain merged in."""
+    path = resolve_recipe(name_or_path, folder)
+    if path.resolve() in _seen:
+        raise ConfigError(f"recipe {path}: 'base' chain loops back to itself")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of key: value")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    return merge(read_recipe(base, folder, (*_seen, path.resolve())), data)
+
+
+def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """``changes`` over ``base``, recursing into sections."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_recipe(cls: type[R], name_or_path: str | Path, folder: str = "",
+                overrides: Iterable[str] | Mapping[str, Any] = ()) -> R:
+    """Build recipe ``cls`` from a packaged name or a YAML path, then apply ``overrides``
+    (``["key=value", "section.key=value"]`` strings or a ``{dotted key: value}`` dict)."""
+    path = resolve_recipe(name_or_path, folder)
+    recipe = from_dict(cls, read_recipe(path, folder), source=str(path))
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            set_value(recipe, key, value, source="override")
+        return recipe
+    return apply_overrides(recipe, overrides)
+
+
+# ---------------------------------------------------------------------------
+# dict <-> dataclass
+# ---------------------------------------------------------------------------
+
+
+def from_dict(cls: type[R], data: Mapping[str, Any], *, source: str = "recipe") -> R:
+    """Instantiate dataclass ``cls`` from ``data``: every field present, no unknown keys,
+    values converted to the declared types; dataclass-typed fields are sections."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{source}: unknown recipe key(s) {', '.join(unknown)}; "
+                          f"valid: {', '.join(names)}")
+    missing = [n for n in names if n not in data]
+    if missing:
+        raise ConfigError(f"{source}: missing recipe key(s) {', '.join(missing)} (a recipe "
+                          f"spells out every value, or starts from one with 'base: NAME')")
+    values = {}
+    for name in names:
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = from_dict(kind, data[name] or {}, source=f"{source}: {name}")
+        else:
+            values[name] = coerce(data[name], kind, name)
+    return cls(**values)
+
+
+def to_dict(recipe: Any) -> dict[str, Any]:
+    """Plain nested dict (tuples become lists) that YAML, JSON and ``weights_only`` accept."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_dict(value)
+        else:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def dump_yaml(recipe: Any) -> str:
+    return yaml.safe_dump(to_dict(recipe), sort_keys=False)
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert ``value`` (from YAML or a CLI string) to the field's type."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "~")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce(value, inner[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = yaml.safe_load(value if value.startswith("[") else f"[{value}]")
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key} expects a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce(v, args[0], key) for v in value)
+        if len(value) != len(args):
+            raise ConfigError(f"{key} expects {len(args)} values, got {value!r}")
+        return tuple(coerce(v, a, key) for v, a in zip(value, args, strict=True))
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low in ("1", "true", "yes", "on"):
+                    return True
+                if low in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            if isinstance(value, bool | int):
+                return bool(value)
+            raise ValueError(value)
+        if annotation is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(float(value)) if isinstance(value, str) else int(value)
+        if annotation is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, str | int | float):
+                raise ValueError(value)
+            return str(value)
+    except (TypeError, ValueError):
+        name = getattr(annotation, "__name__", str(annotation))
+        raise ConfigError(f"{key} expects a {name}, got {value!r}") from None
+    return value
+
+
+# ---------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------
+
+
+def set_value(recipe: Any, dotted: str, value: Any, *, source: str = "override") -> None:
+    """Set ``key`` or ``section.key`` of ``recipe`` to ``value`` converted to its type."""
+    target, parts = recipe, dotted.split(".")
+    for part in parts[:-1]:
+        section = getattr(target, part, None)
+        if not dataclasses.is_dataclass(section):
+            raise ConfigError(f"{source}: unknown recipe key {dotted!r} "
+                              f"(keys: {', '.join(_keys(recipe))})")
+        target = section
+    hints = typing.get_type_hints(type(target))
+    key = parts[-1]
+    if key not in hints or dataclasses.is_dataclass(hints[key]):
+        raise ConfigError(f"{source}: unknown recipe key {dotted!r} "
+                          f"(keys: {', '.join(_keys(recipe))})")
+    setattr(target, key, coerce(value, hints[key], dotted))
+
+
+def _keys(recipe: Any, prefix: str = "") -> list[str]:
+    out = []
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if dataclasses.is_dataclass(value):
+            out.append(f"{prefix}{f.name}.*")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"optim.lr=5e-4"`` -> ``("optim.lr", 5e-4)`` (the value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. lr=5e-4), got {item!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {key}: cannot parse value {raw!r}") from None
+    return key.strip(), value
+
+
+def apply_overrides(recipe: R, overrides: Iterable[str]) -> R:
+    """Apply ``["optim.lr=5e-4", "data.mixup=0", ...]`` in order."""
+    for item in overrides:
+        key, value = parse_override(item)
+        set_value(recipe, key, value, source="--set")
+    return recipe
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def recipe_differences(stored: Mapping[str, Any], current: Mapping[str, Any],
+                       ignore: Iterable[str] = ()) -> list[str]:
+    """Keys whose values differ between a checkpoint's recipe and this run's (a resumed
+    run must compute the same thing; ``ignore`` lists keys that may change)."""
+    a, b = flatten(stored), flatten(current)
+    skip = set(ignore)
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        if key in skip:
+            continue
+        x, y = a.get(key), b.get(key)
+        if (list(x) if isinstance(x, tuple) else x) != (list(y) if isinstance(y, tuple) else y):
+            diffs.append(f"{key}: checkpoint {x!r}, this run {y!r}")
+    return diffs
+
+
+def stored_recipe(cls: type[R], stored: Mapping[str, Any], default: str, folder: str = "",
+                  source: str = "checkpoint") -> R:
+    """The recipe a checkpoint was trained with, readable even when the checkpoint is
+    older than today's recipe keys: missing keys come from the packaged ``default``
+    recipe, keys that no longer exist are dropped, and the old on/off ``amp``
+    switch becomes ``"on"`` / ``"none"``."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in stored.items() if k in names}
+    if isinstance(values.get("amp"), bool):
+        values["amp"] = "on" if values["amp"] else "none"
+    return from_dict(cls, merge(read_recipe(default, folder), values), source=source)

@@ -1,0 +1,322 @@
+"""Export round trips (ONNX Runtime, TorchScript, torch.export, Core ML spec), baked
+normalization, BatchNorm folding, int8 agreement and the command's error handling.
+
+Tolerances: ONNX Runtime vs eager max |diff| <= 1e-4; TorchScript / torch.export vs
+eager <= 1e-5; exact graph rewrites (BN fold, baked normalization) <= 1e-5 relative
+to the output scale (1e-4 for the raw 0-255 input, whose values are 255x larger).
+int8: fp32/int8 top-1 agreement >= 80% on the held-out digits (measured: ~98%).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import fastvit
+from fastvit.cli import main as cli
+from fastvit.deploy.normalization import bake_normalization
+from fastvit.deploy.onnx_export import export_onnx
+from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
+from fastvit.deploy.torch_export import export_program, export_torchscript
+from fastvit.deploy.verification import ExportVerificationError
+from fastvit.models import fold_batchnorms
+from fastvit.pipeline import load_model
+from tests.helpers.digits import DIGITS_SIZE, digits_assets
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def fused_randomized(name: str, seed: int = 0) -> torch.nn.Module:
+    """Random BN statistics and layer scales BEFORE fusing (fresh ones hide folding bugs)."""
+    model = fastvit.create_model(name)
+    fastvit.randomize_model_stats(model, seed=seed)
+    return fold_batchnorms(fastvit.reparameterize(model))
+
+
+def relative_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / a.abs().max())
+
+
+def normalize(raw: torch.Tensor) -> torch.Tensor:
+    return (raw / 255 - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
+
+
+# ---------------------------------------------------------------------------
+# Exact graph rewrites
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+def test_fold_batchnorms_removes_every_batchnorm_exactly(name: str) -> None:
+    model = fastvit.randomize_model_stats(fastvit.create_model(name), seed=3)
+    fused = fastvit.reparameterize(model)
+    folded = fold_batchnorms(copy.deepcopy(fused))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert fastvit.max_abs_difference(fused, folded, (2, 3, 64, 64), relative=True) < 1e-5
+
+
+def naive_fold(fused: torch.nn.Module) -> torch.nn.Module:
+    """The tempting but wrong fold: mean into the bias, conv padding left at zero."""
+    model = copy.deepcopy(fused)
+    conv = model.stem[0].reparam_conv
+    scale = 1 / (255 * torch.tensor(STD))
+    shift = -torch.tensor(MEAN) / torch.tensor(STD)
+    with torch.no_grad():
+        conv.bias += (conv.weight * shift.view(1, 3, 1, 1)).sum((1, 2, 3))
+        conv.weight *= scale.view(1, 3, 1, 1)
+    return model
+
+
+def test_baked_normalization_on_raw_pixels_equals_normal_pipeline() -> None:
+    fused = fused_randomized("fastvit_t8")
+    baked = bake_normalization(fused, MEAN, STD)
+    raw = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)) * 255
+    with torch.no_grad():
+        expected = fused(normalize(raw))
+        got = baked(raw)
+        # The check is sensitive to the border: folding the mean into the bias is exact
+        # in the interior but wrong where the conv zero-pads, and must fail this check.
+        wrong = naive_fold(fused)(raw)
+    assert relative_diff(expected, got) < 1e-4
+    assert relative_diff(expected, wrong) > 1e-3
+    # the first conv's output agrees with the naive fold away from the 1-pixel border only
+    stem_conv = fused.stem[0].reparam_conv
+    with torch.no_grad():
+        exact_map = stem_conv(normalize(raw))
+        naive_map = naive_fold(fused).stem[0].reparam_conv(raw)
+    interior = (exact_map - naive_map)[..., 1:, 1:].abs().max()
+    border = (exact_map - naive_map)[..., 0, :].abs().max()
+    assert interior < 1e-3 < border
+
+
+def test_bake_normalization_without_mean_subtraction_is_for_a_preprocessing_bias() -> None:
+    fused = fused_randomized("fastvit_t8", seed=2)
+    baked = bake_normalization(fused, MEAN, STD, subtract_mean=False)
+    raw = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        got = baked(raw - 255 * torch.tensor(MEAN).view(1, 3, 1, 1))
+        assert relative_diff(fused(normalize(raw)), got) < 1e-4
+
+
+# ---------------------------------------------------------------------------
+# Round trips
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("name", "size"), [("fastvit_t8", 224), ("fastvit_sa12", 192)])
+def test_onnx_dynamic_batch_round_trip(tmp_path, name: str, size: int) -> None:
+    model = fused_randomized(name)
+    path = tmp_path / f"{name}.onnx"
+    check = export_onnx(model, path, image_size=size, dynamic_batch=True,
+                        metadata={"fastvit.variant": name})
+    assert check.batches == (1, 4) and check.max_abs_diff <= 1e-4
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 18
+    assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx"}  # portable ops only
+    assert read_onnx_metadata(path)["fastvit.variant"] == name
+    session = ort_session(path)
+    for batch in (1, 4):  # one file, two batch sizes, fresh inputs
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch + 7))
+        got = session.run(None, {"input": x.numpy()})[0]
+        with torch.no_grad():
+            expected = model(x).numpy()
+        assert got.shape == (batch, 1000)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("name", ["fastvit_t8", "fastvit_sa12"])
+def test_torchscript_and_torch_export_round_trips(tmp_path, name: str) -> None:
+    model = fused_randomized(name, seed=5)
+    ts = export_torchscript(model, tmp_path / "m.ts.pt", image_size=64, dynamic_batch=True)
+    pt2 = export_program(model, tmp_path / "m.pt2", image_size=64, dynamic_batch=True)
+    assert ts.max_abs_diff <= 1e-5 and pt2.max_abs_diff <= 1e-5
+    assert ts.batches == pt2.batches == (1, 4)
+    with open(tmp_path / "m.pt2", "rb") as fh:
+        program = torch.export.load(fh).module()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        assert (program(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
+    import fastvit.deploy.onnx_export as export
+
+    real = export.ort_runner
+    monkeypatch.setattr(export, "ort_runner", lambda s: (lambda x: [
+        o + 1e-3 for o in real(s)(x)]))
+    path = tmp_path / "t8.onnx"
+    with pytest.raises(ExportVerificationError, match=r"max \|diff\| = 0.001 > 0.0001"):
+        export_onnx(fused_randomized("fastvit_t8"), path, image_size=64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def coreml_spec(path):
+    import coremltools as ct
+
+    return ct.utils.load_spec(str(path))
+
+
+def coreml_input_bias(spec) -> list[float]:
+    """Values of the constant Core ML adds to the image (its preprocessing ``bias``)."""
+    main = spec.mlProgram.functions["main"]
+    ops = main.block_specializations[main.opset].operations
+    consts = {op.outputs[0].name: op for op in ops if op.type == "const"}
+    for op in ops:
+        if op.type == "add" and op.inputs["x"].arguments[0].name == "image":
+            const = consts[op.inputs["y"].arguments[0].name]
+            return list(const.attributes["val"].immediateValue.tensor.floats.values)
+    raise AssertionError("no preprocessing add on the image input")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside coremltools
+def test_coreml_image_classifier_spec(tmp_path, caplog) -> None:
+    from fastvit.deploy.coreml import coreml_network, export_coreml
+
+    dm = load_model("fastvit_t8")
+    path = tmp_path / "t8.mlpackage"
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        assert export_coreml(dm, path, image_size=64, image_input=True) is None  # Linux
+    assert "prediction check skipped" in caplog.text
+    spec = coreml_spec(path)
+    assert spec.WhichOneof("Type") == "mlProgram"
+    (image,) = spec.description.input
+    assert image.name == "image" and image.type.WhichOneof("Type") == "imageType"
+    assert (image.type.imageType.width, image.type.imageType.height) == (64, 64)
+    assert image.type.imageType.colorSpace == image.type.imageType.RGB
+    assert [o.name for o in spec.description.output] == ["classLabel", "classLabel_probs"]
+    assert spec.description.predictedFeatureName == "classLabel"
+    assert np.allclose(coreml_input_bias(spec), [-255 * m for m in MEAN], atol=1e-3)
+    # What Core ML converts: (raw - 255 mean) -> probabilities == softmax(model(normalized))
+    network, classifier = coreml_network(dm, image_input=True)
+    raw = torch.rand(1, 3, 64, 64) * 255
+    with torch.no_grad():
+        got = network(raw - 255 * torch.tensor(MEAN).view(1, 3, 1, 1))
+        expected = dm.model(normalize(raw)).softmax(1)
+    assert classifier and relative_diff(expected, got) < 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_coreml_tensor_input_sa12_spec(tmp_path) -> None:
+    from fastvit.deploy.coreml import export_coreml
+
+    dm = load_model("fastvit_sa12")
+    export_coreml(dm, tmp_path / "sa12.mlpackage", image_size=256, precision="fp32",
+                  classifier=False)  # plain logits output
+    spec = coreml_spec(tmp_path / "sa12.mlpackage")
+    (tensor,) = spec.description.input
+    assert tensor.name == "input"
+    assert list(tensor.type.multiArrayType.shape) == [1, 3, 256, 256]
+    assert tensor.type.multiArrayType.dataType == tensor.type.multiArrayType.FLOAT32
+    assert [o.name for o in spec.description.output] == ["logits"]
+
+
+# ---------------------------------------------------------------------------
+# int8
+# ---------------------------------------------------------------------------
+
+
+def test_int8_keeps_fp32_top1_on_labelled_digits(tmp_path, capsys) -> None:
+    assets = digits_assets()
+    out = tmp_path / "digits.onnx"
+    code = cli(["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
+                "--format", "onnx", "--image-size", str(DIGITS_SIZE), "--output", str(out),
+                "--int8", "--calibration", str(assets.calibration), "--calibration-size", "60",
+                "--eval", str(assets.val), "--min-agreement", "0.8"])
+    assert code == 0
+    report = json.loads((tmp_path / "digits.int8.json").read_text())
+    assert report["calibration_images"] == 60 and report["images"] >= 250
+    assert report["top1_agreement"] >= 0.80
+    assert report["fp32_top1"] >= 0.80  # the fitted model is a real classifier
+    assert abs(report["top1_difference"]) <= 0.05
+    proto = onnx.load(str(tmp_path / "digits.int8.onnx"))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    weight_scales = [i for i in proto.graph.initializer if i.name.endswith("weight_scale")]
+    assert any(len(i.dims) == 1 and i.dims[0] > 1 for i in weight_scales)  # per-channel
+    assert "top-1 agreement with fp32" in capsys.readouterr().out
+
+
+def test_int8_min_agreement_failure_writes_nothing(tmp_path) -> None:
+    assets = digits_assets()
+    args = ["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
+            "--format", "onnx", "--image-size", str(DIGITS_SIZE), "--output",
+            str(tmp_path / "d.onnx"), "--int8", "--calibration", str(assets.calibration),
+            "--calibration-size", "10", "--min-agreement", "1.01"]
+    assert cli(args) == 2
+    assert not (tmp_path / "d.int8.onnx").exists()
+
+
+# ---------------------------------------------------------------------------
+# The command line
+# ---------------------------------------------------------------------------
+
+
+def test_cli_exports_checkpoint_with_raw_pixels(tmp_path) -> None:
+    assets = digits_assets()
+    out = tmp_path / "raw.onnx"
+    assert cli(["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
+                "--format", "onnx", "--raw-pixels", "--image-size", "64",
+                "--output", str(out)]) == 0
+    meta = read_onnx_metadata(out)
+    assert meta["fastvit.input"] == "raw_pixels_0_255"
+    assert json.loads(meta["fastvit.class_names"]) == assets.class_names
+    dm = load_model(checkpoint=assets.checkpoint)
+    raw = torch.rand(1, 3, 64, 64) * 255
+    got = ort_session(out).run(None, {"input": raw.numpy()})[0]
+    with torch.no_grad():
+        expected = dm.model(normalize(raw)).numpy()
+    assert np.abs(got - expected).max() / np.abs(expected).max() < 1e-4
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--checkpoint", "{missing}"], "checkpoint not found"),
+    (["--checkpoint", "{digits}", "--model", "fastvit_sa12"], "holds fastvit_t8 weights"),
+    (["--int8"], "--int8 needs --calibration"),
+    (["--format", "coreml", "--dynamic-batch"], "Core ML export is batch 1"),
+    (["--image-size", "16"], "--image-size must be >= 32"),
+])
+def test_cli_bad_input_is_one_clear_error(tmp_path, capsys, argv, message) -> None:
+    fill = {"{missing}": str(tmp_path / "nope.safetensors")}
+    if "{digits}" in argv:
+        fill["{digits}"] = str(digits_assets().checkpoint)
+    argv = [fill.get(a, a) for a in argv]
+    base = {"--model": "fastvit_t8", "--format": "onnx", "--output": str(tmp_path / "x.onnx")}
+    for key, value in base.items():
+        if key not in argv:
+            argv += [key, value]
+    assert cli(["export", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastvit export: error:") and message in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_cli_unknown_format_is_an_argparse_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["export", "--model", "fastvit_t8", "--format", "tflite"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_gelu_is_fused_by_onnx_runtime(tmp_path) -> None:
+    """The exported erf-GELU must reach ORT in the operand order it fuses (3x on CPU)."""
+    import onnxruntime as ort
+
+    path = tmp_path / "t8.onnx"
+    export_onnx(fused_randomized("fastvit_t8"), path, image_size=64)
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    # every block's GELU is fused; ORT leaves the head's one (after squeeze-excite, 8x8)
+    assert ops.count("Gelu") >= 16 and ops.count("Erf") <= 1

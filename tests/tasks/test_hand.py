@@ -1,0 +1,446 @@
+"""FreiHAND 3D hand mesh: metrics, MANO conversion/layer, data, train/evaluate/predict.
+
+Everything runs on synthetic data the tests make: a MANO-format model with the
+real array layout (``_hand_utils.synthetic_mano_arrays``) and FreiHAND-format
+folders rendered from it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from tests.helpers.hand import (
+    make_freihand,
+    synthetic_mano_arrays,
+    write_mano_npz,
+    write_release_style_pickle,
+)
+from tests.helpers.tasks import torchrun
+
+from fastvit.cli import main as cli_main
+from fastvit.errors import DataError
+from fastvit.tasks.hand.data import Augmentation, FreiHandDataset, load_annotations, project
+from fastvit.tasks.hand.mano import (
+    FREIHAND_FINGERTIPS,
+    MANO_TO_FREIHAND,
+    ManoLayer,
+    axis_angle_to_matrix,
+    build_mano_layer,
+    convert_mano,
+    load_mano_arrays,
+    matrix_to_axis_angle,
+)
+from fastvit.tasks.hand.metrics import (
+    HandMeshMeter,
+    f_score,
+    pa_errors,
+    procrustes_align,
+    sample_metrics,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def random_rotation(seed: int) -> torch.Tensor:
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.det(q) > 0 else -q
+
+
+# ---------------------------------------------------------------------------------------
+# Metrics on hand-computed cases
+
+
+@pytest.mark.parametrize("allow_reflection", [True, False])
+def test_pa_error_is_zero_for_a_similarity_copy(allow_reflection):
+    gt = torch.randn(4, 778, 3, dtype=torch.float64) * 0.05           # metres
+    rot = torch.stack([random_rotation(s) for s in range(4)])
+    pred = 1.7 * gt @ rot.transpose(1, 2) + torch.tensor([0.1, -0.2, 0.6], dtype=torch.float64)
+    err_mm = pa_errors(pred, gt, allow_reflection=allow_reflection) * 1000
+    assert err_mm.abs().max() < 1e-6
+    joints_mm = pa_errors(pred[:, :21], gt[:, :21], allow_reflection=allow_reflection) * 1000
+    assert joints_mm.abs().max() < 1e-6
+
+
+def test_reflection_handling():
+    """The benchmark's orthogonal Procrustes undoes a mirror image; the proper-rotation
+    variant cannot, and leaves a large error on a non-planar set."""
+    gt = torch.randn(2, 50, 3, dtype=torch.float64) * 0.05
+    mirrored = gt * torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64)
+    assert pa_errors(mirrored, gt, allow_reflection=True).max() * 1000 < 1e-6
+    assert pa_errors(mirrored, gt, allow_reflection=False).min() * 1000 > 10.0
+
+
+def test_pa_error_of_a_known_perturbation():
+    """Square of half-side a in the z=0 plane, corners pushed +-d out of plane as a
+    saddle. The cross-covariance is diag(4a^2, 4a^2, 0), so the best rotation is the
+    identity and only the scale c = 2a^2 / (2a^2 + d^2) helps: each corner ends
+    |((c - 1) a, (c - 1) a, c d)| = d a sqrt(2 / (2 a^2 + d^2)) away."""
+    a, d = 10.0, 1.0  # mm
+    gt = torch.tensor([[a, a, 0], [-a, -a, 0], [a, -a, 0], [-a, a, 0]], dtype=torch.float64)
+    pred = gt + torch.tensor([[0, 0, d], [0, 0, d], [0, 0, -d], [0, 0, -d]],
+                             dtype=torch.float64)
+    expected = d * a * math.sqrt(2.0 / (2 * a * a + d * d))            # 0.99751 mm
+    rot = random_rotation(3)
+    for allow in (True, False):   # also after moving the prediction rigidly away
+        moved = (3.0 * pred @ rot.T + 5.0)[None]
+        err = pa_errors(moved, gt[None], allow_reflection=allow)
+        assert err.item() == pytest.approx(expected, abs=1e-9)
+    assert expected == pytest.approx(0.99751, abs=1e-5)
+
+
+def test_f_score_on_a_known_point_set():
+    gt = torch.tensor([[0, 0, 0], [10, 0, 0], [20, 0, 0], [30, 0, 0]], dtype=torch.float64)
+    pred = torch.tensor([[0, 0, 0], [10, 3, 0], [20, 0, 0], [30, 20, 0], [45, 0, 0]],
+                        dtype=torch.float64)
+    # nearest distances pred->gt: 0, 3, 0, 20, 15; gt->pred: 0, 3, 0, 10
+    f, p, r = f_score(pred[None], gt[None], 5.0)
+    assert (p.item(), r.item()) == (pytest.approx(3 / 5), pytest.approx(3 / 4))
+    assert f.item() == pytest.approx(2 * 0.6 * 0.75 / 1.35)             # 2/3
+    f15, p15, r15 = f_score(pred[None], gt[None], 15.0)                  # strict "<" as eval.py
+    assert (p15.item(), r15.item()) == (pytest.approx(3 / 5), 1.0)
+    assert f15.item() == pytest.approx(2 * 0.6 / 1.6)                   # 3/4
+    f16, p16, r16 = f_score(pred[None], gt[None], 16.0)
+    assert (p16.item(), r16.item()) == (pytest.approx(4 / 5), 1.0)
+    assert f16.item() == pytest.approx(8 / 9)
+    far = f_score(pred[None] + 1000, gt[None], 5.0)[0]
+    assert far.item() == 0.0
+
+
+def test_sample_metrics_and_meter():
+    gt_v = torch.randn(3, 778, 3, dtype=torch.float64) * 0.04
+    gt_j = torch.randn(3, 21, 3, dtype=torch.float64) * 0.04
+    rot = random_rotation(7)
+    m = sample_metrics(0.5 * gt_j @ rot.T + 1, gt_j, 0.5 * gt_v @ rot.T + 1, gt_v)
+    assert m["pa_mpjpe_mm"].max() < 1e-6 and m["pa_mpvpe_mm"].max() < 1e-6
+    assert m["f@5mm"].min() == 1.0 and m["f@15mm"].min() == 1.0
+    meter = HandMeshMeter()
+    meter.update({"x": torch.tensor([1.0, 2.0])})
+    meter.update({"x": torch.tensor([6.0])})
+    assert meter.compute() == {"x": 3.0, "num_samples": 3}
+
+
+def test_procrustes_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="expected two"):
+        procrustes_align(torch.zeros(1, 21, 3), torch.zeros(1, 20, 3))
+
+
+# ---------------------------------------------------------------------------------------
+# MANO: conversion (the only unpickling), safe loading, the smplx layer
+
+
+@pytest.mark.parametrize("protocol", [0, 2])
+def test_convert_mano_from_a_release_style_pickle(tmp_path, monkeypatch, protocol, capsys):
+    src = tmp_path / "MANO_RIGHT.pkl"
+    arrays = write_release_style_pickle(src, monkeypatch, protocol=protocol)
+    out = tmp_path / "mano_right.npz"
+    assert cli_main(["hand", "convert-mano", str(src), str(out)]) == 0
+    assert "allow_pickle=False" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as npz:   # plain numbers only
+        for key in ("v_template", "shapedirs", "posedirs", "J_regressor", "weights",
+                    "hands_mean", "hands_components"):
+            np.testing.assert_allclose(npz[key], arrays[key], rtol=1e-6, atol=1e-7)
+        assert npz["f"].dtype == np.int64 and npz["kintree_table"][0, 0] == -1
+
+
+def test_convert_mano_refuses_foreign_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    src = tmp_path / "MANO_RIGHT.pkl"
+    src.write_bytes(pickle.dumps({"v_template": Evil()}, protocol=2))
+    out = tmp_path / "out.npz"
+    with pytest.raises(DataError, match=r"refusing to load (posix|os|nt)\.system"):
+        convert_mano(src, out)
+    assert not marker.exists() and not out.exists()
+    assert list(tmp_path.iterdir()) == [src]  # no partial file either
+
+
+def test_runtime_never_unpickles(tmp_path, capsys):
+    called = tmp_path / "called"
+    arrays = synthetic_mano_arrays()
+    arrays["hands_mean"] = np.array([_Sentinel(called)], dtype=object)
+    bad = tmp_path / "object.npz"
+    np.savez(bad, **arrays)  # an object array is stored as a pickle inside the .npz
+    with pytest.raises(DataError, match="non-numeric"):
+        load_mano_arrays(bad)
+    assert not called.exists()
+    pkl = tmp_path / "MANO_RIGHT.pkl"
+    pkl.write_bytes(pickle.dumps({"x": 1}))
+    with pytest.raises(DataError, match="convert-mano"):
+        load_mano_arrays(pkl)
+
+
+class _Sentinel:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_missing_mano_file_is_a_clear_error(tmp_path, capsys):
+    missing = tmp_path / "nope" / "mano_right.npz"
+    with pytest.raises(DataError, match=str(missing)):
+        build_mano_layer(missing)
+    rc = cli_main(["hand", "convert-mano", str(tmp_path / "MANO_RIGHT.pkl"),
+                   str(tmp_path / "o.npz")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(tmp_path / "MANO_RIGHT.pkl") in err and "Traceback" not in err
+
+
+@pytest.fixture(scope="module")
+def mano_npz(tmp_path_factory) -> Path:
+    return write_mano_npz(tmp_path_factory.mktemp("mano") / "mano_right.npz")
+
+
+def test_mano_layer_conventions(mano_npz):
+    arrays = load_mano_arrays(mano_npz)
+    flat = ManoLayer(arrays, flat_hand_mean=True)
+    mean = ManoLayer(arrays, flat_hand_mean=False)
+    template = torch.as_tensor(arrays["v_template"], dtype=torch.float32)
+    zero_pose, zero_shape = torch.zeros(1, 48), torch.zeros(1, 10)
+    verts, joints = flat(zero_pose, zero_shape)
+    torch.testing.assert_close(verts[0], template, atol=1e-6, rtol=0)
+    # 16 skeleton joints = regressor on the posed mesh; tips = FreiHAND's vertices; order
+    skeleton = torch.as_tensor(arrays["J_regressor"], dtype=torch.float32) @ template
+    full = torch.cat([skeleton, template[list(FREIHAND_FINGERTIPS)]])
+    torch.testing.assert_close(joints[0], full[list(MANO_TO_FREIHAND)], atol=1e-6, rtol=0)
+    assert [MANO_TO_FREIHAND[k] for k in (4, 8, 12, 16, 20)] == [16, 17, 18, 19, 20]
+    # FreiHAND poses are relative to the mean hand pose
+    mean_pose = torch.cat([torch.zeros(3), torch.as_tensor(arrays["hands_mean"])])[None]
+    torch.testing.assert_close(mean(zero_pose, zero_shape)[0], flat(mean_pose.float(),
+                                                                     zero_shape)[0])
+    # the global orientation turns the mesh about the wrist joint
+    rot = random_rotation(1).float()
+    pose = zero_pose.clone()
+    pose[0, :3] = matrix_to_axis_angle(rot)
+    turned, _ = flat(pose, zero_shape)
+    wrist = torch.as_tensor(arrays["J_regressor"][0], dtype=torch.float32) @ template
+    torch.testing.assert_close(turned[0], (template - wrist) @ rot.T + wrist, atol=1e-5,
+                               rtol=0)
+
+
+def test_axis_angle_round_trip_including_near_pi():
+    aa = torch.randn(64, 3, dtype=torch.float64)
+    aa = aa / aa.norm(dim=1, keepdim=True) * torch.linspace(0.0, math.pi - 1e-4, 64)[:, None]
+    back = matrix_to_axis_angle(axis_angle_to_matrix(aa))
+    torch.testing.assert_close(axis_angle_to_matrix(back), axis_angle_to_matrix(aa),
+                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(back[:-1], aa[:-1], atol=1e-6, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------
+# FreiHAND layout
+
+
+@pytest.fixture(scope="module")
+def freihand(tmp_path_factory, mano_npz) -> Path:
+    return make_freihand(tmp_path_factory.mktemp("freihand") / "FreiHAND", mano_npz,
+                         num_samples=8, versions=4, image_size=64, eval_samples=4)
+
+
+def test_dataset_reads_the_layout(freihand, mano_npz):
+    ann = load_annotations(freihand, "training")
+    assert len(ann) == 8 and ann.verts.shape == (8, 778, 3) and ann.mano.shape == (8, 61)
+    ds = FreiHandDataset(freihand, "training", input_size=64)
+    assert len(ds) == 32 and ds.image_path(3, 5).name == f"{3 * 8 + 5:08d}.jpg"
+    sample = ds[3 * 8 + 5]
+    assert (sample["version"], sample["index"]) == (3, 5)
+    uv = project(ann.K[5], ann.xyz[5]) / 64 * 2 - 1
+    torch.testing.assert_close(sample["joints_2d"], uv)
+    # ground-truth MANO parameters reproduce the 3D annotation (FreiHAND conventions)
+    mano = build_mano_layer(mano_npz)
+    verts, joints = mano(sample["pose"][None], sample["shape"][None])
+    offset = ann.xyz[5, 9] - joints[0, 9]
+    torch.testing.assert_close(joints[0] + offset, ann.xyz[5], atol=1e-5, rtol=0)
+    torch.testing.assert_close(verts[0] + offset, ann.verts[5], atol=1e-5, rtol=0)
+
+
+def test_rotation_augmentation_keeps_2d_3d_and_mano_consistent(freihand, mano_npz):
+    ds = FreiHandDataset(freihand, "training", input_size=64, versions=(0,),
+                         augment=Augmentation(rotation=40.0, color_jitter=0.2))
+    mano = build_mano_layer(mano_npz)
+    ann = load_annotations(freihand, "training")
+    for i in range(4):
+        s = ds[i]
+        # 3D rotated about the optical axis still projects onto the rotated 2D keypoints
+        # (principal point = image centre in the synthetic data; rotation centre differs
+        # by at most half a pixel)
+        uv = project(ann.K[i], s["joints_3d"]) / 64 * 2 - 1
+        assert (uv - s["joints_2d"]).abs().max() < 1.5 / 64
+        _, joints = mano(s["pose"][None], s["shape"][None])
+        rel = joints[0] - joints[0, 9]
+        torch.testing.assert_close(rel, s["joints_3d"] - s["joints_3d"][9], atol=2e-5, rtol=0)
+
+
+def _copy(freihand: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "FreiHAND"
+    shutil.copytree(freihand, root)
+    return root
+
+
+def test_missing_annotation_file(freihand, tmp_path):
+    root = _copy(freihand, tmp_path)
+    (root / "training_xyz.json").unlink()
+    with pytest.raises(DataError, match=str(root / "training_xyz.json")):
+        FreiHandDataset(root, "training")
+
+
+def test_image_listed_but_absent(freihand, tmp_path):
+    root = _copy(freihand, tmp_path)
+    gone = root / "training" / "rgb" / f"{2 * 8 + 3:08d}.jpg"
+    gone.unlink()
+    with pytest.raises(DataError, match=f"{gone}.*does not exist"):
+        FreiHandDataset(root, "training")
+    assert len(FreiHandDataset(root, "training", versions=(0, 1, 3))) == 24
+
+
+def test_mismatched_annotation_lengths(freihand, tmp_path):
+    root = _copy(freihand, tmp_path)
+    path = root / "training_verts.json"
+    path.write_text(json.dumps(json.loads(path.read_text())[:-1]))
+    with pytest.raises(DataError, match=f"{path} has 7 entries.*has 8"):
+        FreiHandDataset(root, "training")
+
+
+def test_cli_reports_data_errors_without_traceback(freihand, mano_npz, tmp_path, capsys):
+    root = _copy(freihand, tmp_path)
+    (root / "training_K.json").unlink()
+    rc = cli_main(["hand", "train", "--data", str(root), "--mano", str(mano_npz),
+                   "--out", str(tmp_path / "run"), "--model", "fastvit_t8"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(root / "training_K.json") in err and "Traceback" not in err
+    rc = cli_main(["hand", "train", "--data", str(freihand), "--mano",
+                   str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(tmp_path / "missing.npz") in err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_recipe_file_matches_the_defaults():
+    from fastvit.tasks.common import load_recipe
+    from fastvit.tasks.hand.recipe import HandRecipe
+
+    recipe = load_recipe(HandRecipe, REPO / "configs/tasks/hand_fastvit_ma36_freihand.yaml")
+    assert recipe == HandRecipe() and recipe.model == "fastvit_ma36"
+
+
+# ---------------------------------------------------------------------------------------
+# Training, evaluation, prediction (one short overfit run shared by the checks)
+
+OVERFIT = ["--model", "fastvit_t8", "--input-size", "64", "--epochs", "15", "--batch-size", "8",
+           "--lr", "2e-3", "--workers", "0", "--no-amp"]
+OVERFIT_RECIPE = """
+drop_path_rate: 0.0
+head_hidden: 256
+warmup_iters: 8
+aug_scale: 0.0
+aug_rotation: 0.0
+aug_translate: 0.0
+aug_color: 0.0
+log_every: 4
+eval_every_epochs: 100
+"""
+# Predicting the MANO mean hand scores ~12 mm PA-MPJPE on these images (asserted below
+# to exceed twice the threshold); 60 steps reach ~3.4 mm on this machine. Under 5 mm --
+# below the paper's 6.6 mm on real FreiHAND -- means the 32 training images were learned.
+OVERFIT_PA_MPJPE_MM = 5.0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, freihand, mano_npz):
+    out = tmp_path_factory.mktemp("hand_run")
+    recipe = out / "recipe.yaml"
+    recipe.write_text(OVERFIT_RECIPE)
+    args = ["hand", "train", "--data", str(freihand), "--mano", str(mano_npz), "--out",
+            str(out / "run"), "--config", str(recipe), "--device", "cpu", *OVERFIT]
+    assert cli_main(args) == 0
+    return out / "run"
+
+
+def test_training_lowers_the_loss_and_reports_metrics(trained):
+    history = json.loads((trained / "history.json").read_text())["history"]
+    first, last = history[0]["loss"], history[-1]["loss"]
+    assert last < 0.4 * first, (first, last)
+    assert (trained / "checkpoint.pt").is_file() and (trained / "loss.png").stat().st_size
+    metrics = json.loads((trained / "metrics.json").read_text())
+    assert metrics["split"] == "evaluation" and metrics["metrics"]["num_samples"] == 4
+    for key in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f@5mm", "f@15mm"):
+        assert math.isfinite(metrics["metrics"][key])
+    assert (trained / "examples.png").stat().st_size > 10_000
+
+
+def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp_path,
+                                                capsys):
+    rc = cli_main(["hand", "evaluate", "--checkpoint", str(trained / "checkpoint.pt"),
+                   "--data", str(freihand), "--mano", str(mano_npz), "--split", "training",
+                   "--out", str(tmp_path), "--workers", "0", "--device", "cpu"])
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    m = result["metrics"]
+    assert m["num_samples"] == 32
+    # baseline: the untrained head's output, i.e. the MANO mean hand for every image
+    ds = FreiHandDataset(freihand, "training", input_size=64, versions=(0,))
+    batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+    mano = build_mano_layer(mano_npz)
+    verts, joints = mano(torch.zeros(len(ds), 48), torch.zeros(len(ds), 10))
+    baseline = sample_metrics(joints, batch["joints_3d"], verts, batch["vertices"])
+    assert baseline["pa_mpjpe_mm"].mean() > 2 * OVERFIT_PA_MPJPE_MM
+    assert m["pa_mpjpe_mm"] < OVERFIT_PA_MPJPE_MM, m
+    assert m["pa_mpvpe_mm"] < OVERFIT_PA_MPJPE_MM and m["f@15mm"] > 0.95
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["metrics"] == pytest.approx(m)
+    assert (tmp_path / "examples.png").stat().st_size > 10_000
+
+
+def test_predict_images_and_freihand_submission(trained, freihand, mano_npz, tmp_path, capsys):
+    ckpt, images = str(trained / "checkpoint.pt"), freihand / "evaluation" / "rgb"
+    assert cli_main(["hand", "predict", "--checkpoint", ckpt, "--mano", str(mano_npz),
+                     str(images), "--out", str(tmp_path / "p"), "--workers", "0",
+                     "--device", "cpu"]) == 0
+    capsys.readouterr()
+    preds = json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]
+    assert len(preds) == 4 and np.asarray(preds[0]["joints_3d"]).shape == (21, 3)
+    assert np.asarray(preds[0]["vertices"]).shape == (778, 3)
+    assert (tmp_path / "p" / "examples.png").is_file()
+    assert cli_main(["hand", "predict", "--checkpoint", ckpt, "--mano", str(mano_npz),
+                     "--freihand", str(freihand), "--out", str(tmp_path / "c"),
+                     "--workers", "0", "--device", "cpu"]) == 0
+    sub = json.loads((tmp_path / "c" / "pred.json").read_text())
+    assert len(sub) == 2 and np.asarray(sub[0]).shape == (4, 21, 3)
+    assert np.asarray(sub[1]).shape == (4, 778, 3)
+
+
+@pytest.mark.slow
+def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
+    """Two gloo processes train a few steps and evaluate with sharded, exact totals."""
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(OVERFIT_RECIPE)
+    proc = torchrun(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
+                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
+                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
+                     "--max-steps", "4", "--workers", "0", "--no-amp"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert metrics["num_samples"] == 4
+    # resume the 4-step run for 2 more steps in one process
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    assert cli_main(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
+                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
+                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
+                     "--max-steps", "6", "--resume", str(ckpt), "--workers", "0",
+                     "--set", "eval_every_epochs=1"]) == 0
+    assert torch.load(ckpt, weights_only=True)["step"] == 6

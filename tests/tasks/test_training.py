@@ -1,0 +1,233 @@
+"""Guards on the dense-task runs (``fastvit detect`` / ``fastvit hand``): resume restores
+the training state (and, once the shared run layer lands, continues bit-identically),
+sharded hand evaluation counts every sample once, and every torchrun call in the tests
+is ``--standalone``.
+
+Monkeypatched here (both in ``fastvit.tasks.common``, which the task engines call):
+``save_task_checkpoint`` (wrapped to stop a run right after a checkpoint, standing in for
+a kill) and ``fit`` (wrapped to read the state a resumed loop starts from).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from tests.helpers.hand import make_freihand, write_mano_npz
+from tests.helpers.tasks import make_coco, torchrun
+from tests.helpers.training import load_state, tensors_equal
+
+from fastvit.cli import main as cli_main
+from fastvit.tasks import common
+from fastvit.tasks.detection import engine as det_engine
+from fastvit.tasks.detection.recipe import DetectionRecipe
+from fastvit.tasks.hand import engine as hand_engine
+from fastvit.tasks.hand.recipe import HandRecipe
+
+TESTS = Path(__file__).resolve().parent
+HALF, FULL = 2, 4  # optimizer steps: 2 per epoch, 2 epochs; the "kill" comes after epoch 1
+
+
+class _Crash(Exception):
+    """Stands in for a kill right after a checkpoint was written."""
+
+
+class _Stop(Exception):
+    """Ends a run once the state its training loop starts from has been read."""
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _crash_after_checkpoint(train, step: int) -> None:
+    real = common.save_task_checkpoint
+
+    def save_then_crash(*args, **kwargs):
+        path = real(*args, **kwargs)
+        if kwargs.get("step") == step:
+            raise _Crash(step)
+        return path
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(common, "save_task_checkpoint", save_then_crash)
+        with pytest.raises(_Crash):
+            train()
+
+
+def _state_at_loop_start(train) -> dict:
+    seen: dict = {}
+
+    def spy(model, batches, step_fn, *, optimizer, scheduler, scaler, start_step=0,
+            **kwargs):
+        seen.update(model=copy.deepcopy(common.unwrap(model).state_dict()),
+                    optimizer=copy.deepcopy(optimizer.state_dict()),
+                    scheduler=copy.deepcopy(scheduler.state_dict()),
+                    scaler=copy.deepcopy(scaler.state_dict()), start_step=start_step)
+        raise _Stop
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(common, "fit", spy)
+        with pytest.raises(_Stop):
+            train()
+    return seen
+
+
+def _runs(root: Path, train) -> dict[str, Path]:
+    """An uninterrupted FULL-step run, and a run stopped after its HALF-step checkpoint
+    (kept aside as ``half.pt``). ``train(out_dir, resume)`` starts one run."""
+    with _threads(1):
+        train(root / "full", None)
+        _crash_after_checkpoint(lambda: train(root / "half", None), HALF)
+    half = shutil.copy(root / "half" / "checkpoint.pt", root / "half.pt")
+    return {"full": root / "full" / "checkpoint.pt", "half": Path(half)}
+
+
+def _assert_resumed_state(seen: dict, checkpoint: Path) -> None:
+    state = load_state(checkpoint)
+    assert state["step"] == HALF and seen["start_step"] == HALF
+    for key in ("model", "optimizer", "scheduler", "scaler"):
+        diffs = tensors_equal(seen[key], state[key], key)
+        assert not diffs, ("the resumed loop does not start from the checkpoint: "
+                           f"{[d[:200] for d in diffs[:5]]}")
+
+
+def _assert_same_final_state(resumed: Path, full: Path) -> None:
+    a, b = load_state(resumed), load_state(full)
+    assert a["step"] == b["step"] == FULL
+    for key in ("model", "optimizer", "scheduler"):
+        diffs = tensors_equal(a[key], b[key], key)
+        assert not diffs, ("resumed run differs from the uninterrupted one at "
+                           f"{[d[:200] for d in diffs[:5]]}")
+
+
+# -- detection ------------------------------------------------------------------------------
+
+DET = dict(model="fastvit_t8", min_size=64, max_size=64, batch_size=2, workers=0,
+           fpn_channels=64, box_head_dim=256, mask_head_channels=64, rois_per_image=64,
+           rpn_proposals_train=256, rpn_proposals_test=100, warmup_iters=2, log_every=1,
+           lr=1e-3, epochs=2, lr_steps=(1,))
+
+
+@pytest.fixture(scope="module")
+def det(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det_resume")
+    images, ann = make_coco(root, "train", n_images=4, size=64, seed=5)  # 2 steps per epoch
+
+    def train(out: Path, resume: Path | None):
+        return det_engine.train(DetectionRecipe(**DET), train_images=images, train_ann=ann,
+                                out_dir=out, device="cpu", resume=resume)
+
+    return train, _runs(root, train), root
+
+
+def test_detection_resume_starts_from_the_checkpoint_state(det):
+    train, runs, root = det
+    with _threads(1):
+        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"]))
+    _assert_resumed_state(seen, runs["half"])
+
+
+@pytest.mark.xfail(strict=True, reason="task resume is not exact until the shared run layer")
+def test_detection_resume_is_bit_identical(det):
+    train, runs, root = det
+    with _threads(1):
+        train(root / "resumed", runs["half"])
+    _assert_same_final_state(root / "resumed" / "checkpoint.pt", runs["full"])
+
+
+# -- hand ---------------------------------------------------------------------------------
+
+HAND = dict(model="fastvit_t8", input_size=64, batch_size=2, epochs=2, workers=0,
+            head_hidden=64, versions=(0,), warmup_iters=2, log_every=1)
+
+
+@pytest.fixture(scope="module")
+def hand(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hand_resume")
+    mano = write_mano_npz(root / "mano_right.npz")
+    data = make_freihand(root / "FreiHAND", mano, num_samples=4, versions=1, image_size=64)
+
+    def train(out: Path, resume: Path | None):
+        return hand_engine.train(HandRecipe(**HAND), data=data, mano_path=mano, out_dir=out,
+                                 device="cpu", resume=resume, eval_split=None)
+
+    return train, _runs(root, train), root
+
+
+def test_hand_resume_starts_from_the_checkpoint_state(hand):
+    train, runs, root = hand
+    with _threads(1):
+        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"]))
+    _assert_resumed_state(seen, runs["half"])
+
+
+@pytest.mark.xfail(strict=True, reason="task resume is not exact until the shared run layer")
+def test_hand_resume_is_bit_identical(hand):
+    train, runs, root = hand
+    with _threads(1):
+        train(root / "resumed", runs["half"])
+    _assert_same_final_state(root / "resumed" / "checkpoint.pt", runs["full"])
+
+
+# -- hand: sharded evaluation of an odd number of samples ----------------------------------
+
+
+@pytest.mark.slow
+def test_hand_torchrun_evaluate_odd_sample_count_equals_single_process(tmp_path, capsys):
+    """5 evaluation samples on 2 ranks (shards 3 + 2): a padded or truncated sampler
+    would count 6 or 4."""
+    mano = write_mano_npz(tmp_path / "mano_right.npz")
+    data = make_freihand(tmp_path / "FreiHAND", mano, num_samples=2, versions=1,
+                         image_size=64, eval_samples=5)
+    recipe = HandRecipe(**{**HAND, "head_hidden": 32})
+    torch.manual_seed(3)
+    checkpoint = common.save_task_checkpoint(
+        tmp_path / "checkpoint.pt", task="hand", model=hand_engine.build_net(recipe),
+        recipe=common.recipe_dict(recipe))
+    args = ["hand", "evaluate", "--checkpoint", str(checkpoint), "--data", str(data),
+            "--mano", str(mano), "--split", "evaluation", "--batch-size", "2",
+            "--workers", "0", "--device", "cpu", "--num-examples", "0"]
+    assert cli_main([*args, "--out", str(tmp_path / "single")]) == 0
+    capsys.readouterr()
+    proc = torchrun([*args, "--out", str(tmp_path / "ddp")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    single = json.loads((tmp_path / "single" / "metrics.json").read_text())["metrics"]
+    ddp = json.loads((tmp_path / "ddp" / "metrics.json").read_text())["metrics"]
+    assert single["num_samples"] == ddp["num_samples"] == 5
+    assert set(single) == set(ddp)
+    for key, value in single.items():
+        assert ddp[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+
+
+# -- every torchrun call in the tests picks its own free port -------------------------------
+
+
+def test_every_torchrun_call_in_the_tests_is_standalone():
+    """``--standalone`` lets torchrun pick a free rendezvous port; a fixed
+    ``--master_port`` collides when two test runs share a machine."""
+    offenders = []
+    for path in sorted(TESTS.glob("*.py")):
+        if path.name == Path(__file__).name:
+            continue
+        text = path.read_text()
+        if re.search(r"master[_-]port|MASTER_PORT", text):
+            offenders.append(f"{path.name}: fixed master port")
+        for match in re.finditer(r"[\"']torch\.distributed\.run[\"']", text):
+            call = text[match.start():match.start() + 400]
+            if "--standalone" not in call:
+                line = text.count("\n", 0, match.start()) + 1
+                offenders.append(f"{path.name}:{line}: torchrun without --standalone")
+    assert not offenders, offenders

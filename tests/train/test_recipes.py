@@ -1,0 +1,158 @@
+"""Recipes carry the paper's values; every key is overridable from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fastvit.errors import ConfigError
+from fastvit.models import VARIANTS
+from fastvit.train.config import (
+    TrainConfig,
+    apply_overrides,
+    list_recipes,
+    load_recipe,
+    recipe_dir,
+    resume_mismatches,
+    to_dict,
+    validate,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+# official release's distillation commands (drop path per variant)
+DISTILL_DROP_PATH = {"fastvit_t8": 0.0, "fastvit_t12": 0.0, "fastvit_s12": 0.0,
+                     "fastvit_sa12": 0.0, "fastvit_sa24": 0.05, "fastvit_sa36": 0.1,
+                     "fastvit_ma36": 0.2}
+
+
+def test_packaged_recipes_are_the_top_level_configs():
+    packaged = {p.name: p.read_bytes() for p in recipe_dir().glob("*.yaml")}
+    top = {p.name: p.read_bytes() for p in (REPO / "configs").glob("*.yaml")}
+    assert packaged == top, ("configs/*.yaml must be byte-identical copies of "
+                             "src/fastvit/configs/*.yaml (the source of truth): "
+                             "cp src/fastvit/configs/*.yaml configs/")
+    expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "fastvit_ma36_ft384",
+                "digits_t8"}
+    assert set(list_recipes()) == expected
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_variant_recipes_carry_the_paper_values(variant):
+    for name, distilled in ((variant, False), (f"{variant}_distill", True)):
+        raw = yaml.safe_load((recipe_dir() / f"{name}.yaml").read_text())
+        assert set(raw) == {"model", "data", "optim", "schedule", "ema", "distill", "run"}
+        cfg = load_recipe(name)
+        assert cfg.model.variant == variant
+        assert cfg.optim.lr == 1e-3 and cfg.optim.lr_base_batch == 1024
+        assert cfg.optim.global_batch == 1024 and cfg.data.batch_size == 128  # 8 GPUs x 128
+        assert cfg.optim.weight_decay == 0.05
+        assert cfg.schedule.epochs == 300 and cfg.schedule.warmup_epochs == 5
+        assert cfg.schedule.cooldown_epochs == 10
+        assert cfg.schedule.warmup_lr == 1e-6 and cfg.schedule.min_lr == 1e-5
+        assert cfg.data.label_smoothing == 0.1 and cfg.data.random_erasing == 0.25
+        assert cfg.data.randaugment_magnitude == 9 and cfg.data.randaugment_mstd == 0.5
+        assert cfg.data.cutmix == 1.0 and cfg.data.image_size == 256
+        assert cfg.data.interpolation == "bicubic"
+        assert cfg.data.crop_pct == VARIANTS[variant].crop_pct
+        assert cfg.ema.enabled and cfg.ema.decay == 0.9995
+        if distilled:
+            assert cfg.distill.kind == "hard" and cfg.distill.teacher == "regnet_y_16gf"
+            assert cfg.distill.alpha == 0.5
+            assert cfg.model.drop_path == DISTILL_DROP_PATH[variant]
+        else:
+            assert cfg.distill.kind == "none"
+            assert cfg.model.drop_path == VARIANTS[variant].recipe_drop_path
+            assert cfg.data.mixup == (0.8 if variant == "fastvit_ma36" else 0.2)
+
+
+def test_finetune_384_recipe():
+    cfg = load_recipe("fastvit_ma36_ft384")
+    assert cfg.data.image_size == 384 and cfg.schedule.epochs == 30
+    assert cfg.optim.lr == 5e-5 and cfg.optim.weight_decay == 1e-8
+    assert cfg.optim.global_batch == 512 and cfg.optim.lr_base_batch == 512
+    with pytest.raises(ConfigError, match="--checkpoint"):
+        validate(cfg)
+    cfg.model.checkpoint = "weights.pt"
+    validate(cfg)
+
+
+def test_dataclass_defaults_are_the_paper_recipe():
+    defaults, t8 = to_dict(TrainConfig()), to_dict(load_recipe("fastvit_t8"))
+    for section in ("optim", "schedule", "ema", "distill"):
+        assert defaults[section] == t8[section], section
+    differing = {k for k in t8["data"] if defaults["data"][k] != t8["data"][k]}
+    assert differing == {"mixup", "crop_pct"}  # t8 mixes with 0.2; crop comes from the variant
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    from fastvit.train import cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_flags_and_set_overrides():
+    from fastvit.train.cli import config_from_args
+
+    args = _parse(["--model", "fastvit_sa12", "--lr", "5e-4", "--epochs", "30",
+                   "--channels-last", "--set", "optim.weight_decay=1e-2",
+                   "--set", "data.scale=[0.5, 1.0]", "--set", "optim.lr=2e-4",
+                   "--set", "optim.clip_grad=null", "--set", "ema.enabled=false"])
+    cfg = config_from_args(args)
+    assert cfg.model.variant == "fastvit_sa12" and cfg.model.drop_path == 0.1  # sa12 recipe
+    assert cfg.optim.lr == 2e-4  # --set comes after the plain flag
+    assert cfg.schedule.epochs == 30 and cfg.run.channels_last
+    assert cfg.optim.weight_decay == 0.01 and cfg.data.scale == (0.5, 1.0)
+    assert cfg.optim.clip_grad is None and cfg.ema.enabled is False
+    digits = config_from_args(_parse(["--data", "digits"]))
+    assert digits.data.path == "digits" and digits.data.image_size == 32
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=1", "unknown recipe key 'optim.lrr'"),
+    ("nope.lr=1", "unknown recipe key 'nope.lr'"),
+    ("optim.lr=fast", "optim.lr expects a float"),
+    ("data.batch_size=2.5", "data.batch_size expects a int"),
+    ("ema.enabled=maybe", "ema.enabled expects a bool"),
+    ("data.scale=[1]", "data.scale expects 2 numbers"),
+    ("optim.lr", "expects KEY=VALUE"),
+])
+def test_bad_overrides_are_config_errors(override, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        apply_overrides(TrainConfig(), [override])
+
+
+def test_cli_reports_errors_without_traceback(capsys, tmp_path):
+    from fastvit.cli import main
+
+    assert main(["train", "--model", "fastvit_t8", "--set", "optim.betas=[0.9]"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastvit train: error: ") and "Traceback" not in err
+    assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "recipe file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  learning_rate: 1\n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "unknown recipe key 'optim.learning_rate'" in capsys.readouterr().err
+    assert main(["train", "--model", "fastvit_t8"]) == 2
+    assert "no training data" in capsys.readouterr().err
+    assert main(["train", "--config", "fastvit_sa12_distill", "--data", str(tmp_path)]) == 2
+    assert "--teacher-weights" in capsys.readouterr().err
+
+
+def test_print_config_round_trips(capsys, tmp_path):
+    from fastvit.cli import main
+
+    assert main(["train", "--model", "fastvit_sa24", "--set", "data.mixup=0",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    saved = tmp_path / "recipe.yaml"
+    saved.write_text(printed)
+    again = load_recipe(str(saved))
+    assert again.data.mixup == 0.0 and again.model.variant == "fastvit_sa24"
+    assert resume_mismatches(to_dict(again), to_dict(load_recipe("fastvit_sa24"))) == [
+        "data.mixup: checkpoint 0.0, this run 0.2"]

@@ -32,13 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastvit.bench import cpu_name, time_interleaved, torch_runtime
-from fastvit.deploy import load_deploy_model
-from fastvit.export import export_onnx, ort_session
+from fastvit.bench.run import cpu_name, time_interleaved
+from fastvit.bench.runtimes import torch_runtime
+from fastvit.bench.timing import time_callable
+from fastvit.deploy.onnx_export import export_onnx
+from fastvit.deploy.onnx_runtime import ort_session
+from fastvit.deploy.quantize import TensorCalibration, quantize_onnx
 from fastvit.files import atomic_write_text
-from fastvit.quantize import TensorCalibration, quantize_onnx
 from fastvit.models.counting import count_gmacs
-from fastvit.timing import time_callable
+from fastvit.pipeline import load_model
 
 
 def ort_run(path: Path, size: int, threads: int, level: str = "all", spinning: bool = False):
@@ -110,7 +112,7 @@ def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: P
     if args.investigate:
         from onnxruntime.quantization import QuantType
 
-        unfolded = load_deploy_model("fastvit_t8", fold_batchnorm=False, quiet=True).model
+        unfolded = load_model("fastvit_t8", fold_bn=False).model
         calls["ours fused, BN not folded, eager"] = torch_runtime(unfolded, size, cpu,
                                                                   torch.float32)(1)
         for level in ("basic", "extended"):
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     command = shlex.join(["python", "benchmarks/latency_deploy.py", *(argv or sys.argv[1:])])
     with tempfile.TemporaryDirectory() as scratch:
-        ours = load_deploy_model("fastvit_t8", quiet=True).model
+        ours = load_model("fastvit_t8").model
         calls = build_candidates(args, ours, Path(scratch))
         timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup, block=args.block)
     base = timings["timm fastvit_t8 fused, eager"].median_ms

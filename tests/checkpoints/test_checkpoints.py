@@ -14,14 +14,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from tests.helpers.checkpoints import (
-    official_layout_fixture,
-    random_model,
-    read_reference,
-    relative_difference,
-    same_state,
-    shapes,
-)
 from safetensors.torch import save_file
 from timm.utils.model import reparameterize_model
 
@@ -37,6 +29,14 @@ from fastvit.checkpoints import (
 )
 from fastvit.cli import main as cli_main
 from fastvit.errors import CheckpointError
+from tests.helpers.checkpoints import (
+    official_layout_fixture,
+    random_model,
+    read_reference,
+    relative_difference,
+    same_state,
+    shapes,
+)
 
 TOL = 1e-5
 SMALL = ["fastvit_t8", "fastvit_sa12"]  # the variants with reference key lists

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.helpers.spies import block_forward_counts
 
 import fastvit
 from fastvit.models.counting import count_gmacs
+from tests.helpers.spies import block_forward_counts
 
 # -- 4. gradient checkpointing recomputes every block ---------------------------------------
 

@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 import fastvit
-from fastvit.models.layers import AttentionBlock, DropPath, LayerScale2d, RepMixerBlock
 from fastvit.models.counting import count_gmacs, count_params
+from fastvit.models.layers import AttentionBlock, DropPath, LayerScale2d, RepMixerBlock
 
 ALL = fastvit.list_models()
 
-# PAPER.md section 1: params train-time / reparameterized (M), GMACs at 256.
-PAPER = {
+# The paper's variant table: params train-time / reparameterized (M), GMACs at 256.
+PUBLISHED = {
     "fastvit_t8": (4.03, 4.00, 0.69),
     "fastvit_t12": (7.55, None, 1.39),
     "fastvit_s12": (9.47, None, 1.79),
@@ -42,7 +42,7 @@ def test_unknown_name_lists_valid_ones():
 
 @pytest.mark.parametrize("name", ALL)
 def test_params_and_gmacs_match_paper(name):
-    train_p, fused_p, gmacs = PAPER[name]
+    train_p, fused_p, gmacs = PUBLISHED[name]
     model = fastvit.create_model(name)
     assert within_paper(count_params(model) / 1e6, train_p)
     fused = fastvit.reparameterize(model)

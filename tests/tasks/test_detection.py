@@ -12,24 +12,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tasks import make_coco, torchrun
 from PIL import Image
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import DataError
-from fastvit.tasks import common
+from fastvit.run.store import checkpoint_name, load_run_checkpoint
 from fastvit.tasks.detection import engine
 from fastvit.tasks.detection.data import coco_dataset
 from fastvit.tasks.detection.metrics import SUMMARY_NAMES, coco_evaluate, to_coco_results
-from fastvit.tasks.detection.recipe import DetectionRecipe
+from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
+from fastvit.tasks.shared import with_warmup
+from fastvit.tasks.training import load_task_recipe
+from tests.helpers.tasks import make_coco, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 #: heads shrunk for CPU speed; everything else is the real recipe
 TINY = dict(model="fastvit_t8", min_size=128, max_size=128, batch_size=2, workers=0,
             fpn_channels=64, box_head_dim=256, mask_head_channels=64, rois_per_image=64,
             rpn_proposals_train=256, rpn_proposals_test=100, warmup_iters=2, log_every=2)
+
+
+def tiny_recipe(**changes) -> DetectionRecipe:
+    """The packaged recipe with the TINY changes (and ``changes``)."""
+    return load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, values={**TINY, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -232,7 +239,7 @@ def test_detector_takes_imagenet_backbone_weights(tmp_path: Path) -> None:
     classifier = fastvit.create_model("fastvit_t8", num_classes=10)
     fastvit.randomize_model_stats(classifier, seed=2)
     save_checkpoint(classifier, tmp_path / "t8.safetensors")
-    recipe = DetectionRecipe(**{**TINY, "pretrained": str(tmp_path / "t8.safetensors")})
+    recipe = tiny_recipe(pretrained=str(tmp_path / "t8.safetensors"))
     detector = engine.build_detector(recipe, num_classes=2)
     body = detector.backbone.body.body.state_dict()
     reference = classifier.state_dict()
@@ -245,23 +252,24 @@ def test_detector_takes_imagenet_backbone_weights(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_recipe_file_matches_defaults() -> None:
-    path = ROOT / "configs" / "tasks" / "maskrcnn_fastvit_sa12_coco_1x.yaml"
-    recipe = common.load_recipe(DetectionRecipe, path)
-    assert recipe == DetectionRecipe()
-    assert (recipe.epochs, recipe.lr, recipe.weight_decay, recipe.lr_steps) == (
+def test_packaged_recipe_is_the_papers_1x_schedule() -> None:
+    recipe = tiny_recipe()
+    packaged = load_task_recipe(DetectionRecipe, DEFAULT_RECIPE)
+    assert (packaged.epochs, packaged.lr, packaged.weight_decay, packaged.lr_steps) == (
         12, 2e-4, 1e-4, (8, 11))
+    assert (packaged.min_size, packaged.max_size, packaged.box_head_dim) == (800, 1333, 1024)
+    assert recipe.epochs == 12 and recipe.fpn_channels == 64  # TINY changes only its keys
 
 
 def test_recipe_rejects_unknown_and_invalid(tmp_path: Path) -> None:
     from fastvit.errors import ConfigError
 
     bad = tmp_path / "r.yaml"
-    bad.write_text("epochz: 3\n")
-    with pytest.raises(ConfigError, match="unknown recipe option.*epochz"):
-        common.load_recipe(DetectionRecipe, bad)
+    bad.write_text(f"base: {DEFAULT_RECIPE}\nepochz: 3\n")
+    with pytest.raises(ConfigError, match="unknown recipe key 'epochz'"):
+        load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, bad)
     with pytest.raises(ConfigError, match="lr_steps"):
-        common.load_recipe(DetectionRecipe, overrides={"lr_steps": [11, 8]})
+        tiny_recipe(lr_steps=[11, 8]).validate()
 
 
 def test_schedule_warmup_and_steps() -> None:
@@ -270,7 +278,7 @@ def test_schedule_warmup_and_steps() -> None:
 
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.AdamW([p], lr=1.0)
-    sched = common.with_warmup(opt, MultiStepLR(opt, [8, 11], 0.1), 4, 0.001)
+    sched = with_warmup(opt, MultiStepLR(opt, [8, 11], 0.1), 4, 0.001)
     lrs = []
     for _ in range(12):
         lrs.append(opt.param_groups[0]["lr"])
@@ -293,8 +301,8 @@ def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None
     root, images, ann = coco
     out = trained
     report = json.loads((out / "metrics.json").read_text())
-    losses = [h["loss"] for h in report["train"]]
-    assert len(losses) == 4 and losses[-1] < 0.75 * losses[0], losses
+    losses = [h["loss"] for h in report["train"]]  # logged at step 1 and every 2 steps
+    assert len(losses) == 5 and losses[-1] < 0.75 * losses[0], losses
     assert {"loss_classifier", "loss_box_reg", "loss_mask", "loss_objectness"} <= set(
         report["train"][0])
     assert [e["epoch"] for e in report["eval"]] == [4]
@@ -302,18 +310,19 @@ def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None
     assert 0.0 <= report["eval"][-1]["segm"]["AP"] <= 1.0
     assert (out / "loss.png").stat().st_size > 0
 
-    state = common.load_task_checkpoint(out / "checkpoint.pt", "detection")
-    assert state["step"] == 8 and state["extra"]["category_ids"] == [3, 7]
+    state = load_run_checkpoint(out / checkpoint_name(8), "detection")
+    assert state["step"] == 8 and state["metadata"]["category_ids"] == [3, 7]
+    assert (out / "best.pt").is_file()
 
-    rc = cli_main(["detect", "evaluate", "--checkpoint", str(out / "checkpoint.pt"),
-                   "--images", str(images), "--ann", str(ann), "--out",
-                   str(tmp_path / "eval.json"), "--device", "cpu", "--workers", "0"])
+    rc = cli_main(["detect", "evaluate", "--checkpoint", str(out), "--images", str(images),
+                   "--ann", str(ann), "--json", str(tmp_path / "eval.json"), "--device", "cpu",
+                   "--workers", "0"])
     assert rc == 0
     evaluated = json.loads((tmp_path / "eval.json").read_text())
     assert evaluated["bbox"]["AP"] == pytest.approx(report["eval"][-1]["bbox"]["AP"], abs=1e-6)
 
     pred_dir = tmp_path / "pred"
-    rc = cli_main(["detect", "predict", "--checkpoint", str(out / "checkpoint.pt"),
+    rc = cli_main(["detect", "predict", "--checkpoint", str(out / checkpoint_name(8)),
                    str(images / "train_0000.png"), "--out", str(pred_dir),
                    "--score-threshold", "0.05"])
     assert rc == 0
@@ -326,29 +335,28 @@ def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None
 
 def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
     images, ann = make_coco(tmp_path, "train", n_images=4, size=64, seed=5)
-    small = {**TINY, "min_size": 64, "max_size": 64, "lr": 1e-3}
-    first = engine.train(DetectionRecipe(**{**small, "epochs": 1}), train_images=images,
-                         train_ann=ann, out_dir=tmp_path / "a", device="cpu")
-    assert first["train"][-1]["step"] == 2
-    second = engine.train(DetectionRecipe(**{**small, "epochs": 2}), train_images=images,
-                          train_ann=ann, out_dir=tmp_path / "a", device="cpu",
-                          resume=tmp_path / "a" / "checkpoint.pt")
-    assert [h["step"] for h in second["train"]] == [4]
-    state = common.load_task_checkpoint(tmp_path / "a" / "checkpoint.pt", "detection")
-    assert state["step"] == 4 and state["extra"]["epoch"] == 2
+    recipe = tiny_recipe(min_size=64, max_size=64, lr=1e-3, epochs=2)
+    first = engine.train(recipe, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
+                         device="cpu", max_steps=2)
+    assert first["stopped"] and first["step"] == 2
+    second = engine.train(recipe, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
+                          device="cpu", resume="auto")
+    assert not second["stopped"] and [h["step"] for h in second["train"]] == [1, 2, 4]
+    state = load_run_checkpoint(tmp_path / "a" / checkpoint_name(4), "detection")
+    assert state["step"] == 4 and state["epoch"] == 2
 
 
 def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path: Path) -> None:
     """2 gloo processes shard the 5 images 3 + 2, gather the detections on rank 0 and
     get the AP of a single process (nothing dropped or counted twice)."""
     _, images, ann = coco
-    args = ["detect", "evaluate", "--checkpoint", str(trained / "checkpoint.pt"), "--images",
+    args = ["detect", "evaluate", "--checkpoint", str(trained), "--images",
             str(images), "--ann", str(ann), "--batch-size", "1", "--workers", "0",
             "--device", "cpu"]
-    assert cli_main([*args, "--out", str(tmp_path / "single.json")]) == 0
-    proc = torchrun([*args, "--out", str(tmp_path / "ddp.json")])
+    assert cli_main([*args, "--json", str(tmp_path / "single.json")]) == 0
+    proc = torchrun([*args, "--out", str(tmp_path / "ddp.json")])  # the old spelling of --json
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("IoU metric: bbox") == 1  # only rank 0 reports
+    assert proc.stdout.count("box AP") == 1  # only rank 0 reports
     single = json.loads((tmp_path / "single.json").read_text())
     ddp = json.loads((tmp_path / "ddp.json").read_text())
     assert single["bbox"]["AP"] > 0.05 and single["segm"]["AP"] > 0.05, single
@@ -360,7 +368,7 @@ def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path:
 def test_overfit_reaches_box_ap(coco, tmp_path: Path) -> None:
     """A few dozen iterations on 4 images: box AP on those images > 0.5."""
     _, images, ann = coco
-    recipe = DetectionRecipe(**{**TINY, "epochs": 15, "lr": 1e-3, "eval_every_epochs": 15})
+    recipe = tiny_recipe(epochs=15, lr=1e-3, eval_every_epochs=15)
     report = engine.train(recipe, train_images=images, train_ann=ann, val_images=images,
                           val_ann=ann, out_dir=tmp_path, device="cpu")
     assert report["eval"][-1]["bbox"]["AP"] > 0.5

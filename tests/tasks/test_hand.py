@@ -17,13 +17,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers.hand import (
-    make_freihand,
-    synthetic_mano_arrays,
-    write_mano_npz,
-    write_release_style_pickle,
-)
-from tests.helpers.tasks import torchrun
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import DataError
@@ -45,6 +38,13 @@ from fastvit.tasks.hand.metrics import (
     procrustes_align,
     sample_metrics,
 )
+from tests.helpers.hand import (
+    make_freihand,
+    synthetic_mano_arrays,
+    write_mano_npz,
+    write_release_style_pickle,
+)
+from tests.helpers.tasks import torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -327,15 +327,16 @@ def test_cli_reports_data_errors_without_traceback(freihand, mano_npz, tmp_path,
                    str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert rc == 2 and str(tmp_path / "missing.npz") in err
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not list((tmp_path / "run").glob("*.pt"))
 
 
-def test_recipe_file_matches_the_defaults():
-    from fastvit.tasks.common import load_recipe
-    from fastvit.tasks.hand.recipe import HandRecipe
+def test_packaged_recipe_uses_the_papers_backbone():
+    from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
+    from fastvit.tasks.training import load_task_recipe
 
-    recipe = load_recipe(HandRecipe, REPO / "configs/tasks/hand_fastvit_ma36_freihand.yaml")
-    assert recipe == HandRecipe() and recipe.model == "fastvit_ma36"
+    recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE)
+    recipe.validate()
+    assert recipe.model == "fastvit_ma36" and (recipe.lr, recipe.weight_decay) == (2e-4, 1e-4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -344,6 +345,7 @@ def test_recipe_file_matches_the_defaults():
 OVERFIT = ["--model", "fastvit_t8", "--input-size", "64", "--epochs", "15", "--batch-size", "8",
            "--lr", "2e-3", "--workers", "0", "--no-amp"]
 OVERFIT_RECIPE = """
+base: hand_fastvit_ma36_freihand
 drop_path_rate: 0.0
 head_hidden: 256
 warmup_iters: 8
@@ -372,11 +374,11 @@ def trained(tmp_path_factory, freihand, mano_npz):
 
 
 def test_training_lowers_the_loss_and_reports_metrics(trained):
-    history = json.loads((trained / "history.json").read_text())["history"]
+    history = json.loads((trained / "metrics.json").read_text())["train"]
     first, last = history[0]["loss"], history[-1]["loss"]
     assert last < 0.4 * first, (first, last)
-    assert (trained / "checkpoint.pt").is_file() and (trained / "loss.png").stat().st_size
-    metrics = json.loads((trained / "metrics.json").read_text())
+    assert (trained / "best.pt").is_file() and (trained / "loss.png").stat().st_size
+    metrics = json.loads((trained / "evaluation.json").read_text())
     assert metrics["split"] == "evaluation" and metrics["metrics"]["num_samples"] == 4
     for key in ("pa_mpjpe_mm", "pa_mpvpe_mm", "f@5mm", "f@15mm"):
         assert math.isfinite(metrics["metrics"][key])
@@ -385,7 +387,7 @@ def test_training_lowers_the_loss_and_reports_metrics(trained):
 
 def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp_path,
                                                 capsys):
-    rc = cli_main(["hand", "evaluate", "--checkpoint", str(trained / "checkpoint.pt"),
+    rc = cli_main(["hand", "evaluate", "--checkpoint", str(trained),
                    "--data", str(freihand), "--mano", str(mano_npz), "--split", "training",
                    "--out", str(tmp_path), "--workers", "0", "--device", "cpu"])
     assert rc == 0
@@ -407,7 +409,7 @@ def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp
 
 
 def test_predict_images_and_freihand_submission(trained, freihand, mano_npz, tmp_path, capsys):
-    ckpt, images = str(trained / "checkpoint.pt"), freihand / "evaluation" / "rgb"
+    ckpt, images = str(trained / "best.pt"), freihand / "evaluation" / "rgb"
     assert cli_main(["hand", "predict", "--checkpoint", ckpt, "--mano", str(mano_npz),
                      str(images), "--out", str(tmp_path / "p"), "--workers", "0",
                      "--device", "cpu"]) == 0
@@ -426,21 +428,21 @@ def test_predict_images_and_freihand_submission(trained, freihand, mano_npz, tmp
 
 @pytest.mark.slow
 def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
-    """Two gloo processes train a few steps and evaluate with sharded, exact totals."""
+    """Two gloo processes train, stop mid-epoch (--max-steps), resume, and evaluate with
+    sharded, exact totals."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(OVERFIT_RECIPE)
-    proc = torchrun(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
-                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
-                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
-                     "--max-steps", "4", "--workers", "0", "--no-amp"], timeout=600)
+    args = ["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
+            "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
+            "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4", "--epochs", "2",
+            "--workers", "0", "--no-amp"]
+    proc = torchrun([*args, "--max-steps", "2"], timeout=600)  # 4 steps per epoch on 2 ranks
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    state = torch.load(tmp_path / "run" / "ckpt_step00000002.pt", weights_only=True)
+    assert (state["step"], state["batch_in_epoch"], state["world_size"]) == (2, 2, 2)
+    assert not (tmp_path / "run" / "evaluation.json").exists()
+    proc = torchrun([*args, "--resume", "auto"], timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "evaluation.json").read_text())["metrics"]
     assert metrics["num_samples"] == 4
-    # resume the 4-step run for 2 more steps in one process
-    ckpt = tmp_path / "run" / "checkpoint.pt"
-    assert cli_main(["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),
-                     "--out", str(tmp_path / "run"), "--config", str(recipe), "--device", "cpu",
-                     "--model", "fastvit_t8", "--input-size", "64", "--batch-size", "4",
-                     "--max-steps", "6", "--resume", str(ckpt), "--workers", "0",
-                     "--set", "eval_every_epochs=1"]) == 0
-    assert torch.load(ckpt, weights_only=True)["step"] == 6
+    assert torch.load(tmp_path / "run" / "ckpt_step00000008.pt", weights_only=True)["step"] == 8

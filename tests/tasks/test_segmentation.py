@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.helpers.tasks import make_ade, torchrun
 from PIL import Image
 from torch import nn
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import ConfigError, DataError
-from fastvit.tasks import common
+from fastvit.run.recipes import to_dict
+from fastvit.run.store import checkpoint_name, load_run_checkpoint
 from fastvit.tasks.segmentation import engine
 from fastvit.tasks.segmentation.data import (
     IGNORE_INDEX,
@@ -34,12 +34,19 @@ from fastvit.tasks.segmentation.metrics import (
     metrics_from_confusion,
 )
 from fastvit.tasks.segmentation.model import build_semantic_fpn
-from fastvit.tasks.segmentation.recipe import SegmentationRecipe
+from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
+from fastvit.tasks.training import load_task_recipe
+from tests.helpers.tasks import make_ade, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 #: small head and 64x64 crops for CPU speed; everything else is the real recipe
 TINY = dict(model="fastvit_t8", num_classes=3, batch_size=4, crop_size=64, base_size=64,
             fpn_channels=64, head_channels=32, workers=0, log_every=5)
+
+
+def tiny_recipe(**changes) -> SegmentationRecipe:
+    """The packaged recipe with the TINY changes (and ``changes``)."""
+    return load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, values={**TINY, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +223,7 @@ def test_bad_label_from_a_worker_is_one_line(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "Traceback" not in err
     assert len(lines) == 1 and "has label 9, outside 0..3" in lines[0], err
     assert lines[0].count(".png") == 1
-    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+    assert not list((tmp_path / "run").glob("ckpt_step*.pt"))
 
 
 # ---------------------------------------------------------------------------
@@ -224,14 +231,12 @@ def test_bad_label_from_a_worker_is_one_line(tmp_path: Path, capsys) -> None:
 # ---------------------------------------------------------------------------
 
 
-def test_recipe_file_matches_defaults() -> None:
-    path = ROOT / "configs" / "tasks" / "semfpn_fastvit_sa12_ade20k_40k.yaml"
-    recipe = common.load_recipe(SegmentationRecipe, path)
-    assert recipe == SegmentationRecipe()
+def test_packaged_recipe_is_the_papers_ade20k_setting() -> None:
+    recipe = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE)
     assert (recipe.iters, recipe.lr, recipe.weight_decay, recipe.poly_power,
             recipe.crop_size) == (40_000, 2e-4, 1e-4, 0.9, 512)
     with pytest.raises(ConfigError, match="crop_size must be a multiple of 32"):
-        common.load_recipe(SegmentationRecipe, overrides={"crop_size": 500})
+        tiny_recipe(crop_size=500).validate()
 
 
 # ---------------------------------------------------------------------------
@@ -241,8 +246,8 @@ def test_recipe_file_matches_defaults() -> None:
 
 def test_overfit_reaches_miou(ade: Path, tmp_path: Path) -> None:
     """30 iterations on 4 images: the loss falls and mIoU on those images > 0.8."""
-    recipe = SegmentationRecipe(**{**TINY, "iters": 30, "lr": 5e-3, "eval_every": 30,
-                                   "scale_range": (1.0, 1.0), "photometric": False})
+    recipe = tiny_recipe(iters=30, lr=5e-3, eval_every=30, scale_range=(1.0, 1.0),
+                         photometric=False)
     report = engine.train(recipe, data_root=ade, out_dir=tmp_path, val_split="training",
                           device="cpu")
     losses = [h["loss"] for h in report["train"]]
@@ -267,17 +272,17 @@ def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     assert [e["step"] for e in report["eval"]] == [2, 4]
     assert {"mIoU", "aAcc", "mAcc", "IoU", "Acc"} <= set(report["eval"][-1])
     assert (out / "loss.png").stat().st_size > 0
-    assert common.load_task_checkpoint(out / "checkpoint.pt", "segmentation")["step"] == 4
+    assert load_run_checkpoint(out / checkpoint_name(4), "segmentation")["step"] == 4
 
-    rc = cli_main(["segment", "evaluate", "--checkpoint", str(out / "checkpoint.pt"), "--data",
+    rc = cli_main(["segment", "evaluate", "--checkpoint", str(out), "--data",
                    str(ade), "--mode", "slide", "--stride", "21", "--workers", "0",
-                   "--out", str(tmp_path / "eval.json")])
+                   "--json", str(tmp_path / "eval.json")])
     assert rc == 0
     metrics = json.loads((tmp_path / "eval.json").read_text())
     assert metrics["mode"] == "slide" and 0.0 <= metrics["mIoU"] <= 1.0
 
     image = ade / "images" / "validation" / "ADE_validation_00000.jpg"
-    rc = cli_main(["segment", "predict", "--checkpoint", str(out / "checkpoint.pt"),
+    rc = cli_main(["segment", "predict", "--checkpoint", str(out / checkpoint_name(4)),
                    str(image), "--out", str(tmp_path / "pred"), "--overlay"])
     assert rc == 0
     mask = np.asarray(Image.open(tmp_path / "pred" / "ADE_validation_00000.png"))
@@ -293,12 +298,13 @@ def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
 def test_torchrun_evaluate_matches_single_process(ade: Path, tmp_path: Path) -> None:
     """2 gloo processes score 3 images (2 + 1) and all-reduce their confusion matrices:
     exactly the single-process metrics."""
-    recipe = SegmentationRecipe(**TINY)
+    recipe = tiny_recipe()
     torch.manual_seed(1)
     ckpt = tmp_path / "untrained.pt"
-    common.save_task_checkpoint(ckpt, task="segmentation",
-                                model=engine.build_segmenter(recipe, with_pretrained=False),
-                                recipe=common.recipe_dict(recipe))
+    model = engine.build_segmenter(recipe, with_pretrained=False)
+    # the checkpoint layout of earlier releases: still read (upgraded on load)
+    torch.save({"task": "segmentation", "recipe": to_dict(recipe), "step": 0, "extra": {},
+                "model": model.state_dict()}, ckpt)
     args = ["segment", "evaluate", "--checkpoint", str(ckpt), "--data", str(ade),
             "--workers", "0", "--device", "cpu"]
     assert cli_main([*args, "--out", str(tmp_path / "single.json")]) == 0

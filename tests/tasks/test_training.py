@@ -1,11 +1,10 @@
-"""Guards on the dense-task runs (``fastvit detect`` / ``fastvit hand``): resume restores
-the training state (and, once the shared run layer lands, continues bit-identically),
-sharded hand evaluation counts every sample once, and every torchrun call in the tests
-is ``--standalone``.
+"""The dense-task runs on the shared run layer (``fastvit detect`` / ``fastvit hand``):
+a run stopped after a checkpoint and resumed restores the training state and ends
+bit-identical to an uninterrupted run, sharded hand evaluation counts every sample once,
+and every torchrun call in the tests is ``--standalone``.
 
-Monkeypatched here (both in ``fastvit.tasks.common``, which the task engines call):
-``save_task_checkpoint`` (wrapped to stop a run right after a checkpoint, standing in for
-a kill) and ``fit`` (wrapped to read the state a resumed loop starts from).
+Monkeypatched here: ``fastvit.tasks.training.fit`` (the shared epoch loop the task
+runs call), wrapped to read the state a resumed loop starts from.
 """
 
 from __future__ import annotations
@@ -19,23 +18,24 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from fastvit.cli import main as cli_main
+from fastvit.run.recipes import to_dict
+from fastvit.run.store import checkpoint_name
+from fastvit.tasks import training
+from fastvit.tasks.detection import engine as det_engine
+from fastvit.tasks.detection.recipe import DEFAULT_RECIPE as DET_RECIPE
+from fastvit.tasks.detection.recipe import DetectionRecipe
+from fastvit.tasks.hand import engine as hand_engine
+from fastvit.tasks.hand.recipe import DEFAULT_RECIPE as HAND_RECIPE
+from fastvit.tasks.hand.recipe import HandRecipe
+from fastvit.tasks.training import load_task_recipe
 from tests.helpers.hand import make_freihand, write_mano_npz
 from tests.helpers.tasks import make_coco, torchrun
 from tests.helpers.training import load_state, tensors_equal
 
-from fastvit.cli import main as cli_main
-from fastvit.tasks import common
-from fastvit.tasks.detection import engine as det_engine
-from fastvit.tasks.detection.recipe import DetectionRecipe
-from fastvit.tasks.hand import engine as hand_engine
-from fastvit.tasks.hand.recipe import HandRecipe
-
 TESTS = Path(__file__).resolve().parent
 HALF, FULL = 2, 4  # optimizer steps: 2 per epoch, 2 epochs; the "kill" comes after epoch 1
-
-
-class _Crash(Exception):
-    """Stands in for a kill right after a checkpoint was written."""
 
 
 class _Stop(Exception):
@@ -52,34 +52,18 @@ def _threads(n: int):
         torch.set_num_threads(before)
 
 
-def _crash_after_checkpoint(train, step: int) -> None:
-    real = common.save_task_checkpoint
-
-    def save_then_crash(*args, **kwargs):
-        path = real(*args, **kwargs)
-        if kwargs.get("step") == step:
-            raise _Crash(step)
-        return path
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(common, "save_task_checkpoint", save_then_crash)
-        with pytest.raises(_Crash):
-            train()
-
-
 def _state_at_loop_start(train) -> dict:
     seen: dict = {}
 
-    def spy(model, batches, step_fn, *, optimizer, scheduler, scaler, start_step=0,
-            **kwargs):
-        seen.update(model=copy.deepcopy(common.unwrap(model).state_dict()),
-                    optimizer=copy.deepcopy(optimizer.state_dict()),
-                    scheduler=copy.deepcopy(scheduler.state_dict()),
-                    scaler=copy.deepcopy(scaler.state_dict()), start_step=start_step)
+    def spy(parts, loader, progress, *args, **kwargs):
+        seen.update(model=copy.deepcopy(parts.raw_model.state_dict()),
+                    optimizer=copy.deepcopy(parts.optimizer.state_dict()),
+                    scheduler=copy.deepcopy(parts.scheduler.state_dict()),
+                    scaler=copy.deepcopy(parts.scaler.state_dict()), start_step=progress.step)
         raise _Stop
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(common, "fit", spy)
+        mp.setattr(training, "fit", spy)
         with pytest.raises(_Stop):
             train()
     return seen
@@ -87,12 +71,13 @@ def _state_at_loop_start(train) -> dict:
 
 def _runs(root: Path, train) -> dict[str, Path]:
     """An uninterrupted FULL-step run, and a run stopped after its HALF-step checkpoint
-    (kept aside as ``half.pt``). ``train(out_dir, resume)`` starts one run."""
+    (``--max-steps``; a copy kept aside as ``half.pt``). ``train(out_dir, resume,
+    max_steps)`` starts one run."""
     with _threads(1):
-        train(root / "full", None)
-        _crash_after_checkpoint(lambda: train(root / "half", None), HALF)
-    half = shutil.copy(root / "half" / "checkpoint.pt", root / "half.pt")
-    return {"full": root / "full" / "checkpoint.pt", "half": Path(half)}
+        train(root / "full", None, None)
+        train(root / "half", None, HALF)
+    half = shutil.copy(root / "half" / checkpoint_name(HALF), root / "half.pt")
+    return {"full": root / "full" / checkpoint_name(FULL), "half": Path(half)}
 
 
 def _assert_resumed_state(seen: dict, checkpoint: Path) -> None:
@@ -126,9 +111,10 @@ def det(tmp_path_factory):
     root = tmp_path_factory.mktemp("det_resume")
     images, ann = make_coco(root, "train", n_images=4, size=64, seed=5)  # 2 steps per epoch
 
-    def train(out: Path, resume: Path | None):
-        return det_engine.train(DetectionRecipe(**DET), train_images=images, train_ann=ann,
-                                out_dir=out, device="cpu", resume=resume)
+    def train(out: Path, resume: Path | str | None, max_steps: int | None = None):
+        recipe = load_task_recipe(DetectionRecipe, DET_RECIPE, values=DET)
+        return det_engine.train(recipe, train_images=images, train_ann=ann, out_dir=out,
+                                device="cpu", resume=resume, max_steps=max_steps)
 
     return train, _runs(root, train), root
 
@@ -136,16 +122,15 @@ def det(tmp_path_factory):
 def test_detection_resume_starts_from_the_checkpoint_state(det):
     train, runs, root = det
     with _threads(1):
-        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"]))
+        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
-@pytest.mark.xfail(strict=True, reason="task resume is not exact until the shared run layer")
 def test_detection_resume_is_bit_identical(det):
     train, runs, root = det
     with _threads(1):
-        train(root / "resumed", runs["half"])
-    _assert_same_final_state(root / "resumed" / "checkpoint.pt", runs["full"])
+        train(root / "half", "auto")
+    _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
 
 
 # -- hand ---------------------------------------------------------------------------------
@@ -160,9 +145,11 @@ def hand(tmp_path_factory):
     mano = write_mano_npz(root / "mano_right.npz")
     data = make_freihand(root / "FreiHAND", mano, num_samples=4, versions=1, image_size=64)
 
-    def train(out: Path, resume: Path | None):
-        return hand_engine.train(HandRecipe(**HAND), data=data, mano_path=mano, out_dir=out,
-                                 device="cpu", resume=resume, eval_split=None)
+    def train(out: Path, resume: Path | str | None, max_steps: int | None = None):
+        recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values=HAND)
+        return hand_engine.train(recipe, data=data, mano_path=mano, out_dir=out,
+                                 device="cpu", resume=resume, eval_split=None,
+                                 max_steps=max_steps)
 
     return train, _runs(root, train), root
 
@@ -170,16 +157,15 @@ def hand(tmp_path_factory):
 def test_hand_resume_starts_from_the_checkpoint_state(hand):
     train, runs, root = hand
     with _threads(1):
-        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"]))
+        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
-@pytest.mark.xfail(strict=True, reason="task resume is not exact until the shared run layer")
 def test_hand_resume_is_bit_identical(hand):
     train, runs, root = hand
     with _threads(1):
-        train(root / "resumed", runs["half"])
-    _assert_same_final_state(root / "resumed" / "checkpoint.pt", runs["full"])
+        train(root / "half", "auto")
+    _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
 
 
 # -- hand: sharded evaluation of an odd number of samples ----------------------------------
@@ -192,11 +178,11 @@ def test_hand_torchrun_evaluate_odd_sample_count_equals_single_process(tmp_path,
     mano = write_mano_npz(tmp_path / "mano_right.npz")
     data = make_freihand(tmp_path / "FreiHAND", mano, num_samples=2, versions=1,
                          image_size=64, eval_samples=5)
-    recipe = HandRecipe(**{**HAND, "head_hidden": 32})
+    recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values={**HAND, "head_hidden": 32})
     torch.manual_seed(3)
-    checkpoint = common.save_task_checkpoint(
-        tmp_path / "checkpoint.pt", task="hand", model=hand_engine.build_net(recipe),
-        recipe=common.recipe_dict(recipe))
+    checkpoint = tmp_path / "checkpoint.pt"  # the layout of earlier releases, still read
+    torch.save({"task": "hand", "recipe": to_dict(recipe), "step": 0, "extra": {},
+                "model": hand_engine.build_net(recipe).state_dict()}, checkpoint)
     args = ["hand", "evaluate", "--checkpoint", str(checkpoint), "--data", str(data),
             "--mano", str(mano), "--split", "evaluation", "--batch-size", "2",
             "--workers", "0", "--device", "cpu", "--num-examples", "0"]
@@ -219,7 +205,7 @@ def test_every_torchrun_call_in_the_tests_is_standalone():
     """``--standalone`` lets torchrun pick a free rendezvous port; a fixed
     ``--master_port`` collides when two test runs share a machine."""
     offenders = []
-    for path in sorted(TESTS.glob("*.py")):
+    for path in sorted(TESTS.parent.rglob("*.py")):
         if path.name == Path(__file__).name:
             continue
         text = path.read_text()

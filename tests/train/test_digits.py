@@ -4,27 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from fastvit.train.cli import config_from_args
+from fastvit.train.config import build_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _digits_config(tmp_path, *extra: str):
-    import argparse
-
-    from fastvit.train import cli
-
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    return config_from_args(parser.parse_args(
-        ["--data", "digits", "--out", str(tmp_path / "run"), "--no-progress", *extra]))
 
 
 def test_digits_short_run_learns(tmp_path):
     """Two epochs (44 steps): far above the 10% of chance."""
     from fastvit.train.trainer import fit
 
-    cfg = _digits_config(tmp_path, "--epochs", "2", "--set", "schedule.warmup_epochs=0.5")
+    cfg = build_config(values={"data.path": "digits", "run.out_dir": str(tmp_path / "run"),
+                               "run.progress": False, "schedule.epochs": 2},
+                       overrides=["schedule.warmup_epochs=0.5"])
     summary = fit(cfg, log=lambda _: None)
     top1 = summary["last_eval"]["model"]["top1"]
     assert summary["last_eval"]["model"]["count"] == 359

@@ -10,12 +10,12 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from tests.helpers.training import load_state, tiny_config
 
 import fastvit
-from fastvit.train.checkpointing import checkpoint_name, list_checkpoints
-from fastvit.train.logging import read_metrics
+from fastvit.run.metrics_log import read_metrics
+from fastvit.run.store import checkpoint_name, list_checkpoints
 from fastvit.train.trainer import fit
+from tests.helpers.training import load_state, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,7 +67,7 @@ def _first_step_with_teacher(tmp_path, name: str, teacher_path, datasets):
     cfg = tiny_config(tmp_path / name, "unused", **EXACT_TARGETS, **{
         "distill.kind": "hard", "distill.teacher": "fastvit_t8",
         "distill.teacher_weights": teacher_path, "distill.alpha": 0.5,
-        "run.stop_at_step": 1})
+        "run.max_steps": 1})
     seen: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def hook(module, args, output):
@@ -132,11 +132,11 @@ def test_peak_lr_is_scaled_by_global_batch_over_base_batch(tmp_path):
     # peak lr = 1e-4 * 8 / 2 = 4e-4 (unscaled: 1e-4; scaled by the per-process batch: 2e-4)
     cfg = tiny_config(tmp_path / "out", "unused", **{
         "optim.lr": 1e-4, "optim.lr_base_batch": 2, "optim.global_batch": 8,
-        "data.batch_size": 4, "schedule.warmup_epochs": 0, "run.stop_at_step": 1})
+        "data.batch_size": 4, "schedule.warmup_epochs": 0, "run.max_steps": 1})
     fit(cfg, datasets=_datasets())
     peak = 1e-4 * 8 / 2
     state = load_state(tmp_path / "out" / checkpoint_name(1))
-    assert state["global_batch"] == 8
+    assert state["metadata"]["global_batch"] == 8
     for group in state["optimizer"]["param_groups"]:
         assert group["initial_lr"] == pytest.approx(peak, rel=1e-12)
     assert state["scheduler"]["base_lrs"] == pytest.approx([peak, peak], rel=1e-12)
@@ -158,8 +158,8 @@ def test_best_checkpoint_is_the_argmax_epoch_and_keep_last_rotates(tmp_path, mon
         calls.append(epoch)
         return {"top1": SCRIPTED_TOP1[epoch], "top5": 100.0, "loss": 1.0, "count": 6}
 
-    # monkeypatched: fastvit.evaluate.evaluate (the evaluation the trainer runs per epoch)
-    monkeypatch.setattr("fastvit.evaluate.evaluate", scripted_evaluate)
+    # monkeypatched: fastvit.train.trainer.evaluate (the evaluation the trainer runs per epoch)
+    monkeypatch.setattr("fastvit.train.trainer.evaluate", scripted_evaluate)
     keep = 4
     cfg = tiny_config(tmp_path / "out", "unused", **{
         "schedule.epochs": 3, "schedule.warmup_epochs": 0, "run.save_every_steps": 1,
@@ -189,9 +189,8 @@ def test_best_checkpoint_is_the_argmax_epoch_and_keep_last_rotates(tmp_path, mon
 
 
 def test_recipe_grad_checkpointing_flag_checkpoints_the_blocks(tmp_path):
-    from tests.helpers.spies import block_forward_counts
-
     from fastvit.train.trainer import build_model
+    from tests.helpers.spies import block_forward_counts
 
     for flag, expected in ((False, 1), (True, 2)):
         cfg = tiny_config(tmp_path / "out", "unused", **{"model.grad_checkpointing": flag,

@@ -7,17 +7,12 @@ import hashlib
 
 import pytest
 import torch
-from tests.helpers.training import TEST_DEVICE, load_state, make_image_folder, tiny_config
 
 from fastvit.errors import CheckpointError, ConfigError, DataError
-from fastvit.train.checkpointing import (
-    DivergedError,
-    checkpoint_name,
-    list_checkpoints,
-    save_checkpoint,
-)
-from fastvit.train.data import ResumableEpochSampler
+from fastvit.run.sampling import ResumableEpochSampler
+from fastvit.run.store import DivergedError, checkpoint_name, list_checkpoints, save_checkpoint
 from fastvit.train.trainer import build_model, fit
+from tests.helpers.training import TEST_DEVICE, load_state, make_image_folder, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -82,7 +77,7 @@ def test_checkpoint_writer_refuses_nonfinite_weights(tmp_path):
 
 
 def test_resume_from_another_variant_or_recipe_is_refused(tmp_path):
-    cfg = tiny_config(tmp_path / "out", "unused", **{"run.stop_at_step": 1})
+    cfg = tiny_config(tmp_path / "out", "unused", **{"run.max_steps": 1})
     summary = fit(cfg, datasets=_datasets())
     assert summary["stopped"] and summary["step"] == 1
     other = tiny_config(tmp_path / "out", "unused", **{"model.variant": "fastvit_t12",
@@ -119,7 +114,7 @@ def test_fine_tune_from_checkpoint_with_a_new_classifier(tmp_path):
     source = create_model("fastvit_t8", num_classes=5)
     save_weights(source, tmp_path / "t8_5.safetensors")
     cfg = tiny_config(tmp_path / "out", "unused",
-                      **{"model.checkpoint": tmp_path / "t8_5.safetensors"})
+                      **{"model.pretrained": tmp_path / "t8_5.safetensors"})
     with pytest.raises(ConfigError, match="5-class classifier .* --reset-classifier"):
         build_model(cfg, num_classes=3)
     cfg.model.reset_classifier = True
@@ -128,7 +123,7 @@ def test_fine_tune_from_checkpoint_with_a_new_classifier(tmp_path):
     key = "stem.0.conv_kxk.0.conv.weight"
     assert torch.equal(model.state_dict()[key], source.state_dict()[key])
     save_weights(reparameterize(source), tmp_path / "fused.safetensors")
-    cfg.model.checkpoint = str(tmp_path / "fused.safetensors")
+    cfg.model.pretrained = str(tmp_path / "fused.safetensors")
     with pytest.raises(CheckpointError, match="fused"):
         build_model(cfg, num_classes=3)
 
@@ -136,11 +131,12 @@ def test_fine_tune_from_checkpoint_with_a_new_classifier(tmp_path):
 def test_bf16_channels_last_accumulation_and_clipping_smoke(tmp_path):
     cfg = tiny_config(tmp_path / "out", "unused", **{
         "run.amp": "bf16", "run.channels_last": True, "optim.global_batch": 8,
-        "optim.clip_grad": 1.0, "run.stop_at_step": 2, "run.deterministic": False})
+        "optim.clip_grad": 1.0, "run.max_steps": 2, "run.deterministic": False})
     summary = fit(cfg, datasets=_datasets())
     state = load_state(tmp_path / "out" / checkpoint_name(2))
     assert summary["stopped"] and state["step"] == 2 and state["batch_in_epoch"] == 4
-    assert state["global_batch"] == 8 and state["classes"] == ["a", "b", "c"]
+    assert state["metadata"]["global_batch"] == 8
+    assert state["metadata"]["class_names"] == ["a", "b", "c"]
     assert all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
     # the checkpoint is a plain dict: loads with weights_only and through fastvit.checkpoints
     from fastvit.checkpoints import read_checkpoint
@@ -191,12 +187,12 @@ def test_best_weights_are_exported_for_validate(tmp_path):
 @pytest.mark.skipif(not TEST_DEVICE.startswith("cuda"), reason="fp16 + GradScaler need CUDA "
                     "(FASTVIT_TRAIN_TEST_DEVICE=cuda)")
 def test_fp16_gradscaler_channels_last_and_resume_on_cuda(tmp_path):
-    overrides = {"run.amp": "fp16", "run.channels_last": True, "run.stop_at_step": 3,
+    overrides = {"run.amp": "fp16", "run.channels_last": True, "run.max_steps": 3,
                  "run.deterministic": False}
     fit(tiny_config(tmp_path / "out", "unused", **overrides), datasets=_datasets())
     state = load_state(tmp_path / "out" / checkpoint_name(3))
     assert state["scaler"]["scale"] > 0  # the GradScaler state travels with the checkpoint
-    overrides["run.stop_at_step"] = None
+    overrides["run.max_steps"] = None
     summary = fit(tiny_config(tmp_path / "out", "unused", **overrides), resume="auto",
                   datasets=_datasets())
     assert summary["step"] == 12 and summary["last_eval"]["model"]["count"] == 9

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -10,12 +9,12 @@ import yaml
 
 from fastvit.errors import ConfigError
 from fastvit.models import VARIANTS
+from fastvit.run.recipes import recipe_dir
 from fastvit.train.config import (
-    TrainConfig,
     apply_overrides,
+    build_config,
     list_recipes,
     load_recipe,
-    recipe_dir,
     resume_mismatches,
     to_dict,
     validate,
@@ -28,12 +27,8 @@ DISTILL_DROP_PATH = {"fastvit_t8": 0.0, "fastvit_t12": 0.0, "fastvit_s12": 0.0,
                      "fastvit_ma36": 0.2}
 
 
-def test_packaged_recipes_are_the_top_level_configs():
-    packaged = {p.name: p.read_bytes() for p in recipe_dir().glob("*.yaml")}
-    top = {p.name: p.read_bytes() for p in (REPO / "configs").glob("*.yaml")}
-    assert packaged == top, ("configs/*.yaml must be byte-identical copies of "
-                             "src/fastvit/configs/*.yaml (the source of truth): "
-                             "cp src/fastvit/configs/*.yaml configs/")
+def test_packaged_recipes_are_the_only_copies():
+    assert not (REPO / "configs").exists(), "recipes live in src/fastvit/configs only"
     expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "fastvit_ma36_ft384",
                 "digits_t8"}
     assert set(list_recipes()) == expected
@@ -73,42 +68,49 @@ def test_finetune_384_recipe():
     assert cfg.data.image_size == 384 and cfg.schedule.epochs == 30
     assert cfg.optim.lr == 5e-5 and cfg.optim.weight_decay == 1e-8
     assert cfg.optim.global_batch == 512 and cfg.optim.lr_base_batch == 512
-    with pytest.raises(ConfigError, match="--checkpoint"):
+    with pytest.raises(ConfigError, match="--pretrained"):
         validate(cfg)
-    cfg.model.checkpoint = "weights.pt"
+    cfg.model.pretrained = "weights.pt"
     validate(cfg)
 
 
-def test_dataclass_defaults_are_the_paper_recipe():
-    defaults, t8 = to_dict(TrainConfig()), to_dict(load_recipe("fastvit_t8"))
-    for section in ("optim", "schedule", "ema", "distill"):
-        assert defaults[section] == t8[section], section
-    differing = {k for k in t8["data"] if defaults["data"][k] != t8["data"][k]}
-    assert differing == {"mixup", "crop_pct"}  # t8 mixes with 0.2; crop comes from the variant
+def test_recipes_spell_every_key_or_start_from_a_base(tmp_path):
+    """The packaged YAML is the source of truth: no value comes from a dataclass default."""
+    t8, digits = to_dict(load_recipe("fastvit_t8")), to_dict(load_recipe("digits_t8"))
+    # digits_t8 states only what differs and takes the rest from fastvit_t8 (``base:``)
+    assert digits["data"]["crop_pct"] == t8["data"]["crop_pct"]
+    assert digits["data"]["path"] == "digits" and digits["data"]["image_size"] == 32
+    partial = tmp_path / "partial.yaml"
+    partial.write_text("model: {variant: fastvit_t8}\n")
+    with pytest.raises(ConfigError, match="missing recipe key"):
+        load_recipe(str(partial))
+    based = tmp_path / "based.yaml"
+    based.write_text("base: fastvit_sa12\noptim: {lr: 0.002}\n")
+    cfg = load_recipe(str(based))
+    assert cfg.optim.lr == 0.002 and cfg.model.variant == "fastvit_sa12"
+    assert cfg.optim.weight_decay == 0.05  # from the base
 
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    from fastvit.train import cli
+def _config(argv: list[str]):
+    """The recipe ``fastvit train ARGV`` runs (flags parsed by the real parser)."""
+    from fastvit.cli import build_parser
+    from fastvit.cli.train import config_values
 
-    parser = argparse.ArgumentParser()
-    cli.add_arguments(parser)
-    return parser.parse_args(argv)
+    args = build_parser("train")[0].parse_args(argv)
+    return build_config(args.config, config_values(args), args.overrides)
 
 
 def test_cli_flags_and_set_overrides():
-    from fastvit.train.cli import config_from_args
-
-    args = _parse(["--model", "fastvit_sa12", "--lr", "5e-4", "--epochs", "30",
+    cfg = _config(["--model", "fastvit_sa12", "--lr", "5e-4", "--epochs", "30",
                    "--channels-last", "--set", "optim.weight_decay=1e-2",
                    "--set", "data.scale=[0.5, 1.0]", "--set", "optim.lr=2e-4",
                    "--set", "optim.clip_grad=null", "--set", "ema.enabled=false"])
-    cfg = config_from_args(args)
     assert cfg.model.variant == "fastvit_sa12" and cfg.model.drop_path == 0.1  # sa12 recipe
     assert cfg.optim.lr == 2e-4  # --set comes after the plain flag
     assert cfg.schedule.epochs == 30 and cfg.run.channels_last
     assert cfg.optim.weight_decay == 0.01 and cfg.data.scale == (0.5, 1.0)
     assert cfg.optim.clip_grad is None and cfg.ema.enabled is False
-    digits = config_from_args(_parse(["--data", "digits"]))
+    digits = _config(["--data", "digits"])
     assert digits.data.path == "digits" and digits.data.image_size == 32
 
 
@@ -118,12 +120,12 @@ def test_cli_flags_and_set_overrides():
     ("optim.lr=fast", "optim.lr expects a float"),
     ("data.batch_size=2.5", "data.batch_size expects a int"),
     ("ema.enabled=maybe", "ema.enabled expects a bool"),
-    ("data.scale=[1]", "data.scale expects 2 numbers"),
+    ("data.scale=[1]", "data.scale expects 2 values"),
     ("optim.lr", "expects KEY=VALUE"),
 ])
 def test_bad_overrides_are_config_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
-        apply_overrides(TrainConfig(), [override])
+        apply_overrides(load_recipe("fastvit_t8"), [override])
 
 
 def test_cli_reports_errors_without_traceback(capsys, tmp_path):

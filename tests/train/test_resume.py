@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from fastvit.run.store import checkpoint_name, list_checkpoints
 from tests.helpers.training import (
     REPO,
     cli_set_args,
@@ -21,8 +23,6 @@ from tests.helpers.training import (
     tensors_equal,
     tiny_overrides,
 )
-
-from fastvit.train.checkpointing import checkpoint_name, list_checkpoints
 
 STEPS_PER_EPOCH, EPOCHS = 9, 2  # 36 images / batch 4
 FINAL = STEPS_PER_EPOCH * EPOCHS
@@ -77,7 +77,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     ref = load_state(tmp_path / "reference" / checkpoint_name(FINAL))
     got = load_state(killed_dir / checkpoint_name(FINAL))
     for key in ("model", "ema", "ema_n_averaged", "optimizer", "scheduler", "scaler", "step",
-                "epoch", "batch_in_epoch", "metrics", "best_top1"):
+                "epoch", "batch_in_epoch", "metrics", "best_score"):
         diffs = tensors_equal(ref[key], got[key], key)
         assert not diffs, f"resumed run differs from the uninterrupted one at {diffs[:5]}"
     assert ref["step"] == FINAL and ref["epoch"] == EPOCHS

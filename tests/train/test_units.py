@@ -13,16 +13,9 @@ from torch import nn
 from fastvit.data import Batch
 from fastvit.errors import ConfigError
 from fastvit.factory import create_model
-from fastvit.train.data import ResumableEpochSampler, SeededDataset, derive_seed
-from fastvit.train.distill import (
-    DistillationLoss,
-    hard_distillation_term,
-    soft_distillation_term,
-)
-from fastvit.train.distributed import DistEnv
-from fastvit.train.ema import build_ema
-from fastvit.train.engine import Progress, StepParts, train_one_epoch
-from fastvit.train.optim import (
+from fastvit.run.distributed import DistEnv
+from fastvit.run.loop import Progress, StepOutput, TrainParts, train_epoch
+from fastvit.run.optim import (
     WarmupCosineCooldown,
     build_optimizer,
     build_scheduler,
@@ -30,6 +23,14 @@ from fastvit.train.optim import (
     param_groups,
     scaled_lr,
 )
+from fastvit.run.sampling import ResumableEpochSampler, SeededDataset
+from fastvit.run.seeding import derive_seed
+from fastvit.train.distill import (
+    DistillationLoss,
+    hard_distillation_term,
+    soft_distillation_term,
+)
+from fastvit.train.ema import build_ema
 
 # -- learning rate -------------------------------------------------------------------------------
 
@@ -188,11 +189,17 @@ def _one_step(batches: list[Batch], accum: int) -> torch.Tensor:
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.GELU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
-    parts = StepParts(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False),
-                      lambda x, logits, y: F.cross_entropy(logits, y), None, None, DistEnv(),
-                      accum=accum)
+    parts = TrainParts(model, model, opt, sched, torch.amp.GradScaler("cpu", enabled=False),
+                       DistEnv(), accum=accum)
+
+    def step_fn(batch: Batch) -> StepOutput:
+        if batch.images is None:
+            return StepOutput(None, 0, batch.skipped)
+        return StepOutput({"loss": F.cross_entropy(model(batch.images), batch.targets)},
+                          batch.images.shape[0], batch.skipped)
+
     before = [p.detach().clone() for p in model.parameters()]
-    train_one_epoch(parts, batches, Progress(), on_step=lambda p, s: False)
+    train_epoch(parts, batches, Progress(), step_fn, on_step=lambda p, s: False)
     # SGD with lr 1: the update is minus the gradient of the optimizer step
     return torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters(),
                                                                    strict=True)])

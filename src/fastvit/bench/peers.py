@@ -37,10 +37,10 @@ class Published:
 
 @lru_cache(maxsize=1)
 def published_table() -> dict[str, Published]:
-    """``model -> Published`` for our variants (PAPER.md via ``VARIANTS``) and the peers
+    """``model -> Published`` for our variants (the paper's table, ``VARIANTS``) and the peers
     (``fastvit/assets/published_top1.csv``)."""
     table = {name: Published(spec.published["top1"], 256, "FastViT paper (ICCV 2023), "
-                             "non-distilled; PAPER.md section 1")
+                             "non-distilled, ImageNet-1k table")
              for name, spec in VARIANTS.items()}
     text = resources.files("fastvit").joinpath("assets/published_top1.csv").read_text()
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))

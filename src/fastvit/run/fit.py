@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from fastvit.errors import CheckpointError
+from fastvit.errors import CheckpointError, ConfigError
 from fastvit.run import store
 from fastvit.run.distributed import DistEnv, barrier, gather_objects
 from fastvit.run.loop import LossWindow, Progress, StepFn, StepStats, TrainParts, train_epoch
@@ -147,80 +147,99 @@ def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: Step
     ``plan.eval_every_steps`` steps when that is set, else every
     ``plan.eval_every_epochs`` epochs, and always at the end.
     """
-    env = parts.env
-    window = LossWindow(env)
-    last_eval: Metrics = {}
-    evaluated_at: int | None = None
-    bar = None
-
-    def evaluate_and_save() -> None:
-        nonlocal last_eval, evaluated_at
-        last_eval = evaluate() if evaluate is not None else {}
-        evaluated_at = progress.step
-        parts.raw_model.train()
-        best = False
-        if score is not None and last_eval:
-            value = score(last_eval)
-            best = value > progress.best_score
-            progress.best_score = max(progress.best_score, value)
-        logger.log({"kind": "eval", "step": progress.step, "epoch": progress.epoch,
-                    **last_eval})
-        checkpointer.save(metrics=last_eval, best=best)
-
-    def on_step(prog: Progress, stats: StepStats) -> bool:
-        window.add(stats)
-        if prog.step % plan.log_every == 0 or prog.step == 1:
-            record = window.take()
-            logger.log({"kind": "train", "step": prog.step, "epoch": prog.epoch,
-                        "lr": stats.lr, **record})
-            if bar is not None and hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{record.get('loss', math.nan):.4f}",
-                                lr=f"{stats.lr:.2e}", img_s=f"{record['img_per_s']:.0f}")
-        if plan.eval_every_steps and (prog.step % plan.eval_every_steps == 0
-                                      or prog.step == plan.total_steps):
-            evaluate_and_save()
-        elif plan.save_every_steps and prog.step % plan.save_every_steps == 0:
-            checkpointer.save()
-        return prog.step >= plan.total_steps or (plan.max_steps is not None
-                                                 and prog.step >= plan.max_steps)
-
+    run = _Run(parts, progress, plan, checkpointer, logger, evaluate, score, say)
     while progress.step < plan.total_steps:
         epoch = progress.epoch
         loader.sampler.set_epoch(epoch, progress.batch_in_epoch)
-        bar = progress_bar(loader, total=loader.sampler.usable_batches,
-                           initial=progress.batch_in_epoch,
-                           desc=f"epoch {epoch + 1}/{plan.total_epochs}",
-                           enabled=env.is_main and show_progress)
-        result = train_epoch(parts, bar, progress, step_fn, on_step=on_step)
-        skipped = sum(gather_objects(len(result.skipped), env))
+        run.bar = progress_bar(loader, total=loader.sampler.usable_batches,
+                               initial=progress.batch_in_epoch,
+                               desc=f"epoch {epoch + 1}/{plan.total_epochs}",
+                               enabled=parts.env.is_main and show_progress)
+        result = train_epoch(parts, run.bar, progress, step_fn, on_step=run.on_step)
+        skipped = sum(gather_objects(len(result.skipped), parts.env))
         if skipped:
             say(f"warning: skipped {skipped} unreadable image(s) in epoch {epoch + 1}")
-        if progress.batch_in_epoch >= loader.sampler.usable_batches:  # the epoch is complete
-            progress.epoch += 1
-            progress.batch_in_epoch = 0
-            due = not plan.eval_every_steps and plan.eval_every_epochs and (
-                progress.epoch % plan.eval_every_epochs == 0
-                or progress.step >= plan.total_steps)
-            if due:
-                evaluate_and_save()
-            elif checkpointer.last_saved_step != progress.step:
-                checkpointer.save()
-            line = f"epoch {progress.epoch}/{plan.total_epochs} (step {progress.step}): " \
-                   f"train loss {result.mean_loss:.4f}"
-            if due and last_eval:
-                line += ", " + (describe or _describe)(last_eval)
-            say(line)
+        if progress.batch_in_epoch >= loader.sampler.usable_batches:
+            run.end_epoch(result.mean_loss, describe or _describe)
         if result.stopped and progress.step < plan.total_steps:
-            if checkpointer.last_saved_step != progress.step:
-                checkpointer.save()
+            run.save_if_needed()
             say(f"stopped at step {progress.step} of {plan.total_steps} (--max-steps); "
                 f"continue with --resume auto")
-            return FitResult(progress, True, last_eval, checkpointer.last_path)
-    if evaluated_at != progress.step and evaluate is not None:
-        evaluate_and_save()
-    elif checkpointer.last_saved_step != progress.step:
-        checkpointer.save()
-    return FitResult(progress, False, last_eval, checkpointer.last_path)
+            return FitResult(progress, True, run.last_eval, checkpointer.last_path)
+    if run.evaluated_at != progress.step and evaluate is not None:
+        run.evaluate_and_save()
+    run.save_if_needed()
+    return FitResult(progress, False, run.last_eval, checkpointer.last_path)
+
+
+class _Run:
+    """What :func:`fit` does at each step and epoch end: log, evaluate, save."""
+
+    def __init__(self, parts: TrainParts, progress: Progress, plan: FitPlan,
+                 checkpointer: Checkpointer, logger: MetricsLogger,
+                 evaluate: Callable[[], Metrics] | None,
+                 score: Callable[[Metrics], float] | None, say: Callable[[str], None]) -> None:
+        self.parts, self.progress, self.plan = parts, progress, plan
+        self.checkpointer, self.logger, self.say = checkpointer, logger, say
+        self.evaluate, self.score = evaluate, score
+        self.window = LossWindow(parts.env)
+        self.last_eval: Metrics = {}
+        self.evaluated_at: int | None = None
+        self.bar = None
+
+    def evaluate_and_save(self) -> None:
+        prog = self.progress
+        self.last_eval = self.evaluate() if self.evaluate is not None else {}
+        self.evaluated_at = prog.step
+        self.parts.raw_model.train()
+        best = False
+        if self.score is not None and self.last_eval:
+            value = self.score(self.last_eval)
+            best = value > prog.best_score
+            prog.best_score = max(prog.best_score, value)
+        self.logger.log({"kind": "eval", "step": prog.step, "epoch": prog.epoch,
+                         **self.last_eval})
+        self.checkpointer.save(metrics=self.last_eval, best=best)
+
+    def save_if_needed(self) -> None:
+        if self.checkpointer.last_saved_step != self.progress.step:
+            self.checkpointer.save()
+
+    def on_step(self, prog: Progress, stats: StepStats) -> bool:
+        """After every optimizer step; True stops the epoch (end of run or max_steps)."""
+        plan = self.plan
+        self.window.add(stats)
+        if prog.step % plan.log_every == 0 or prog.step == 1:
+            record = self.window.take()
+            self.logger.log({"kind": "train", "step": prog.step, "epoch": prog.epoch,
+                             "lr": stats.lr, **record})
+            if hasattr(self.bar, "set_postfix"):
+                self.bar.set_postfix(loss=f"{record.get('loss', math.nan):.4f}",
+                                     lr=f"{stats.lr:.2e}", img_s=f"{record['img_per_s']:.0f}")
+        if plan.eval_every_steps and (prog.step % plan.eval_every_steps == 0
+                                      or prog.step == plan.total_steps):
+            self.evaluate_and_save()
+        elif plan.save_every_steps and prog.step % plan.save_every_steps == 0:
+            self.checkpointer.save()
+        return prog.step >= plan.total_steps or (plan.max_steps is not None
+                                                 and prog.step >= plan.max_steps)
+
+    def end_epoch(self, mean_loss: float, describe: Callable[[Metrics], str]) -> None:
+        """The epoch is complete: count it, evaluate when due, checkpoint, report."""
+        prog, plan = self.progress, self.plan
+        prog.epoch += 1
+        prog.batch_in_epoch = 0
+        due = not plan.eval_every_steps and plan.eval_every_epochs and (
+            prog.epoch % plan.eval_every_epochs == 0 or prog.step >= plan.total_steps)
+        if due:
+            self.evaluate_and_save()
+        else:
+            self.save_if_needed()
+        line = (f"epoch {prog.epoch}/{plan.total_epochs} (step {prog.step}): train loss "
+                f"{mean_loss:.4f}")
+        if due and self.last_eval:
+            line += ", " + describe(self.last_eval)
+        self.say(line)
 
 
 def _describe(metrics: Metrics) -> str:
@@ -253,11 +272,11 @@ def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
     state = store.load_run_checkpoint(path, task)
     diffs = recipe_differences(state["config"], config, free_keys)
     if diffs:
-        raise CheckpointError(f"cannot resume {path}: it was trained with another recipe; "
-                              f"differing keys:\n  " + "\n  ".join(diffs))
+        raise ConfigError(f"cannot resume {path}: it was trained with another recipe; "
+                          f"differing keys:\n  " + "\n  ".join(diffs))
     if state.get("world_size", 1) != world_size and state["batch_in_epoch"] > 0:
-        raise CheckpointError(f"{path} was written mid-epoch by {state['world_size']} "
-                              f"process(es); resume it with the same number of processes")
+        raise ConfigError(f"{path} was written mid-epoch by {state['world_size']} "
+                          f"process(es); resume it with the same number of processes")
     return state, path
 
 

@@ -141,7 +141,7 @@ def plot_curves(metrics_path: str | Path, png_path: str | Path,
         if points:
             ax_eval.plot(*zip(*points, strict=True), "-o", label=label, ms=3)
     ax_eval.set(title=eval_title, xlabel="step")
-    if evals and eval_metrics:
+    if ax_eval.lines:
         ax_eval.legend()
     for ax in axes:
         ax.grid(alpha=0.3)

@@ -99,28 +99,34 @@ def load_recipe(cls: type[R], name_or_path: str | Path, folder: str = "",
 # ---------------------------------------------------------------------------
 
 
-def from_dict(cls: type[R], data: Mapping[str, Any], *, source: str = "recipe") -> R:
+def from_dict(cls: type[R], data: Mapping[str, Any], *, source: str = "recipe",
+              prefix: str = "") -> R:
     """Instantiate dataclass ``cls`` from ``data``: every field present, no unknown keys,
     values converted to the declared types; dataclass-typed fields are sections."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: expected a mapping, got {type(data).__name__}")
+        raise ConfigError(f"{source}: {prefix.rstrip('.') or 'the recipe'} must be a mapping, "
+                          f"got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
+    unknown = [f"'{prefix}{k}'" for k in data if k not in names]
     if unknown:
-        raise ConfigError(f"{source}: unknown recipe key(s) {', '.join(unknown)}; "
-                          f"valid: {', '.join(names)}")
-    missing = [n for n in names if n not in data]
+        keys = "key " + unknown[0] if len(unknown) == 1 else "keys " + ", ".join(unknown)
+        raise ConfigError(f"{source}: unknown recipe {keys}; valid keys"
+                          f"{' of ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}")
+    values = {}
+    for name in names:
+        if name not in data:
+            continue
+        kind = hints[name]
+        if dataclasses.is_dataclass(kind):
+            values[name] = from_dict(kind, data[name] or {}, source=source,
+                                     prefix=f"{prefix}{name}.")
+        else:
+            values[name] = coerce(data[name], kind, f"{prefix}{name}")
+    missing = [f"{prefix}{n}" for n in names if n not in data]
     if missing:
         raise ConfigError(f"{source}: missing recipe key(s) {', '.join(missing)} (a recipe "
                           f"spells out every value, or starts from one with 'base: NAME')")
-    values = {}
-    for name in names:
-        kind = hints[name]
-        if dataclasses.is_dataclass(kind):
-            values[name] = from_dict(kind, data[name] or {}, source=f"{source}: {name}")
-        else:
-            values[name] = coerce(data[name], kind, name)
     return cls(**values)
 
 

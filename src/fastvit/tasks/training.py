@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from fastvit.errors import ConfigError, FastVitError
 from fastvit.files import write_json
@@ -93,7 +93,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
     amp_dtype = resolve_amp(recipe.amp, env.device)
     loader = build_train_loader(spec.train_set, batch_size=recipe.batch_size,
                                 workers=recipe.workers, seed=recipe.seed, rank=env.rank,
-                                world_size=env.world_size, collate_fn=spec.collate_fn,
+                                world_size=env.world_size,
+                                collate_fn=spec.collate_fn or default_collate,
                                 pin_memory=env.device.type == "cuda")
     steps_per_epoch = loader.sampler.usable_batches
     if steps_per_epoch == 0:

@@ -150,10 +150,9 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
 
     # -- data first: bad folders fail before anything is built or written --------------------
     train_ds, val_ds, classes = datasets if datasets is not None else build_datasets(cfg)
-    num_classes = len(classes)
-    if cfg.model.num_classes is not None and cfg.model.num_classes != num_classes:
+    if cfg.model.num_classes is not None and cfg.model.num_classes != len(classes):
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has "
-                          f"{num_classes} classes")
+                          f"{len(classes)} classes")
     plan = make_plan(cfg, env, len(train_ds))
     config = to_dict(cfg)
     state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
@@ -161,9 +160,66 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     if state is None and resume and resume != "auto":
         raise CheckpointError(f"--resume: nothing to resume at {resume}")
 
-    # -- model, optimizer, schedule, EMA ------------------------------------------------------
+    # -- model, optimizer, schedule, EMA, checkpoints -----------------------------------------
+    parts = _build_parts(cfg, env, plan, len(classes), amp_dtype, fresh=state is None)
+    progress = Progress()
+    metadata = {"variant": cfg.model.variant, "class_names": list(classes),
+                "num_classes": len(classes), "train_images": len(train_ds),
+                "val_images": len(val_ds), "global_batch": plan.global_batch}
+    checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
+                                metadata=metadata, keep_last=cfg.run.keep_last,
+                                on_best=lambda s: _export_best(s, out_dir, cfg, classes))
+    if state is not None:
+        checkpointer.restore(state)
+        say(f"resumed {resume_path}: epoch {progress.epoch}, step {progress.step}, "
+            f"batch {progress.batch_in_epoch} of the epoch")
+
+    # -- loaders, the per-batch work, evaluation ----------------------------------------------
+    d, pin = cfg.data, device.type == "cuda"
+    train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=d.workers,
+                                      seed=cfg.run.seed, rank=env.rank,
+                                      world_size=env.world_size, batch_multiple=plan.accum,
+                                      pin_memory=pin)
+    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, d.workers,
+                                   distributed=env.distributed, pin_memory=pin)
+    step_fn = _step_function(cfg, parts, len(classes))
+
+    def run_eval() -> dict[str, Any]:
+        kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
+        metrics = {"model": _numeric(evaluate(parts.raw_model, val_loader, **kwargs))}
+        if parts.ema is not None:
+            metrics["ema"] = _numeric(evaluate(parts.ema.module, val_loader, **kwargs))
+        return metrics
+
+    # -- run ----------------------------------------------------------------------------------
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temp_files(out_dir)
+        atomic_write_text(out_dir / "config.yaml", dump_yaml(cfg))
+    say(f"fastvit train: {cfg.model.variant}, {len(classes)} classes, {len(train_ds)} train / "
+        f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
+        f"{plan.per_device_batch} x accum {plan.accum} = global batch {plan.global_batch}, "
+        f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
+        f"device {device} ({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
+    fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
+                       save_every_steps=cfg.run.save_every_steps,
+                       eval_every_epochs=cfg.run.eval_every, log_every=cfg.run.log_every)
+    logger = MetricsLogger(out_dir, enabled=env.is_main)
+    try:
+        result = run_fit(parts, train_loader, progress, step_fn, fit_plan, checkpointer, logger,
+                         evaluate=run_eval, score=lambda m: (m.get("ema") or m["model"])["top1"],
+                         describe=_describe, say=say, show_progress=cfg.run.progress)
+    finally:
+        logger.close()
+    return _finish(out_dir, env, result, metadata, logger)
+
+
+def _build_parts(cfg: TrainConfig, env: DistEnv, plan: Plan, num_classes: int,
+                 amp_dtype: torch.dtype | None, *, fresh: bool) -> TrainParts:
+    """Model (initial weights only for a fresh run), AdamW, the per-step schedule, EMA, DDP."""
+    device = env.device
     seed_all(cfg.run.seed)
-    model = build_model(cfg, num_classes, load_weights=state is None).to(device)
+    model = build_model(cfg, num_classes, load_weights=fresh).to(device)
     if cfg.run.channels_last:
         model = to_channels_last(model, device)
     optimizer = build_optimizer(model, lr=plan.lr, weight_decay=cfg.optim.weight_decay,
@@ -180,29 +236,14 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
 
         ema = build_ema(model, cfg.ema.decay)
     ddp_model = wrap_ddp(model, env, broadcast_buffers=False)  # the loop syncs buffers
-    parts = TrainParts(ddp_model, model, optimizer, scheduler, make_scaler(device, amp_dtype),
-                       env, ema, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.seed)
-    progress = Progress()
-    metadata = {"variant": cfg.model.variant, "class_names": list(classes),
-                "num_classes": num_classes, "train_images": len(train_ds),
-                "val_images": len(val_ds), "global_batch": plan.global_batch}
-    checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
-                                metadata=metadata, keep_last=cfg.run.keep_last,
-                                on_best=lambda s: _export_best(s, out_dir, cfg, classes))
-    if state is not None:
-        checkpointer.restore(state)
-        say(f"resumed {resume_path}: epoch {progress.epoch}, step {progress.step}, "
-            f"batch {progress.batch_in_epoch} of the epoch")
+    return TrainParts(ddp_model, model, optimizer, scheduler, make_scaler(device, amp_dtype),
+                      env, ema, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.seed)
 
-    # -- loaders and the per-batch work -------------------------------------------------------
-    d = cfg.data
-    pin = device.type == "cuda"
-    train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=d.workers,
-                                      seed=cfg.run.seed, rank=env.rank,
-                                      world_size=env.world_size, batch_multiple=plan.accum,
-                                      pin_memory=pin)
-    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, d.workers,
-                                   distributed=env.distributed, pin_memory=pin)
+
+def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int
+                   ) -> Callable[[Any], StepOutput]:
+    """One micro-batch: drop unreadable images, MixUp/CutMix, forward, loss."""
+    d, device = cfg.data, parts.env.device
     mixing = MixupCutmix(num_classes, d.mixup, d.cutmix, d.mix_prob, d.switch_prob,
                          d.label_smoothing)
     criterion = build_criterion(cfg, num_classes, device)
@@ -216,37 +257,10 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
         images, targets = mixing(images, targets)
         if cfg.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss = criterion(images, ddp_model(images), targets)
+        loss = criterion(images, parts.model(images), targets)
         return StepOutput({"loss": loss}, images.shape[0], skipped)
 
-    def run_eval() -> dict[str, Any]:
-        kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
-        metrics = {"model": _numeric(evaluate(model, val_loader, **kwargs))}
-        if ema is not None:
-            metrics["ema"] = _numeric(evaluate(ema.module, val_loader, **kwargs))
-        return metrics
-
-    # -- run ----------------------------------------------------------------------------------
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temp_files(out_dir)
-        atomic_write_text(out_dir / "config.yaml", dump_yaml(cfg))
-    say(f"fastvit train: {cfg.model.variant}, {num_classes} classes, {len(train_ds)} train / "
-        f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
-        f"{plan.per_device_batch} x accum {plan.accum} = global batch {plan.global_batch}, "
-        f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
-        f"device {device} ({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
-    fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
-                       save_every_steps=cfg.run.save_every_steps,
-                       eval_every_epochs=cfg.run.eval_every, log_every=cfg.run.log_every)
-    logger = MetricsLogger(out_dir, enabled=env.is_main)
-    try:
-        result = run_fit(parts, train_loader, progress, step_fn, fit_plan, checkpointer, logger,
-                     evaluate=run_eval, score=lambda m: (m.get("ema") or m["model"])["top1"],
-                     describe=_describe, say=say, show_progress=cfg.run.progress)
-    finally:
-        logger.close()
-    return _finish(out_dir, env, result, metadata, logger)
+    return step_fn
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -161,8 +161,8 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
           threads: int | None = None) -> dict[str, Any]:
     """Train on ``ROOT/training``; evaluates on ``eval_split`` every few epochs when its
     ground truth is present. Writes ``ckpt_step*.pt``, ``best.pt`` (lowest PA-MPJPE),
-    ``metrics.jsonl``, ``metrics.json``, ``loss.png`` and (with an eval split)
-    ``report.json`` + ``examples.png`` of the last evaluation."""
+    ``metrics.jsonl``, ``metrics.json`` (the run report), ``loss.png`` and (with an
+    eval split) ``evaluation.json`` + ``examples.png`` of the last evaluation."""
     out_dir = Path(out_dir)
     augment = Augmentation(recipe.aug_scale, recipe.aug_rotation, recipe.aug_translate,
                            recipe.aug_color)
@@ -209,7 +209,7 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                   "model": recipe.model, "metrics": last["metrics"]}
         result["metrics"] = last["metrics"]
         result["files"] = write_report(out_dir, report, last["examples"], last["faces"],
-                                       recipe.input_size)
+                                       recipe.input_size, name="evaluation.json")
     return result
 
 

@@ -9,9 +9,8 @@ from typing import Any
 
 import torch
 
-from fastvit.files import atomic_path
+from fastvit.files import atomic_path, write_json
 from fastvit.models import IMAGENET_MEAN, IMAGENET_STD
-from fastvit.files import write_json
 
 # FreiHAND skeleton: wrist to each finger's four keypoints (thumb, index, middle, ring, little)
 BONES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0, 9), (9, 10),
@@ -88,10 +87,10 @@ def save_examples_png(path: str | os.PathLike, examples: list[dict], faces: torc
 
 
 def write_report(out_dir: str | os.PathLike, report: dict[str, Any], examples: list[dict],
-                 faces: torch.Tensor, size: int) -> dict[str, str]:
-    """``metrics.json`` (the report dict) and ``examples.png`` in ``out_dir``."""
+                 faces: torch.Tensor, size: int, name: str = "metrics.json") -> dict[str, str]:
+    """``name`` (the report dict as JSON) and ``examples.png`` in ``out_dir``."""
     out_dir = Path(out_dir)
-    files = {"metrics": str(write_json(out_dir / "metrics.json", report))}
+    files = {"metrics": str(write_json(out_dir / name, report))}
     if examples:
         m = report.get("metrics", {})
         title = (f"{report.get('model', '')} {report.get('split', '')}: "

@@ -2,7 +2,9 @@
 
 Everything is written to a temporary file in the destination folder, flushed
 and fsynced, then renamed over the destination (atomic on POSIX), and the
-folder is fsynced so the rename itself survives a power cut.
+folder is fsynced so the rename itself survives a power cut. The file gets the
+permissions a plain ``open()`` would give it (``0o666`` less the umask), or
+those of the file it replaces: teammates on a shared cluster can read it.
 """
 
 from __future__ import annotations
@@ -31,11 +33,34 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, _target_mode(path))
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process umask (read from /proc where possible: setting it is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _target_mode(path: Path) -> int:
+    """The replaced file's permission bits, else what ``open()`` would create."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -9,7 +9,6 @@ runs call), wrapped to read the state a resumed loop starts from.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import re
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 from fastvit.cli import main as cli_main
+from fastvit.run.device import cpu_threads
 from fastvit.run.recipes import to_dict
 from fastvit.run.store import checkpoint_name
 from fastvit.tasks import training
@@ -40,16 +40,6 @@ HALF, FULL = 2, 4  # optimizer steps: 2 per epoch, 2 epochs; the "kill" comes af
 
 class _Stop(Exception):
     """Ends a run once the state its training loop starts from has been read."""
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _state_at_loop_start(train) -> dict:
@@ -73,7 +63,7 @@ def _runs(root: Path, train) -> dict[str, Path]:
     """An uninterrupted FULL-step run, and a run stopped after its HALF-step checkpoint
     (``--max-steps``; a copy kept aside as ``half.pt``). ``train(out_dir, resume,
     max_steps)`` starts one run."""
-    with _threads(1):
+    with cpu_threads(1):
         train(root / "full", None, None)
         train(root / "half", None, HALF)
     half = shutil.copy(root / "half" / checkpoint_name(HALF), root / "half.pt")
@@ -121,14 +111,14 @@ def det(tmp_path_factory):
 
 def test_detection_resume_starts_from_the_checkpoint_state(det):
     train, runs, root = det
-    with _threads(1):
+    with cpu_threads(1):
         seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
 def test_detection_resume_is_bit_identical(det):
     train, runs, root = det
-    with _threads(1):
+    with cpu_threads(1):
         train(root / "half", "auto")
     _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
 
@@ -156,14 +146,14 @@ def hand(tmp_path_factory):
 
 def test_hand_resume_starts_from_the_checkpoint_state(hand):
     train, runs, root = hand
-    with _threads(1):
+    with cpu_threads(1):
         seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
 def test_hand_resume_is_bit_identical(hand):
     train, runs, root = hand
-    with _threads(1):
+    with cpu_threads(1):
         train(root / "half", "auto")
     _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
 

@@ -285,3 +285,16 @@ def stored_recipe(cls: type[R], stored: Mapping[str, Any], default: str, folder:
     if isinstance(values.get("amp"), bool):
         values["amp"] = "on" if values["amp"] else "none"
     return from_dict(cls, merge(read_recipe(default, folder), values), source=source)
+
+
+def check_task_keys(recipe: Any) -> None:
+    """Checks of the keys every dense-task recipe shares (``model``, ``amp``, ``keep_last``)."""
+    from fastvit.models import VARIANTS
+    from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+
+    if recipe.amp not in (*AMP_CHOICES, LEGACY_AMP_ON):
+        raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {recipe.amp!r}")
+    if recipe.keep_last < 1:
+        raise ConfigError(f"keep_last must be >= 1, got {recipe.keep_last}")
+    if recipe.model not in VARIANTS:
+        raise ConfigError(f"unknown model {recipe.model!r}; choose one of {', '.join(VARIANTS)}")

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastvit.errors import ConfigError
-from fastvit.models import VARIANTS
-from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+from fastvit.run.recipes import check_task_keys
 
 DEFAULT_RECIPE = "maskrcnn_fastvit_sa12_coco_1x"  # packaged in fastvit/configs/tasks/
 
@@ -52,12 +51,7 @@ class DetectionRecipe:
 
     def validate(self) -> None:
         """Raise ConfigError for values the run cannot use."""
-        if self.amp not in (*AMP_CHOICES, LEGACY_AMP_ON):
-            raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
-        if self.keep_last < 1:
-            raise ConfigError(f"keep_last must be >= 1, got {self.keep_last}")
-        if self.model not in VARIANTS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(VARIANTS)}")
+        check_task_keys(self)
         for name in ("epochs", "batch_size", "lr", "min_size", "max_size", "log_every",
                      "eval_every_epochs", "fpn_channels", "box_head_dim", "mask_head_channels",
                      "rois_per_image", "rpn_proposals_train", "rpn_proposals_test"):

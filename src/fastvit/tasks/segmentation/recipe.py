@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fastvit.errors import ConfigError
-from fastvit.models import VARIANTS
-from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+from fastvit.run.recipes import check_task_keys
 
 DEFAULT_RECIPE = "semfpn_fastvit_sa12_ade20k_40k"  # packaged in fastvit/configs/tasks/
 
@@ -53,12 +52,7 @@ class SegmentationRecipe:
 
     def validate(self) -> None:
         """Raise ConfigError for values the run cannot use."""
-        if self.amp not in (*AMP_CHOICES, LEGACY_AMP_ON):
-            raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {self.amp!r}")
-        if self.keep_last < 1:
-            raise ConfigError(f"keep_last must be >= 1, got {self.keep_last}")
-        if self.model not in VARIANTS:
-            raise ConfigError(f"unknown model {self.model!r}; choose one of {', '.join(VARIANTS)}")
+        check_task_keys(self)
         for name in ("num_classes", "iters", "batch_size", "lr", "crop_size", "base_size",
                      "fpn_channels", "head_channels", "eval_stride", "eval_every", "log_every"):
             if getattr(self, name) <= 0:

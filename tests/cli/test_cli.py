@@ -42,3 +42,52 @@ def test_console_script_module_entry():
     out = subprocess.run([sys.executable, "-m", "fastvit", "--version"], capture_output=True,
                          text=True, check=True)
     assert out.stdout.startswith("fastvit ")
+
+
+def _parse(command: str, argv: list[str]):
+    from fastvit.cli import build_parser
+
+    parser, _ = build_parser(command)
+    return parser.parse_args(argv)
+
+
+def test_one_spelling_per_concept_across_commands():
+    """The shared groups give every command the same flags for the same concepts."""
+    assert _parse("export", ["--format", "onnx", "--threads", "3"]).threads == 3  # CPU only
+    for command, argv in (("evaluate", ["--data", "d"]), ("predict", ["x.jpg"]), ("bench", []),
+                          ("train", []),
+                          ("detect", ["train", "--out", "o"]),
+                          ("segment", ["train", "--data", "d", "--out", "o"]),
+                          ("hand", ["train", "--data", "d", "--mano", "m", "--out", "o"])):
+        args = _parse(command, [*argv, "--device", "cuda:1", "--threads", "3"])
+        assert (args.device, args.threads) == ("cuda:1", 3), command
+    for command, argv in (("train", []), ("detect", ["train", "--out", "o"]),
+                          ("segment", ["train", "--data", "d", "--out", "o"]),
+                          ("hand", ["train", "--data", "d", "--mano", "m", "--out", "o"])):
+        args = _parse(command, [*argv, "--config", "r.yaml", "--set", "lr=1", "--pretrained",
+                                "w.pt", "--max-steps", "5", "--amp", "bf16"])
+        assert (args.config, args.overrides, args.pretrained, args.max_steps, args.amp) == (
+            "r.yaml", ["lr=1"], "w.pt", 5, "bf16"), command
+
+
+def test_old_spellings_still_work():
+    assert _parse("train", ["--checkpoint", "w.pt", "--stop-at-step", "7"]).pretrained == "w.pt"
+    assert _parse("train", ["--stop-at-step", "7"]).max_steps == 7
+    assert _parse("detect", ["train", "--out", "o", "--recipe", "r.yaml"]).config == "r.yaml"
+    assert _parse("segment", ["train", "--data", "d", "--out", "o", "--amp"]).amp == "on"
+    hand = _parse("hand", ["train", "--data", "d", "--mano", "m", "--out", "o", "--no-amp",
+                           "--input-size", "96", "--eval-split", "none"])
+    assert (hand.amp, hand.image_size, hand.val_split) == ("none", 96, "none")
+    assert _parse("validate", ["--data", "d", "--no-reparam"]).train_time
+    assert _parse("export", ["--format", "onnx", "--output", "m.onnx"]).output == "m.onnx"
+    assert _parse("info", ["--json"]).json == "-"  # the old switch prints to stdout
+
+
+def test_help_shows_defaults(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(default: 50)" in out and "(default: outputs/bench)" in out
+    assert "(default: None)" not in out

@@ -24,7 +24,13 @@ HIDDEN = argparse.SUPPRESS
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                     argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' line breaks and shows every option's default."""
+    """Keeps the examples' line breaks and shows the default of every option that has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (
+                action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def default_workers() -> int:

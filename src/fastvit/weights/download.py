@@ -191,7 +191,8 @@ def hub_download(repo_id: str, filename: str, *, revision: str | None = None,
                  ) -> Path | None:
     """A file of a Hub repository through huggingface_hub's cache.
 
-    Offline (``HF_HUB_OFFLINE=1``) only the cache is read. ``missing_ok``: None
+    Offline (``HF_HUB_OFFLINE=1``) only the cache is read; ``HF_ENDPOINT`` (a mirror)
+    is read at call time too. ``missing_ok``: None
     when the repository has no such file (instead of an error).
     """
     hub = _hub()
@@ -202,15 +203,18 @@ def hub_download(repo_id: str, filename: str, *, revision: str | None = None,
     offline = is_offline()
     try:
         return Path(hub.hf_hub_download(repo_id, filename, revision=revision,
-                                        cache_dir=cache, local_files_only=offline))
+                                        cache_dir=cache, local_files_only=offline,
+                                        endpoint=os.environ.get("HF_ENDPOINT") or None))
     except errors.LocalEntryNotFoundError:
         if offline:
-            if missing_ok and _snapshot_exists(cache, repo_id):
+            repo_cached = _snapshot_exists(cache, repo_id)
+            if missing_ok and repo_cached:
                 return None
-            raise WeightsNotCached(f"offline (HF_HUB_OFFLINE=1) and {filename} of {where} is "
-                                   f"not in the Hugging Face cache {cache}; fetch it on a "
-                                   f"machine with network access (fastvit weights download) "
-                                   f"and copy the cache") from None
+            what = f"{filename} of {where} is" if repo_cached else f"{where} is"
+            raise WeightsNotCached(f"offline (HF_HUB_OFFLINE=1) and {what} not in the Hugging "
+                                   f"Face cache {cache}; fetch it on a machine with network "
+                                   f"access (fastvit weights download {where}) and copy the "
+                                   f"cache") from None
         raise WeightsError(f"cannot reach the Hugging Face Hub for {filename} of {where} and "
                            f"it is not cached in {cache}") from None
     except errors.EntryNotFoundError:

@@ -7,8 +7,8 @@ pretrained=True)`` (or ``"local-dir:DIR"``) and :func:`fastvit.create_model`
 * ``model.safetensors``: the weights in our key layout, which is timm's, with
   our metadata (variant, class names) in the header;
 * ``config.json``: timm's format (``architecture``, ``num_classes``,
-  ``num_features``, ``global_pool``, ``model_args`` such as ``inference_mode``
-  for fused weights, ``label_names``, ``pretrained_cfg`` with the preprocessing);
+  ``num_features``, ``global_pool``, ``label_names``, ``pretrained_cfg`` with the
+  preprocessing);
 * ``README.md``: a model card (variant, data, metrics, how to load it).
 
 :func:`push_to_hub` uploads such a folder through ``huggingface_hub``.
@@ -52,31 +52,31 @@ def _unwrap(model_or_loaded: nn.Module | Loaded) -> tuple[FastVit, list[str] | N
     return model, None
 
 
-def _check_layout(model: FastVit) -> bool:
-    """True when fused. The BatchNorm-folded deploy form is not a checkpoint layout."""
+def _check_layout(model: FastVit) -> None:
+    """Only the train-time form is a layout timm's ``pretrained=True`` loads."""
     if model.features_only:
         raise CheckpointError("a features_only backbone has no classifier: save the "
                               "classification model it was made from")
-    fused = is_fused(model)
-    reference = {k for k in variant_signature(model.variant, fused) if not k.startswith("head.")}
+    if is_fused(model):
+        raise CheckpointError(
+            f"this {model.variant} is reparameterized (fused): timm's create_model("
+            f"pretrained=True) cannot load fused FastViT weights (its checkpoint filter takes "
+            f"them for the official release's layout). Publish the train-time weights; "
+            f"fastvit.load_model and timm.utils.reparameterize_model fuse them at load time")
+    reference = {k for k in variant_signature(model.variant, False) if not k.startswith("head.")}
     keys = {k for k in model.state_dict() if not k.startswith("head.")}
     if keys != reference:
-        raise CheckpointError(
-            f"this {model.variant} is the deploy form (BatchNorms folded into the convolutions "
-            f"and attention), which timm cannot load: save the train-time model, or the fused "
-            f"one from load_model(..., fold_bn=False)")
-    return fused
+        raise CheckpointError(f"this {model.variant} does not have the train-time layout of "
+                              f"its variant, which timm expects")
 
 
 def hub_config(model: FastVit, class_names: Sequence[str] | None) -> dict[str, Any]:
     """timm's ``config.json`` for ``model`` (see :func:`timm.models.load_model_config_from_hf`)."""
-    fused = _check_layout(model)
+    _check_layout(model)
     cfg = {k: v for k, v in model.pretrained_cfg.items()
            if k not in SOURCE_KEYS and k != "architecture" and v is not None}
     cfg["num_classes"] = model.num_classes
     args: dict[str, Any] = {}
-    if fused:
-        args["inference_mode"] = True
     if model.in_chans != 3:
         args["in_chans"] = model.in_chans
         cfg["input_size"] = (model.in_chans, *tuple(cfg["input_size"])[1:])
@@ -102,8 +102,6 @@ def model_card(model: FastVit, config: Mapping[str, Any], *, repo_id: str | None
     prep = (f"{cfg['interpolation']} resize of the shorter side to {size}/{cfg['crop_pct']}, "
             f"centre crop {size}, mean {tuple(cfg['mean'])}, std {tuple(cfg['std'])}")
     rows = "\n".join(f"| {k} | {v} |" for k, v in (metrics or {}).items()) or "| - | - |"
-    form = "reparameterized (fused)" if config.get("model_args", {}).get("inference_mode") \
-        else "train-time (unfused)"
     return f"""---
 library_name: timm
 tags:
@@ -119,7 +117,7 @@ Structural Reparameterization*, ICCV 2023), saved by the `fastvit` package.
 | | |
 |---|---|
 | variant | {model.variant} (depths {spec.depths}, widths {spec.widths}) |
-| form | {form} |
+| form | train-time (fuse with `fastvit.reparameterize` or timm's `reparameterize_model`) |
 | classes | {model.num_classes} |
 | data | {data} |
 | parameters | {params:.2f} M |
@@ -167,8 +165,9 @@ def save_pretrained(model_or_loaded: nn.Module | Loaded, directory: str | os.Pat
                     ) -> Path:
     """Write a timm-compatible folder (weights, ``config.json``, model card); returns it.
 
-    ``model_or_loaded`` is a FastViT (train-time, or fused but not BatchNorm-folded)
-    or a :class:`fastvit.Loaded` from ``load_model(..., fused=None, fold_bn=False)``;
+    ``model_or_loaded`` is a train-time FastViT (timm cannot load fused weights
+    through ``pretrained=True``) or a :class:`fastvit.Loaded` from
+    ``load_model(..., fused=False)``;
     its class names (or ``class_names``) become ``label_names``. ``dataset`` and
     ``metrics`` (e.g. ``{"top1": 76.2}``) go into the model card. Each file is
     written atomically.
@@ -227,6 +226,6 @@ def _as_folder(source: str | os.PathLike | nn.Module | Loaded, scratch: Path, **
                                   f"{CONFIG_FILE} and {WEIGHTS_FILE})")
         json.loads((path / CONFIG_FILE).read_text())
         return path
-    loaded = load_model(card["variant"], checkpoint=path, fused=None, fold_bn=False)
+    loaded = load_model(card["variant"], checkpoint=path, fused=False)
     return save_pretrained(loaded, scratch, repo_id=card["repo_id"], metrics=card["metrics"],
                            dataset=card["dataset"])

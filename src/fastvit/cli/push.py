@@ -1,6 +1,6 @@
 """``fastvit push DIR|CHECKPOINT --repo ORG/NAME``: publish a model on the Hugging Face Hub.
 
-A checkpoint (any layout, train-time or fused) is first written as a
+A train-time checkpoint (any layout) is first written as a
 timm-compatible folder (``config.json``, ``model.safetensors``, a README model
 card; see :func:`fastvit.save_pretrained`); a folder is uploaded as it is.
 Needs ``huggingface_hub`` (``pip install 'fastvit[hub]'``) and a login
@@ -65,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         if Path(args.source).is_dir():
             raise ConfigError("--out is for a checkpoint; the folder is already one")
-        loaded = load_model(args.model, checkpoint=args.source, fused=None, fold_bn=False)
+        loaded = load_model(args.model, checkpoint=args.source, fused=False)
         source = save_pretrained(loaded, args.out, repo_id=args.repo, dataset=args.dataset,
                                  metrics=metrics)
         print(f"wrote {source}")

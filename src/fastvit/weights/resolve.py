@@ -19,13 +19,13 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 from fastvit.errors import CheckpointError, ConfigError
-from fastvit.labels import imagenet_class_names
 from fastvit.models import VARIANTS
 from fastvit.weights.download import (
     WeightsError,
@@ -49,6 +49,7 @@ from fastvit.weights.registry import (
 log = logging.getLogger(__name__)
 
 HUB_PREFIX = "hf-hub:"
+_WNID = re.compile(r"^n\d{8}$")
 WEIGHT_FILES = (HF_WEIGHTS_FILE, "pytorch_model.bin", "model.pth", "model.pth.tar")
 # pretrained_cfg keys that describe preprocessing: a folder's config.json sets them
 PREPROCESSING_KEYS = ("input_size", "interpolation", "crop_pct", "crop_mode", "mean", "std",
@@ -136,7 +137,7 @@ def cached_official(weights: OfficialWeights, cache_dir: str | os.PathLike | Non
 def _official_result(weights: OfficialWeights, path: Path, origin: str) -> ResolvedWeights:
     return ResolvedWeights(path, f"{weights.name} ({origin})", weights.variant,
                            pretrained_cfg={**weights.pretrained_cfg(), "file": str(path)},
-                           class_names=list(imagenet_class_names()), official=weights)
+                           official=weights)  # class names: ImageNet's, via Loaded.labels
 
 
 def _origin(weights: OfficialWeights, path: Path, url_base: str | None) -> str:
@@ -260,15 +261,17 @@ def config_architecture(config: dict[str, Any]) -> str | None:
 
 
 def config_class_names(config: dict[str, Any]) -> list[str] | None:
-    """``label_names`` of a timm config (described names where ``label_descriptions`` has
-    them: timm stores ImageNet synsets plus their descriptions)."""
+    """``label_names`` of a config, the names the classes were trained under (folder names
+    for :func:`fastvit.save_pretrained`). ImageNet-1k's synsets give None: the default
+    ImageNet names apply, and ImageNet's wnid folders still map onto the classes."""
     names = config.get("label_names")
     if isinstance(names, dict):
         names = [names[k] for k in sorted(names, key=int)]
     if not isinstance(names, list):
         return None
-    described = config.get("label_descriptions") or {}
-    return [str(described.get(n, n)) for n in names]
+    if len(names) == 1000 and all(_WNID.match(str(n)) for n in names):
+        return None
+    return [str(n) for n in names]
 
 
 def _from_config(path: Path, source: str, config: dict[str, Any], extra: dict[str, Any]

@@ -7,6 +7,7 @@ import pytest
 
 from fastvit.cli import main
 from fastvit.data.robustness import imagenet_wnids
+from fastvit.models import is_fused
 from tests.helpers.images import write_image
 from tests.helpers.weights import GOLDFISH, serve_folder, weights_model, write_official
 
@@ -133,3 +134,22 @@ def test_offline_predict_names_what_is_missing(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err.startswith("fastvit predict: error: offline (HF_HUB_OFFLINE=1) and the "
                           "fastvit_t8.in1k weights are not cached")
+
+
+def test_train_and_task_backbones_start_from_a_tag(tmp_path, release):
+    import torch
+
+    from fastvit.tasks.backbone import FastVitBackbone
+    from fastvit.train.trainer import build_model
+    from tests.helpers.training import tiny_config
+
+    reference = weights_model("fastvit_t8").state_dict()
+    cfg = tiny_config(tmp_path / "out", "unused", **{"model.pretrained": "in1k",
+                                                     "model.reset_classifier": True})
+    model = build_model(cfg, num_classes=3)
+    assert model.head.fc.out_features == 3 and not is_fused(model)
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items()
+               if not k.startswith("head."))
+    backbone = FastVitBackbone("fastvit_t8", "in1k")
+    body = backbone.body.state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in body.items())

@@ -83,7 +83,7 @@ def test_both_sources_failing_names_both(monkeypatch):
 
 
 def test_official_weights_from_a_prepared_hub_cache_offline(tmp_path, isolated_caches,
-                                                            monkeypatch):
+                                                            monkeypatch, no_connections):
     """timm's copy in the Hugging Face cache (as huggingface_hub lays it out)."""
     reference = weights_model("fastvit_t8", seed=3)
     fastvit.save_checkpoint(reference, tmp_path / "m.safetensors")
@@ -99,6 +99,7 @@ def test_official_weights_from_a_prepared_hub_cache_offline(tmp_path, isolated_c
                  str(isolated_caches / "official" / T8_URL_PATH),
                  "fastvit weights download fastvit_t8 --tag in1k"):
         assert part in str(err.value)
+    assert no_connections == []
 
 
 def _hub_repo(tmp_path, cache, repo_id, variant="fastvit_t8", config=True, seed=5):
@@ -111,7 +112,7 @@ def _hub_repo(tmp_path, cache, repo_id, variant="fastvit_t8", config=True, seed=
     return model
 
 
-def test_hub_repository_offline(tmp_path, isolated_caches, monkeypatch):
+def test_hub_repository_offline(tmp_path, isolated_caches, monkeypatch, no_connections):
     reference = _hub_repo(tmp_path, isolated_caches, "me/t8-flowers")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model = fastvit.create_model("hf-hub:me/t8-flowers")
@@ -119,9 +120,11 @@ def test_hub_repository_offline(tmp_path, isolated_caches, monkeypatch):
     assert model.pretrained_cfg["hf_hub_id"] == "me/t8-flowers"
     loaded = fastvit.load_model(checkpoint="hf-hub:me/t8-flowers", fused=False)
     assert same_logits(loaded.model, reference) and loaded.source == "hf-hub:me/t8-flowers"
+    assert no_connections == []
 
 
-def test_hub_repository_missing_file_offline(tmp_path, isolated_caches, monkeypatch):
+def test_hub_repository_missing_file_offline(tmp_path, isolated_caches, monkeypatch,
+                                             no_connections):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsNotCached) as err:
         fastvit.create_model("hf-hub:me/not-cached")
@@ -132,6 +135,7 @@ def test_hub_repository_missing_file_offline(tmp_path, isolated_caches, monkeypa
     with pytest.raises(WeightsError, match="hf-hub:me/config-only has none of the weight "
                        "files model.safetensors"):
         fastvit.create_model("hf-hub:me/config-only")
+    assert no_connections == []
 
 
 def test_hub_repository_of_another_variant(tmp_path, isolated_caches, monkeypatch):

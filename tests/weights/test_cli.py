@@ -140,6 +140,7 @@ def test_train_and_task_backbones_start_from_a_tag(tmp_path, release):
     import torch
 
     from fastvit.tasks.backbone import FastVitBackbone
+    from fastvit.train.distill import build_teacher
     from fastvit.train.trainer import build_model
     from tests.helpers.training import tiny_config
 
@@ -153,3 +154,7 @@ def test_train_and_task_backbones_start_from_a_tag(tmp_path, release):
     backbone = FastVitBackbone("fastvit_t8", "in1k")
     body = backbone.body.state_dict()
     assert all(torch.equal(v, reference[k]) for k, v in body.items())
+    teacher = build_teacher("fastvit_t8", "in1k", 1000)  # distillation teachers too
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(teacher(x), weights_model("fastvit_t8")(x), atol=1e-3, rtol=1e-4)

@@ -198,3 +198,18 @@ def test_a_folder_of_another_variant_is_refused(tmp_path):
     folder = fastvit.save_pretrained(weights_model("fastvit_s12"), tmp_path / "s12")
     with pytest.raises(CheckpointError, match="holds fastvit_s12 weights, not fastvit_t8"):
         fastvit.create_model("fastvit_t8", pretrained=folder)
+
+
+def test_a_folders_preprocessing_and_labels_come_along(tmp_path):
+    """A model fine-tuned at 384 px publishes that size; evaluation must use it."""
+    model = weights_model("fastvit_t8", top_class=None)
+    model.reset_classifier(2)
+    folder = fastvit.save_pretrained(model, tmp_path / "ft384", class_names=["cat", "dog"])
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["pretrained_cfg"].update(input_size=[3, 384, 384], crop_pct=1.0)
+    config_path.write_text(json.dumps(config))
+    loaded = fastvit.load_model(checkpoint=folder)
+    assert loaded.image_size == 384 and loaded.cfg["crop_pct"] == 1.0
+    assert loaded.cfg["input_size"] == (3, 384, 384) and loaded.labels == ["cat", "dog"]
+    assert loaded.model.pretrained_cfg["file"] == str(folder)

@@ -77,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--distill", choices=("none", "hard", "soft"))
     g.add_argument("--teacher", metavar="NAME",
                    help="torchvision classifier (e.g. regnet_y_16gf) or FastViT variant")
-    g.add_argument("--teacher-weights", metavar="PATH", help="local weights of the teacher")
+    g.add_argument("--teacher-weights", metavar="PATH|TAG",
+                   help="weights of the teacher (a FastViT teacher also takes a tag, e.g. "
+                   "dist_in1k)")
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
     g.add_argument("--resume", metavar="PATH|auto",

@@ -2,6 +2,7 @@
 through huggingface_hub (monkeypatched: no network)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,8 +126,8 @@ class FakeApi:
         return f"https://huggingface.co/{repo_id}"
 
     def upload_folder(self, repo_id, folder_path, commit_message):
-        files = sorted(p.name for p in __import__("pathlib").Path(folder_path).iterdir())
-        config = json.loads((__import__("pathlib").Path(folder_path) / "config.json").read_text())
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        config = json.loads((Path(folder_path) / "config.json").read_text())
         self.calls.append(("upload_folder", repo_id, files, config["architecture"],
                            commit_message))
 

@@ -213,3 +213,17 @@ def test_a_folders_preprocessing_and_labels_come_along(tmp_path):
     assert loaded.image_size == 384 and loaded.cfg["crop_pct"] == 1.0
     assert loaded.cfg["input_size"] == (3, 384, 384) and loaded.labels == ["cat", "dog"]
     assert loaded.model.pretrained_cfg["file"] == str(folder)
+
+
+def test_a_known_hash_that_does_not_match_keeps_nothing(release, no_hub, monkeypatch,
+                                                        isolated_caches):
+    from fastvit.weights import registry
+
+    root, _ = release
+    monkeypatch.setitem(registry.KNOWN_SHA256, T8_URL_PATH, "0" * 64)
+    with serve_folder(root) as base:
+        monkeypatch.setenv("FASTVIT_WEIGHTS_URL", base)
+        with pytest.raises(WeightsError, match="sha256 mismatch for http://127.0.0.1:.*"
+                           "fastvit_t8.pth.tar: expected 0000"):
+            fastvit.create_model("fastvit_t8", pretrained="in1k")
+    assert not (isolated_caches / "official" / T8_URL_PATH).exists()

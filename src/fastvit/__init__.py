@@ -33,11 +33,14 @@ from fastvit.models import (
 )
 
 _LAZY = {"Loaded": "fastvit.pipeline", "load_model": "fastvit.pipeline",
-         "eval_transform": "fastvit.pipeline"}
+         "eval_transform": "fastvit.pipeline", "save_pretrained": "fastvit.publish",
+         "push_to_hub": "fastvit.publish", "list_weights": "fastvit.weights",
+         "resolve_weights": "fastvit.weights"}
 
 __all__ = [
     "VARIANTS", "FastVit", "Loaded", "count_gmacs", "count_params", "create_model",
-    "deploy_form", "eval_transform", "fastvit_ma36", "fastvit_s12", "fastvit_sa12",
+    "deploy_form", "eval_transform", "fastvit_ma36", "list_weights", "push_to_hub",
+    "resolve_weights", "save_pretrained", "fastvit_s12", "fastvit_sa12",
     "fastvit_sa24", "fastvit_sa36", "fastvit_t8", "fastvit_t12", "is_fused", "list_models",
     "load_checkpoint", "load_model", "max_abs_difference", "randomize_model_stats",
     "read_checkpoint", "reparameterize", "save_checkpoint",

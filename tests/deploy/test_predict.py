@@ -96,7 +96,7 @@ def test_imagenet_class_names_for_a_1000_class_model(capsys) -> None:
     out, err = capsys.readouterr()
     names = imagenet_class_names()
     assert all(p["label"] == names[p["index"]] for p in json.loads(out)[0]["predictions"])
-    assert "no --checkpoint given" in err
+    assert "no --checkpoint or --pretrained given" in err
 
 
 def test_unreadable_and_missing_images_are_named(tmp_path, capsys) -> None:

@@ -26,6 +26,7 @@ from fastvit.bench.peers import PeerUnavailable
 from fastvit.bench.runtimes import RUNTIMES, build_subject, expand_models, make_runtime
 from fastvit.bench.timing import Timing, time_callable
 from fastvit.errors import ConfigError
+from fastvit.models import VARIANTS
 
 
 @dataclass
@@ -46,6 +47,7 @@ class BenchConfig:
     threads: int | None = None
     device: str = "cpu"
     half: bool = False
+    pretrained: str | None = None  # weights of the FastViT variants (a tag, or one file)
     out: str = "outputs/bench"
 
     def validate(self) -> None:
@@ -60,6 +62,14 @@ class BenchConfig:
                               f"{', '.join(RUNTIMES)}")
         if self.half and torch.device(self.device).type != "cuda":
             raise ConfigError("--half needs a CUDA device (fp16 convolutions are slow on CPU)")
+        if self.pretrained is not None:
+            from fastvit.weights.registry import is_tag
+
+            ours = [m for m in expand_models(self.models) if m in VARIANTS]
+            if not is_tag(self.pretrained) and len(ours) > 1:
+                raise ConfigError(f"--pretrained {self.pretrained} is one model's weights; "
+                                  f"benchmark one FastViT variant with it (or give a tag such "
+                                  f"as in1k, which names weights for every variant)")
 
 
 def reproduce_command(config: BenchConfig) -> str:
@@ -72,6 +82,8 @@ def reproduce_command(config: BenchConfig) -> str:
              "--out", str(config.out)]
     if config.peer_image_size:
         parts += ["--peer-image-size", str(config.peer_image_size)]
+    if config.pretrained:
+        parts += ["--pretrained", str(config.pretrained)]
     for flag in ("unfused", "features_only", "half"):
         if getattr(config, flag):
             parts.append("--" + flag.replace("_", "-"))
@@ -180,7 +192,8 @@ def run_benchmark(config: BenchConfig,
                 if name not in subjects:
                     subjects[name] = build_subject(
                         name, fused=not config.unfused, features_only=config.features_only,
-                        image_size=config.image_size, peer_image_size=config.peer_image_size)
+                        image_size=config.image_size, peer_image_size=config.peer_image_size,
+                        pretrained=config.pretrained)
                 subject = subjects[name]
                 row.update(family=subject.family, form=subject.form,
                            image_size=subject.image_size,

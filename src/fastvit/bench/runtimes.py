@@ -33,9 +33,11 @@ GROUPS = {"fastvit": list_models, "peers": peer_names,
 INT8_CALIBRATION_SAMPLES = 8  # random inputs: enough for latency, says nothing of accuracy
 
 
-def random_fastvit(name: str, *, fused: bool, features_only: bool) -> nn.Module:
-    """Our variant with random weights: the deploy form (fused, BN folded) or train-time."""
-    return load_model(name, fused=fused, features_only=features_only).model.eval()
+def random_fastvit(name: str, *, fused: bool, features_only: bool,
+                   pretrained: str | None = None) -> nn.Module:
+    """Our variant, the deploy form (fused, BN folded) or train-time, with random weights
+    or ``pretrained`` ones (a tag such as ``in1k``, a file, URL or hf-hub id)."""
+    return load_model(name, pretrained, fused=fused, features_only=features_only).model.eval()
 
 
 @dataclass
@@ -66,11 +68,12 @@ def expand_models(names: Sequence[str]) -> list[str]:
 
 
 def build_subject(name: str, *, fused: bool, features_only: bool, image_size: int,
-                  peer_image_size: int | None) -> Subject:
+                  peer_image_size: int | None, pretrained: str | None = None) -> Subject:
     """Our variant (fused + BN-folded deploy form, or train-time) or a peer."""
     published = published_table().get(name)
     if name in VARIANTS:
-        model = random_fastvit(name, fused=fused, features_only=features_only)
+        model = random_fastvit(name, fused=fused, features_only=features_only,
+                               pretrained=pretrained)
         return Subject(name, "fastvit", model, image_size, "fused" if fused else "train-time",
                        published)
     model = build_peer(name, fused=fused, features_only=features_only)

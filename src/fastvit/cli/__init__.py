@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("fastvit.cli.detect", "COCO detection / instance segmentation"),
     "segment": ("fastvit.cli.segment", "ADE20K semantic segmentation"),
     "hand": ("fastvit.cli.hand", "FreiHAND 3D hand mesh regression"),
+    "weights": ("fastvit.cli.weights", "list, pre-fetch and verify the official weights"),
+    "push": ("fastvit.cli.push", "publish a model on the Hugging Face Hub (timm-compatible)"),
 }
 ALIASES = {"validate": "evaluate"}
 

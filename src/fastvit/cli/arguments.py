@@ -1,7 +1,8 @@
 """Argument groups shared by the commands: one concept, one spelling, everywhere.
 
 The dialect: ``--model NAME`` (a variant), ``--checkpoint PATH`` (a whole trained
-model) vs ``--pretrained PATH`` (initial / backbone weights), ``--config NAME|YAML``
+model) vs ``--pretrained TAG|PATH|URL|hf-hub:ORG/NAME`` (published or initial weights;
+``in1k`` = the official ImageNet weights), ``--config NAME|YAML``
 and ``--set KEY=VALUE`` (recipes), ``--data DIR``, ``--split`` (the split an
 evaluation scores), ``--image-size``, ``--batch-size``, ``--workers``, ``--device
 auto|cpu|cuda|cuda:N``, ``--threads N``, ``--amp auto|none|bf16|fp16``,
@@ -45,9 +46,19 @@ def _amp(value: str) -> str:
     return value
 
 
+PRETRAINED_METAVAR = "TAG|PATH|URL|hf-hub:ID"
+TAGS_HELP = ("in1k, dist_in1k (distilled), in1k_reparam, dist_in1k_reparam (fused): the official "
+             "ImageNet weights, fetched once into the cache; or a file, a save_pretrained "
+             "folder, a URL, hf-hub:ORG/NAME")
+
+
 def add_model(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
               pretrained: bool = True, ema: bool = True, required: bool = False,
-              model_help: str | None = None) -> argparse._ArgumentGroup:
+              model_help: str | None = None, whole_model: bool = False
+              ) -> argparse._ArgumentGroup:
+    """``--model``, ``--checkpoint``, ``--pretrained``, ``--ema``. ``whole_model``: the
+    command uses ``--pretrained`` weights as the whole model (evaluate, predict, export),
+    see :func:`weights_source`."""
     group = parser.add_argument_group("model")
     group.add_argument("--model", metavar="NAME", choices=list_models(), required=required,
                        help=model_help or "FastViT variant, one of " + ", ".join(list_models())
@@ -57,13 +68,25 @@ def add_model(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
                            help="a whole trained model: safetensors, .pt, .pth or .pth.tar in "
                            "our, timm's or the official layout, fused or not")
     if pretrained:
-        group.add_argument("--pretrained", metavar="PATH",
-                           help="initial weights (any layout); a classifier of another size "
-                           "is replaced")
+        group.add_argument("--pretrained", metavar=PRETRAINED_METAVAR,
+                           help=("published weights used as the whole model: " if whole_model
+                                 else "initial weights (a classifier of another size is "
+                                 "replaced): ") + TAGS_HELP)
     if ema:
         group.add_argument("--ema", action="store_true",
                            help="take the EMA weights of a training checkpoint")
     return group
+
+
+def weights_source(args: argparse.Namespace) -> str | None:
+    """The whole model's weights: ``--checkpoint`` or ``--pretrained`` (not both)."""
+    checkpoint, pretrained = getattr(args, "checkpoint", None), getattr(args, "pretrained", None)
+    if checkpoint and pretrained:
+        from fastvit.errors import ConfigError
+
+        raise ConfigError("give --checkpoint PATH or --pretrained TAG|PATH|URL|hf-hub:ID, "
+                          "not both")
+    return checkpoint or pretrained
 
 
 def add_compute(parser: argparse.ArgumentParser, *, amp: bool = True,

@@ -22,9 +22,10 @@ import torch
 from fastvit.bench.report import markdown_table, write_reports
 from fastvit.bench.run import BenchConfig, run_benchmark
 from fastvit.bench.runtimes import RUNTIMES
-from fastvit.cli.arguments import add_compute
+from fastvit.cli.arguments import PRETRAINED_METAVAR, add_compute
 from fastvit.files import write_json
 from fastvit.run.device import resolve_device
+from fastvit.weights.registry import TAGS
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="passes over the whole list; each result is the median over "
                         "passes (robust to bursts of load on shared machines)")
     parser.add_argument("--half", action="store_true", help="fp16 (CUDA, PyTorch runtimes)")
+    parser.add_argument("--pretrained", metavar=PRETRAINED_METAVAR,
+                        help="weights of the FastViT variants (default: random; latency does "
+                        "not depend on them, int8 calibration does): a tag for every variant "
+                        "(" + ", ".join(TAGS) + ") or, with one variant, a file, URL or "
+                        "hf-hub:ORG/NAME")
     add_compute(parser, amp=False, device_default="cpu")
     parser.add_argument("--out", default="outputs/bench", metavar="DIR",
                         help="folder for bench.json, bench.md, pareto.png")

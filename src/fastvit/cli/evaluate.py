@@ -5,6 +5,7 @@ Examples::
 
     fastvit evaluate --checkpoint runs/t8/best.safetensors --data /data/imagenet
     fastvit evaluate --checkpoint sa12.pth.tar --robustness imagenet-a=/data/imagenet-a
+    fastvit evaluate --model fastvit_t8 --pretrained in1k --data /data/imagenet
     torchrun --nproc-per-node 4 -m fastvit evaluate --checkpoint ... --data ... --json val.json
 """
 
@@ -19,6 +20,7 @@ from fastvit.cli.arguments import (
     add_outputs,
     default_workers,
     emit_json,
+    weights_source,
 )
 from fastvit.errors import ConfigError
 from fastvit.evaluate import folder_class_count, format_table, run_evaluation
@@ -28,7 +30,7 @@ from fastvit.run.distributed import cleanup, init_distributed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model(parser, pretrained=False)
+    add_model(parser, whole_model=True)
     parser.add_argument("--num-classes", type=int, metavar="N",
                         help="classifier size (default: the checkpoint's, else the folder's)")
     parser.add_argument("--train-time", action="store_true",
@@ -56,17 +58,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if not args.data and not args.robustness:
         raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
+    weights = weights_source(args)
     env = init_distributed(args.device)
     try:
         with cpu_threads(args.threads):
             num_classes = args.num_classes
-            if args.checkpoint is None and num_classes is None and args.data \
+            if weights is None and num_classes is None and args.data \
                     and not args.robustness:
                 num_classes = folder_class_count(args.data, args.split)
-            loaded = load_model(args.model, args.checkpoint, ema=args.ema,
+            loaded = load_model(args.model, weights, ema=args.ema,
                                 fused=not args.train_time, num_classes=num_classes)
             if loaded.source == RANDOM_WEIGHTS and env.is_main:
-                print("note: no --checkpoint, evaluating randomly initialized weights")
+                print("note: no --checkpoint or --pretrained, evaluating randomly initialized "
+                      "weights")
             results = run_evaluation(
                 loaded, data=args.data, split=args.split, robustness=args.robustness,
                 batch_size=args.batch_size, workers=_workers(args),

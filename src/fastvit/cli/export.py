@@ -6,6 +6,7 @@ Examples::
     fastvit export --checkpoint runs/t8/best.safetensors --format onnx --dynamic-batch
     fastvit export --checkpoint t8.safetensors --format onnx --int8 --calibration val/ --eval val/
     fastvit export --checkpoint sa12.pth.tar --format coreml --image-input --out exports/
+    fastvit export --model fastvit_t8 --pretrained in1k --format onnx
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fastvit.cli.arguments import add_compute, add_model, add_outputs, emit_json
+from fastvit.cli.arguments import (
+    add_compute,
+    add_model,
+    add_outputs,
+    emit_json,
+    weights_source,
+)
 from fastvit.deploy.export import (
     COREML_PRECISIONS,
     FORMATS,
@@ -28,7 +35,7 @@ from fastvit.run.device import cpu_threads
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_model(parser, pretrained=False)
+    add_model(parser, whole_model=True)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="input side (default: the model's, 256)")
@@ -79,10 +86,10 @@ def _check(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     _check(args)
     with cpu_threads(args.threads):
-        loaded = load_model(args.model, args.checkpoint, ema=args.ema)
+        loaded = load_model(args.model, weights_source(args), ema=args.ema)
         if loaded.source == RANDOM_WEIGHTS:
-            print(f"warning: no --checkpoint given: {loaded.variant} has random weights (fine "
-                  f"for latency, meaningless predictions)")
+            print(f"warning: no --checkpoint or --pretrained given: {loaded.variant} has "
+                  f"random weights (fine for latency, meaningless predictions)")
         size = args.image_size or loaded.image_size
         path = (Path(args.output) if args.output else
                 default_export_path(loaded.variant, size, args.format, args.out or "."))

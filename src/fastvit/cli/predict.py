@@ -3,6 +3,7 @@
 Examples::
 
     fastvit predict cat.jpg --checkpoint runs/t8/best.safetensors
+    fastvit predict cat.jpg --model fastvit_t8 --pretrained in1k   # official ImageNet weights
     fastvit predict photos/*.jpg --runtime onnx --onnx fastvit_t8_256.onnx --json preds.json
 """
 
@@ -12,7 +13,13 @@ import argparse
 import sys
 import tempfile
 
-from fastvit.cli.arguments import add_compute, add_model, add_outputs, emit_json
+from fastvit.cli.arguments import (
+    add_compute,
+    add_model,
+    add_outputs,
+    emit_json,
+    weights_source,
+)
 from fastvit.deploy.predict import (
     RUNTIMES,
     build_predictor,
@@ -27,7 +34,7 @@ from fastvit.run.device import cpu_threads, resolve_device
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    add_model(parser, pretrained=False)
+    add_model(parser, whole_model=True)
     parser.add_argument("--runtime", choices=RUNTIMES, default="eager")
     parser.add_argument("--onnx", metavar="PATH",
                         help="ONNX file for --runtime onnx (default: export the model now)")
@@ -44,16 +51,19 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--topk and --batch-size must be >= 1")
     if args.onnx and args.runtime != "onnx":
         raise ConfigError("--onnx FILE needs --runtime onnx")
-    if args.runtime == "eager" and not (args.model or args.checkpoint):
-        raise ConfigError("give --checkpoint PATH (or --model NAME for random weights)")
+    weights = weights_source(args)
+    if args.runtime == "eager" and not (args.model or weights):
+        raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "
+                          "--model NAME alone for random weights)")
     decoded = [read_image(path) for path in args.images]  # a bad file fails before any model
     with cpu_threads(args.threads), tempfile.TemporaryDirectory(prefix="fastvit-") as scratch:
-        predictor = build_predictor(args.model, args.checkpoint, runtime=args.runtime,
+        predictor = build_predictor(args.model, weights, runtime=args.runtime,
                                     onnx_file=args.onnx, image_size=args.image_size,
                                     workdir=scratch, ema=args.ema,
                                     device=resolve_device(args.device))
         if predictor.source == RANDOM_WEIGHTS:
-            print("warning: no --checkpoint given: random weights (meaningless predictions)",
+            print("warning: no --checkpoint or --pretrained given: random weights (meaningless "
+                  "predictions)",
                   file=sys.stderr)
         results = predict(args.images, predictor, topk=args.topk, batch_size=args.batch_size,
                           decoded=decoded)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from fastvit.cli.arguments import HIDDEN, add_compute, add_recipe
+from fastvit.cli.arguments import (
+    HIDDEN,
+    PRETRAINED_METAVAR,
+    TAGS_HELP,
+    add_compute,
+    add_recipe,
+)
 from fastvit.models import list_models
 from fastvit.run.recipes import list_recipes
 
@@ -16,8 +22,8 @@ def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> 
     g = p.add_argument_group("model and schedule (shortcuts for recipe keys)")
     g.add_argument("--model", metavar="NAME", choices=list_models(),
                    help="FastViT variant of the backbone")
-    g.add_argument("--pretrained", metavar="PATH",
-                   help="ImageNet weights of the backbone (any layout fastvit reads)")
+    g.add_argument("--pretrained", metavar=PRETRAINED_METAVAR,
+                   help="ImageNet weights of the backbone: " + TAGS_HELP)
     if length == "epochs":
         g.add_argument("--epochs", type=int)
     else:

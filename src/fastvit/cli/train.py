@@ -5,6 +5,7 @@ Examples::
     fastvit train --data /data/imagenet --model fastvit_sa12 --out runs/sa12
     torchrun --nproc-per-node 8 -m fastvit train --config fastvit_sa12 --data /data/imagenet
     fastvit train --config fastvit_ma36_ft384 --data /data/imagenet --pretrained ma36.safetensors
+    fastvit train --data /data/flowers --model fastvit_t8 --pretrained in1k --reset-classifier
     fastvit train --data digits --out runs/digits      # bundled data, about a minute on a CPU
     fastvit train ... --set optim.lr=5e-4 --set data.mixup=0   # any recipe key
     fastvit train ... --resume auto                            # continue the newest checkpoint
@@ -21,7 +22,7 @@ import argparse
 import json
 import os
 
-from fastvit.cli.arguments import add_compute, add_recipe
+from fastvit.cli.arguments import PRETRAINED_METAVAR, TAGS_HELP, add_compute, add_recipe
 from fastvit.models import list_models
 from fastvit.train.config import build_config, dump_yaml, list_recipes, validate
 
@@ -58,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int)
     g.add_argument("--bad-images", choices=("skip", "error"),
                    help="unreadable images: skip with a warning (recipe default) or stop")
-    g.add_argument("--pretrained", metavar="PATH",
-                   help="initial weights for fine-tuning (any layout fastvit reads)")
+    g.add_argument("--pretrained", metavar=PRETRAINED_METAVAR,
+                   help="initial weights for fine-tuning: " + TAGS_HELP)
     g.add_argument("--checkpoint", dest="pretrained", help=argparse.SUPPRESS)
     g.add_argument("--ema", action="store_true",
                    help="take the EMA weights of a training checkpoint given as --pretrained")
@@ -76,7 +77,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--distill", choices=("none", "hard", "soft"))
     g.add_argument("--teacher", metavar="NAME",
                    help="torchvision classifier (e.g. regnet_y_16gf) or FastViT variant")
-    g.add_argument("--teacher-weights", metavar="PATH", help="local weights of the teacher")
+    g.add_argument("--teacher-weights", metavar="PATH|TAG",
+                   help="weights of the teacher (a FastViT teacher also takes a tag, e.g. "
+                   "dist_in1k)")
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
     g.add_argument("--resume", metavar="PATH|auto",

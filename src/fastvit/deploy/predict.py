@@ -152,8 +152,11 @@ def build_predictor(variant: str | None = None, checkpoint: str | Path | None = 
         names = None
         if checkpoint is not None:
             from fastvit.checkpoints import class_names_from_metadata, read_checkpoint
+            from fastvit.weights import resolve_weights
 
-            names = class_names_from_metadata(read_checkpoint(checkpoint)[1])
+            resolved = resolve_weights(checkpoint, variant)
+            names = (class_names_from_metadata(read_checkpoint(resolved.path)[1])
+                     or resolved.class_names)
         return onnx_predictor(onnx_file, model_name=variant, image_size=image_size,
                               class_names=names)
     loaded = load_model(variant, checkpoint, ema=ema)

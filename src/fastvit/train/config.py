@@ -29,7 +29,7 @@ class ModelConfig:
     num_classes: int | None  # None: the number of classes found in the data
     drop_path: float | None  # None: the variant's recipe value (VariantSpec)
     drop_rate: float
-    pretrained: str | None  # initial weights (fine-tuning): any layout fastvit reads
+    pretrained: str | None  # initial weights: a tag (in1k...), file, URL or hf-hub:ORG/NAME
     pretrained_ema: bool  # take the EMA weights of a training checkpoint
     reset_classifier: bool  # load the weights with their own head, then replace it
     require_pretrained: bool  # fine-tune recipes refuse to start from random weights
@@ -194,7 +194,7 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.model.require_pretrained and not cfg.model.pretrained:
-        raise ConfigError("this recipe fine-tunes a trained model: pass --pretrained PATH "
+        raise ConfigError("this recipe fine-tunes a trained model: pass --pretrained in1k|PATH "
                           "(or --set model.pretrained=PATH)")
     if cfg.distill.kind != "none" and not cfg.distill.teacher_weights:
         raise ConfigError(f"distill.kind={cfg.distill.kind} needs the teacher's weights as a "

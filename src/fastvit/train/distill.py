@@ -63,22 +63,22 @@ class DistillationLoss(nn.Module):
 
 def build_teacher(name: str, weights: str | Path, num_classes: int,
                   device: torch.device | str = "cpu") -> nn.Module:
-    """A frozen eval-mode teacher from a local weights file (nothing is downloaded).
+    """A frozen eval-mode teacher.
 
-    ``name`` is a FastViT variant (any checkpoint layout :func:`fastvit.load_model`
-    reads; the teacher is used in its deploy form, which changes nothing in eval
-    mode but runs faster) or a torchvision classifier such as ``regnet_y_16gf`` whose file
-    holds a state dict (``torch.save(model.state_dict())``, read with
-    ``weights_only=True``, or safetensors).
+    ``name`` is a FastViT variant (``weights``: anything :func:`fastvit.load_model`
+    reads, a weights tag such as ``dist_in1k`` too; the teacher is used in its deploy
+    form, which changes nothing in eval mode but runs faster) or a torchvision
+    classifier such as ``regnet_y_16gf`` whose file holds a state dict
+    (``torch.save(model.state_dict())``, read with ``weights_only=True``, or safetensors).
     """
     from fastvit.models import VARIANTS
     from fastvit.pipeline import load_model
 
     path = Path(weights)
-    if not path.is_file():
-        raise ConfigError(f"teacher weights not found: {path}")
     if name in VARIANTS:
-        teacher = load_model(name, checkpoint=path, num_classes=num_classes).model
+        teacher = load_model(name, checkpoint=weights, num_classes=num_classes).model
+    elif not path.is_file():
+        raise ConfigError(f"teacher weights not found: {path}")
     else:
         teacher = _torchvision_teacher(name, path, num_classes)
     teacher.eval().requires_grad_(False)

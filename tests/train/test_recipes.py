@@ -30,7 +30,7 @@ DISTILL_DROP_PATH = {"fastvit_t8": 0.0, "fastvit_t12": 0.0, "fastvit_s12": 0.0,
 def test_packaged_recipes_are_the_only_copies():
     assert not (REPO / "configs").exists(), "recipes live in src/fastvit/configs only"
     expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "fastvit_ma36_ft384",
-                "digits_t8"}
+                "digits_t8", "small", "finetune"}
     assert set(list_recipes()) == expected
 
 
@@ -41,10 +41,13 @@ def test_variant_recipes_carry_the_paper_values(variant):
         assert set(raw) == {"model", "data", "optim", "schedule", "ema", "distill", "run"}
         cfg = load_recipe(name)
         assert cfg.model.variant == variant
-        assert cfg.optim.lr == 1e-3 and cfg.optim.lr_base_batch == 1024
+        # lr 1e-3 at a global batch of 1024, scaled linearly for other batches
+        assert cfg.optim.lr is None and cfg.optim.lr_base == 1e-3
+        assert cfg.optim.lr_base_batch == 1024
         assert cfg.optim.global_batch == 1024 and cfg.data.batch_size == 128  # 8 GPUs x 128
-        assert cfg.optim.weight_decay == 0.05
-        assert cfg.schedule.epochs == 300 and cfg.schedule.warmup_epochs == 5
+        assert cfg.optim.accum_steps == 1 and cfg.optim.weight_decay == 0.05
+        # 300 epochs of warmup + cosine, then 10 of cooldown: 310 in all
+        assert cfg.schedule.epochs == 310 and cfg.schedule.warmup_epochs == 5
         assert cfg.schedule.cooldown_epochs == 10
         assert cfg.schedule.warmup_lr == 1e-6 and cfg.schedule.min_lr == 1e-5
         assert cfg.data.label_smoothing == 0.1 and cfg.data.random_erasing == 0.25
@@ -66,7 +69,7 @@ def test_variant_recipes_carry_the_paper_values(variant):
 def test_finetune_384_recipe():
     cfg = load_recipe("fastvit_ma36_ft384")
     assert cfg.data.image_size == 384 and cfg.schedule.epochs == 30
-    assert cfg.optim.lr == 5e-5 and cfg.optim.weight_decay == 1e-8
+    assert cfg.optim.lr_base == 5e-5 and cfg.optim.weight_decay == 1e-8
     assert cfg.optim.global_batch == 512 and cfg.optim.lr_base_batch == 512
     with pytest.raises(ConfigError, match="--pretrained"):
         validate(cfg)
@@ -85,9 +88,9 @@ def test_recipes_spell_every_key_or_start_from_a_base(tmp_path):
     with pytest.raises(ConfigError, match="missing recipe key"):
         load_recipe(str(partial))
     based = tmp_path / "based.yaml"
-    based.write_text("base: fastvit_sa12\noptim: {lr: 0.002}\n")
+    based.write_text("base: fastvit_sa12\noptim: {lr_base: 0.002}\n")
     cfg = load_recipe(str(based))
-    assert cfg.optim.lr == 0.002 and cfg.model.variant == "fastvit_sa12"
+    assert cfg.optim.lr_base == 0.002 and cfg.model.variant == "fastvit_sa12"
     assert cfg.optim.weight_decay == 0.05  # from the base
 
 
@@ -107,6 +110,7 @@ def test_cli_flags_and_set_overrides():
                    "--set", "optim.clip_grad=null", "--set", "ema.enabled=false"])
     assert cfg.model.variant == "fastvit_sa12" and cfg.model.drop_path == 0.1  # sa12 recipe
     assert cfg.optim.lr == 2e-4  # --set comes after the plain flag
+    assert cfg.optim.lr_base is None  # --lr is absolute: the recipe's scaled form is dropped
     assert cfg.schedule.epochs == 30 and cfg.run.channels_last
     assert cfg.optim.weight_decay == 0.01 and cfg.data.scale == (0.5, 1.0)
     assert cfg.optim.clip_grad is None and cfg.ema.enabled is False

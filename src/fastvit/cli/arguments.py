@@ -13,11 +13,10 @@ hidden aliases.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from fastvit.models import list_models
-from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON, default_workers
 
 HIDDEN = argparse.SUPPRESS
 
@@ -25,12 +24,6 @@ HIDDEN = argparse.SUPPRESS
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                     argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the examples' line breaks and shows every option's default."""
-
-
-def default_workers() -> int:
-    """DataLoader workers: what the machine has, at most 8 (0 on a single core)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, max(0, (cores or 1) - 1))
 
 
 def _amp(value: str) -> str:

@@ -240,9 +240,10 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
     command-line flags set), then ``--set`` style ``overrides``, in that order.
 
     Plain values mean what they say: ``optim.lr`` is the absolute learning rate
-    (the recipe's ``lr_base`` is dropped; ``optim.lr_base`` does the reverse), and
-    a ``data.batch_size`` without ``optim.global_batch`` / ``optim.accum_steps``
-    means no gradient accumulation. Without ``recipe``: :func:`default_recipe`.
+    (the recipe's ``lr_base`` is dropped; ``optim.lr_base`` does the reverse);
+    ``optim.global_batch`` or ``optim.accum_steps`` replaces the recipe's
+    accumulation, and a ``data.batch_size`` without either means none. Without
+    ``recipe``: :func:`default_recipe`.
     """
     values = {k: v for k, v in (values or {}).items() if v is not None}
     if "optim.lr" in values and "optim.lr_base" in values:
@@ -252,8 +253,11 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
         values["optim.lr_base"] = None
     elif "optim.lr_base" in values:
         values["optim.lr"] = None
-    if "data.batch_size" in values and not {"optim.global_batch", "optim.accum_steps"} & set(
-            values):
+    if "optim.accum_steps" in values:  # the accumulation is asked for one way or the other
+        values.setdefault("optim.global_batch", None)
+    elif "optim.global_batch" in values:
+        values["optim.accum_steps"] = 1
+    elif "data.batch_size" in values:  # and nothing about accumulation: none
         values.update({"optim.global_batch": None, "optim.accum_steps": 1})
     if recipe is None:
         recipe = default_recipe(values)

@@ -41,8 +41,8 @@ from fastvit.run.seeding import seed_all
 from fastvit.run.store import BEST_NAME, clean_stale_temp_files
 from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, to_dict, validate
 from fastvit.train.data import build_datasets, val_source
-from fastvit.train.plan import Plan, header_lines, make_plan
 from fastvit.train.memory_format import to_channels_last
+from fastvit.train.plan import Plan, header_lines, make_plan
 
 TASK = "classification"
 SUMMARY_NAME = "summary.json"

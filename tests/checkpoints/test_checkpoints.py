@@ -445,4 +445,3 @@ def test_convert_wrong_model_gives_one_line(trained, tmp_path, capsys):
     captured = capsys.readouterr().err
     assert captured.startswith("fastvit convert: error:") and "fastvit_t8" in captured
     assert not dst.exists()
-

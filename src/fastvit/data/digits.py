@@ -17,6 +17,7 @@ from torchvision.transforms import v2
 
 from fastvit.data.splits import stratified_split
 from fastvit.errors import ConfigError
+from fastvit.extras import require
 
 __all__ = ["DIGIT_CLASSES", "DigitsDataset", "build_digits", "digits_normalize",
            "digits_train_transform", "stratified_split"]
@@ -26,11 +27,7 @@ _MAX_VALUE = 16.0
 
 
 def _load_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:  # the train extra brings scikit-learn
-        raise ConfigError("the digits dataset needs scikit-learn: "
-                          "pip install 'fastvit[train]'") from err
+    load_digits = require("sklearn.datasets", "the digits dataset (--data digits)").load_digits
     digits = load_digits()
     images = torch.as_tensor(digits.images, dtype=torch.float32) / _MAX_VALUE
     return images, torch.as_tensor(digits.target, dtype=torch.long)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from fastvit.bench.run import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 28
@@ -116,7 +117,7 @@ def main() -> int:
     result = {"command": " ".join(["fastvit", *command[3:]]), "wall_s": round(wall, 1),
               "best_top1": summary["best_top1"], "history": summary["history"],
               "train_images": summary["train_images"], "cpus": os.cpu_count(),
-              "cpu": platform.processor() or platform.machine(),
+              "cpu": cpu_name(), "threads": args.threads,
               "load_before": load_before, "load_after": _load(),
               "date": time.strftime("%Y-%m-%d")}
     (args.out / "result.json").write_text(json.dumps(result, indent=2) + "\n")

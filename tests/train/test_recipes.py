@@ -183,11 +183,21 @@ def test_batch_size_alone_means_no_accumulation_and_lr_flags_are_exclusive():
     assert (scaled.optim.lr, scaled.optim.lr_base) == (None, 1e-3)
     with pytest.raises(ConfigError, match="give one"):
         _config(["--model", "fastvit_t8", "--lr", "1e-3", "--lr-base", "1e-3"])
-    both = _config(["--model", "fastvit_t8", "--set", "optim.lr=1e-3"])
-    with pytest.raises(ConfigError, match="exactly one of optim.lr"):
+    # --set means the same as the plain flag (the recipe's other form is dropped) ...
+    via_set = _config(["--model", "fastvit_t8", "--set", "optim.lr=1e-3",
+                       "--set", "optim.accum_steps=2"])
+    assert (via_set.optim.lr, via_set.optim.lr_base) == (1e-3, None)
+    assert (via_set.optim.global_batch, via_set.optim.accum_steps) == (None, 2)
+    validate(via_set)
+    # ... while a recipe file that sets both forms is refused, naming the fix
+    both = load_recipe("fastvit_t8")
+    both.optim.lr = 1e-3
+    with pytest.raises(ConfigError, match="exactly one of optim.lr.*set the other to null"):
         validate(both)
+    both = load_recipe("fastvit_t8")
+    both.optim.accum_steps = 2
     with pytest.raises(ConfigError, match="global_batch and optim.accum_steps"):
-        validate(_config(["--model", "fastvit_t8", "--set", "optim.accum_steps=2"]))
+        validate(both)
 
 
 def _plan(argv: list[str], train_images: int, world: int = 1):

@@ -239,26 +239,18 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
     """Recipe, then ``values`` (``{"data.path": ..., "optim.lr": ...}``: what plain
     command-line flags set), then ``--set`` style ``overrides``, in that order.
 
-    Plain values mean what they say: ``optim.lr`` is the absolute learning rate
-    (the recipe's ``lr_base`` is dropped; ``optim.lr_base`` does the reverse);
-    ``optim.global_batch`` or ``optim.accum_steps`` replaces the recipe's
-    accumulation, and a ``data.batch_size`` without either means none. Without
-    ``recipe``: :func:`default_recipe`.
+    Plain values (and ``--set`` overrides alike) mean what they say: ``optim.lr``
+    is the absolute learning rate (the recipe's ``lr_base`` is dropped;
+    ``optim.lr_base`` does the reverse); ``optim.global_batch`` or
+    ``optim.accum_steps`` replaces the recipe's accumulation, and a plain
+    ``data.batch_size`` without either means none. Without ``recipe``:
+    :func:`default_recipe`.
     """
     values = {k: v for k, v in (values or {}).items() if v is not None}
     if "optim.lr" in values and "optim.lr_base" in values:
         raise ConfigError("--lr (absolute) and --lr-base (scaled by the global batch) "
                           "both set the learning rate: give one")
-    if "optim.lr" in values:
-        values["optim.lr_base"] = None
-    elif "optim.lr_base" in values:
-        values["optim.lr"] = None
-    if "optim.accum_steps" in values:  # the accumulation is asked for one way or the other
-        values.setdefault("optim.global_batch", None)
-    elif "optim.global_batch" in values:
-        values["optim.accum_steps"] = 1
-    elif "data.batch_size" in values:  # and nothing about accumulation: none
-        values.update({"optim.global_batch": None, "optim.accum_steps": 1})
+    _complete(values)
     if recipe is None:
         recipe = default_recipe(values)
     else:
@@ -266,7 +258,31 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
     cfg = load_recipe(recipe)
     for key, value in values.items():
         set_value(cfg, key, value, source="--" + key.rsplit(".", 1)[-1].replace("_", "-"))
-    return apply_overrides(cfg, list(overrides))
+    for item in overrides:  # --set optim.lr=... means what --lr means, and so on
+        key, value = recipes.parse_override(item)
+        changes = {key: value}
+        _complete(changes)
+        for other, implied in changes.items():
+            if other != key:
+                set_value(cfg, other, implied, source="--set")
+        set_value(cfg, key, value, source="--set")
+    return cfg
+
+
+def _complete(values: dict[str, Any]) -> None:
+    """Add what a plain setting implies: an absolute ``lr`` drops the scaled ``lr_base``
+    (and the reverse); a global batch or accumulation replaces the other; a batch size
+    with neither means no accumulation."""
+    if values.get("optim.lr") is not None and "optim.lr_base" not in values:
+        values["optim.lr_base"] = None
+    elif values.get("optim.lr_base") is not None and "optim.lr" not in values:
+        values["optim.lr"] = None
+    if "optim.accum_steps" in values:
+        values.setdefault("optim.global_batch", None)
+    elif values.get("optim.global_batch") is not None:
+        values["optim.accum_steps"] = 1
+    elif "data.batch_size" in values and "optim.global_batch" not in values:
+        values.update({"optim.global_batch": None, "optim.accum_steps": 1})
 
 
 def default_recipe(values: dict[str, Any]) -> str:

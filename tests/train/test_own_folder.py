@@ -73,3 +73,19 @@ def test_one_epoch_and_batch_8_on_a_small_folder(tmp_path, capsys):
     assert "shortened to warmup 0.167 + cooldown 0.333 epochs" in text
     assert "--config small (from scratch) or --config finetune" in text
     assert "global batch 8 (no accumulation)" in text and "lr 7.81e-06" in text
+
+
+@pytest.mark.timeout(600)
+def test_a_folder_with_only_train_gets_a_stated_held_out_split(tmp_path, capsys):
+    import shutil
+
+    data = _folder(tmp_path / "digits", train_per_class=5)
+    shutil.rmtree(data / "val")
+    code, text = _train(capsys, "--data", str(data), "--model", "fastvit_t8", "--epochs", "1",
+                        "--image-size", "32", "--batch-size", "8", "--val-fraction", "0.2",
+                        "--out", str(tmp_path / "run"))
+    assert code == 0, text[-3000:]
+    assert (f"40 train / 10 val images; val: 20% of each class of {data / 'train'}/ held out "
+            f"(no val/ folder; stratified, seed 0)") in text
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["train_images"] == 40 and summary["last_eval"]["model"]["count"] == 10

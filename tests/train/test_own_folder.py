@@ -89,3 +89,23 @@ def test_a_folder_with_only_train_gets_a_stated_held_out_split(tmp_path, capsys)
             f"(no val/ folder; stratified, seed 0)") in text
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_images"] == 40 and summary["last_eval"]["model"]["count"] == 10
+
+
+@pytest.mark.timeout(600)
+def test_pretrained_weights_on_a_small_folder_get_the_finetune_recipe(tmp_path, capsys):
+    from fastvit.checkpoints import read_checkpoint, save_checkpoint
+    from fastvit.factory import create_model
+
+    data = _folder(tmp_path / "digits", train_per_class=4, val_per_class=2)
+    imagenet = save_checkpoint(create_model("fastvit_t8"), tmp_path / "t8_in1k.safetensors")
+    out = tmp_path / "ft"
+    code, text = _train(capsys, "--data", str(data), "--model", "fastvit_t8", "--pretrained",
+                        str(imagenet), "--epochs", "1", "--image-size", "32", "--batch-size",
+                        "8", "--out", str(out))
+    assert code == 0, text[-3000:]
+    assert "recipe finetune: 40 training images" in text
+    assert f"fastvit_t8 from {imagenet}, 10 classes" in text
+    assert "RandAugment m5 n2, no mixup/CutMix" in text and "no EMA" in text
+    assert "lr 1.56e-05 (lr_base 0.0005 x 8 / 256)" in text
+    weights, meta = read_checkpoint(out / "best.safetensors")
+    assert weights["head.fc.weight"].shape[0] == 10  # the 1000-class head was replaced

@@ -71,8 +71,9 @@ class OptimConfig:
     lr: float | None  # the absolute peak lr; None: from lr_base
     lr_base: float | None  # the peak lr at lr_base_batch images per step, scaled linearly
     lr_base_batch: int  # with the global batch (the paper: 1e-3 at 1024)
-    global_batch: int | None  # images per optimizer step, reached with gradient
-    accum_steps: int  # accumulation; None: batch_size x processes x accum_steps
+    global_batch: int | None  # images per optimizer step (by gradient accumulation);
+    #                           None: batch_size x processes x accum_steps
+    accum_steps: int  # micro-batches per optimizer step when global_batch is None
     weight_decay: float
     betas: tuple[float, float]
     eps: float
@@ -242,7 +243,7 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
     Plain values (and ``--set`` overrides alike) mean what they say: ``optim.lr``
     is the absolute learning rate (the recipe's ``lr_base`` is dropped;
     ``optim.lr_base`` does the reverse); ``optim.global_batch`` or
-    ``optim.accum_steps`` replaces the recipe's accumulation, and a plain
+    ``optim.accum_steps`` replaces the recipe's accumulation, and a
     ``data.batch_size`` without either means none. Without ``recipe``:
     :func:`default_recipe`.
     """

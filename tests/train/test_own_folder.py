@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from fastvit.cli import main
+from fastvit.run.device import default_workers
 from fastvit.run.store import list_checkpoints
 from tests.helpers.digits import digit_images, split_indices, write_image_folder
 
@@ -45,6 +46,7 @@ def test_plain_flags_train_exactly_what_was_asked(tmp_path, capsys):
     # the header states the effective settings: 5 epochs of 600 // 20 steps, batch 20 alone
     assert "5 epoch(s) x 30 steps = 150 steps" in text
     assert "1 process(es) x batch 20 = global batch 20 (no accumulation)" in text
+    assert f"{default_workers()} DataLoader worker(s)" in text  # what the machine has
     assert re.search(r"recipe small: 600 training images", text)
     epochs = re.findall(r"(?:^|\r)epoch (\d+)/(\d+) \(step (\d+)\)", text, flags=re.M)
     assert epochs == [(str(e), "5", str(30 * e)) for e in range(1, 6)]

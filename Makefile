@@ -5,13 +5,20 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 OUT    ?= outputs/demo
+# CPU-only machines: torch/torchvision from PyTorch's CPU wheel index (no CUDA libraries):
+#   make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+# PIP_OPTS passes any other pip options through (a mirror, a proxy, --no-cache-dir...).
+TORCH_INDEX ?=
+PIP_OPTS    ?=
 
 .PHONY: demo test test-fast lint bench clean venv
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c requirements/constraints.txt -e '.[all]'
+	$(if $(TORCH_INDEX),$(PY) -m pip install -q $(PIP_OPTS) -c requirements/constraints.txt \
+		--index-url $(TORCH_INDEX) torch torchvision)
+	$(PY) -m pip install -q $(PIP_OPTS) -c requirements/constraints.txt -e '.[all]'
 	touch $(STAMP)
 
 venv: $(STAMP)

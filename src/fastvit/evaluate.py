@@ -19,6 +19,7 @@ from torch import nn
 from tqdm import tqdm
 
 from fastvit.data import ImageFolderDataset, build_eval_loader, find_split
+from fastvit.data.bad_images import BadImageLog
 from fastvit.data.datasets import split_batch
 from fastvit.data.loaders import dist_rank_world
 from fastvit.data.robustness import (
@@ -49,27 +50,31 @@ def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.T
 def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
              amp_dtype: torch.dtype | None = None, class_indices: Sequence[int] | None = None,
              channels_last: bool = False, progress: bool = False,
-             desc: str = "eval") -> dict[str, Any]:
+             desc: str = "eval", per_sample: bool = False) -> dict[str, Any]:
     """Top-1/top-5 accuracy (percent), mean cross-entropy and sample count of ``model``.
 
     ``class_indices`` keeps only those logits (e.g. ImageNet-R's 200 classes)
     and renumbers the labels to positions in that list. Batches may be
     ``(images, labels)`` or :class:`fastvit.data.Batch`; unreadable images a
-    :class:`~fastvit.data.Batch` reports are counted in ``skipped``. The model's
-    train/eval mode is restored afterwards.
+    :class:`~fastvit.data.Batch` reports are counted in ``skipped``. With
+    ``per_sample``, ``"samples"`` holds this process's ``labels``, top-1
+    ``predictions`` and their ``confidence`` (softmax) in loader order (tensors).
+    The model's train/eval mode is restored afterwards.
     """
     was_training = model.training
     try:
         return _evaluate(model, loader, torch.device(device), amp_dtype, class_indices,
-                         channels_last, progress, desc)
+                         channels_last, progress, desc, per_sample)
     finally:
         model.train(was_training)
 
 
 def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
               amp_dtype: torch.dtype | None, class_indices: Sequence[int] | None,
-              channels_last: bool, progress: bool, desc: str) -> dict[str, Any]:
+              channels_last: bool, progress: bool, desc: str,
+              per_sample: bool = False) -> dict[str, Any]:
     model.eval()
+    samples: dict[str, list[torch.Tensor]] = {"labels": [], "predictions": [], "confidence": []}
     lookup = _label_lookup(class_indices, device) if class_indices is not None else None
     subset = (torch.as_tensor(list(class_indices), device=device)
               if class_indices is not None else None)
@@ -99,6 +104,11 @@ def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
             labels = mapped
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
+        if per_sample:
+            confidence, predicted = logits.softmax(dim=1).max(dim=1)
+            for key, value in (("labels", labels), ("predictions", predicted),
+                               ("confidence", confidence)):
+                samples[key].append(value.cpu())
         hits = top.eq(labels.unsqueeze(1))
         sums += torch.stack([hits[:, 0].sum(), hits.any(1).sum(),
                              F.cross_entropy(logits, labels, reduction="sum"),
@@ -111,8 +121,20 @@ def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
     correct1, correct5, loss, count = sums.tolist()
     if count == 0:
         raise DataError(f"{desc}: no images could be evaluated")
-    return {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
-            "loss": loss / count, "count": int(count), "skipped": skipped}
+    out = {"top1": 100.0 * correct1 / count, "top5": 100.0 * correct5 / count,
+           "loss": loss / count, "count": int(count), "skipped": skipped}
+    if per_sample:
+        out["samples"] = {k: torch.cat(v) if v else torch.zeros(0) for k, v in samples.items()}
+    return out
+
+
+def _gather_samples(local: dict[str, list]) -> dict[str, list]:
+    """Concatenate every process's per-sample lists (one process: unchanged)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return local
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, local)
+    return {k: [v for part in parts for v in part[k]] for k in local}
 
 
 # -- label maps --------------------------------------------------------------------------------
@@ -156,12 +178,24 @@ class Evaluator:
         self.alexnet_errors = alexnet_errors
 
     def folder(self, root: Path, desc: str, class_to_idx: dict[str, int] | None = None,
-               class_indices: Sequence[int] | None = None) -> dict[str, Any]:
+               class_indices: Sequence[int] | None = None, per_sample: bool = False
+               ) -> dict[str, Any]:
+        """Scores on ``root``; with ``per_sample`` also ``"samples"``: every image's path,
+        label, top-1 prediction and confidence (gathered from all processes)."""
         dataset = ImageFolderDataset(root, self.transform, self.bad_images, class_to_idx)
         loader = build_eval_loader(dataset, self.batch_size, self.workers, self.distributed)
-        return evaluate(self.model, loader, device=self.device, amp_dtype=self.amp_dtype,
-                        class_indices=class_indices, channels_last=self.channels_last,
-                        progress=True, desc=desc)
+        out = evaluate(self.model, loader, device=self.device, amp_dtype=self.amp_dtype,
+                       class_indices=class_indices, channels_last=self.channels_last,
+                       progress=True, desc=desc, per_sample=per_sample)
+        if dist_rank_world()[0] == 0:
+            BadImageLog().add(out["skipped"])  # one line per unreadable file
+        if per_sample:
+            skipped = set(out["skipped"])
+            paths = [dataset.samples[i][0] for i in loader.sampler
+                     if dataset.samples[i][0] not in skipped]
+            out["samples"] = _gather_samples({"paths": paths, **{
+                k: v.tolist() for k, v in out["samples"].items()}})
+        return out
 
     def subset(self, name: str, root: Path) -> dict[str, Any]:
         """ImageNet-A/R: logits restricted to the benchmark's 200 classes."""
@@ -194,6 +228,12 @@ def format_table(results: dict[str, Any]) -> str:
         lines.append(f"{name:<28} {row['count']:>8d} {row['top1']:>7.2f} {row['top5']:>7.2f}")
         if row.get("skipped"):
             lines.append(f"  ({len(row['skipped'])} unreadable images skipped)")
+    if results.get("analysis"):
+        from fastvit.error_analysis import format_per_class
+
+        lines += ["", format_per_class(results["analysis"])]
+    for name, path in results.get("artifacts", {}).items():
+        lines.append(f"{name.replace('_', ' ')}: {path}")
     corr = results.get("imagenet-c")
     if corr:
         lines += ["", f"ImageNet-C ({corr['count']} images), top-1 error % per severity 1-5:",
@@ -215,6 +255,26 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _analyse(samples: dict[str, list], names: Sequence[str], split: str,
+             report_dir: str | Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Per-class accuracy, confusion matrix, worst mistakes; their plots on rank 0."""
+    from fastvit import error_analysis as ea
+
+    report = ea.class_report(samples, names)
+    report["worst_mistakes"] = ea.worst_mistakes(samples)
+    artifacts: dict[str, str] = {}
+    if report_dir is not None and dist_rank_world()[0] == 0:
+        folder = Path(report_dir)
+        confusion = ea.plot_confusion(report, folder / "confusion_matrix.png",
+                                      f"confusion matrix, {split} split")
+        worst = ea.plot_worst(report["worst_mistakes"], names, folder / "worst_mistakes.png")
+        artifacts = {k: str(v) for k, v in (("confusion_matrix", confusion),
+                                            ("worst_mistakes", worst)) if v is not None}
+    if len(names) > ea.MAX_CONFUSION_CLASSES:  # 1000 x 1000 counts do not belong in JSON
+        del report["confusion_matrix"]
+    return {"split": split, **report}, artifacts
+
+
 def folder_class_count(data: str | Path, split: str = "val") -> int:
     """Number of class folders of ``DATA/split`` (the classifier size of random weights)."""
     return len(class_folders(find_split(data, split)))
@@ -225,11 +285,15 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
                    image_size: int | None = None, crop_pct: float | None = None,
                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                    bad_images: str = "skip", alexnet_errors: str | Path | None = None,
-                   device: torch.device | str = "cpu", distributed: bool = False
-                   ) -> dict[str, Any]:
+                   device: torch.device | str = "cpu", distributed: bool = False,
+                   report_dir: str | Path | None = None) -> dict[str, Any]:
     """Score ``loaded.model`` on ``DATA/split`` and/or the robustness sets.
 
     ``robustness`` is ``"imagenet-a=DIR,imagenet-r=DIR,sketch=DIR,imagenet-c=DIR"``.
+    The split also gets ``results["analysis"]``: per-class accuracy, the confusion
+    matrix (up to 50 classes) and the most confident mistakes; ``report_dir``
+    receives ``confusion_matrix.png`` and ``worst_mistakes.png``
+    (:mod:`fastvit.error_analysis`), listed in ``results["artifacts"]``.
     The images are preprocessed with :func:`fastvit.pipeline.eval_transform` of the
     model's cfg (``image_size`` / ``crop_pct`` override it). Under torchrun every
     rank scores its shard and the sums are reduced: the result equals one process.
@@ -261,7 +325,11 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     clean_error = None
     if split_dir is not None:
         class_map = main_class_map(split_dir, num_classes, loaded.class_names)
-        row = runner.folder(split_dir, split, class_map)
+        row = runner.folder(split_dir, split, class_map, per_sample=True)
+        names = loaded.labels if class_map is not None else class_folders(split_dir)
+        results["analysis"], artifacts = _analyse(row.pop("samples"), names, split, report_dir)
+        if artifacts:
+            results["artifacts"] = artifacts
         results["sets"][split] = row
         clean_error = 1 - row["top1"] / 100
     for name, root in robust.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections import Counter
 
@@ -81,20 +82,61 @@ def _folder_with_bad_files(tmp_path):
     return root, {str(truncated), str(not_image)}
 
 
-def test_skip_mode_warns_and_the_collate_reports_paths(tmp_path):
+def test_skip_mode_marks_bad_files_and_the_collate_reports_paths_and_reasons(tmp_path):
     root, bad = _folder_with_bad_files(tmp_path)
     ds = ImageFolderDataset(root, eval_transform(CFG, 32), bad_images="skip")
     assert ds.classes == ["a", "b"] and len(ds) == 5
-    with pytest.warns(UserWarning) as record:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no Python warning per file (and per epoch)
         items = [ds[i] for i in range(len(ds))]
-    warned = " ".join(str(w.message) for w in record)
-    assert all(f"skipping unreadable image {path}" in warned for path in bad)
     markers = [item for item in items if isinstance(item, BadSample)]
-    assert {m.path for m in markers} == bad
+    assert {m.path for m in markers} == bad and all(m.reason for m in markers)
     batch = collate_skip_bad(items)
     assert isinstance(batch, Batch)
     assert batch.images.shape == (3, 3, 32, 32) and batch.targets.tolist() == [0, 0, 1]
     assert set(batch.skipped) == bad
+    assert {p: p.reason for p in batch.skipped} == {m.path: m.reason for m in markers}
+
+
+def test_bad_image_log_reports_each_file_once_and_lists_them(tmp_path, caplog):
+    from fastvit.data.bad_images import BadImageLog
+    from fastvit.data.datasets import UnreadableImage
+
+    listing = tmp_path / "out" / "skipped_images.txt"
+    log = BadImageLog(listing)
+    first = [UnreadableImage("/d/a.jpg", "truncated"), UnreadableImage("/d/b.png", "not an image")]
+    with caplog.at_level(logging.WARNING, logger="fastvit"):
+        assert log.add(first, write=False) == 2
+        assert not listing.exists()
+        assert log.add([first[0]]) == 0  # met again next epoch: nothing new to say...
+        assert log.add([UnreadableImage("/d/c.jpg", "bad")], quiet=True) == 1
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["skipping unreadable image /d/a.jpg (truncated)",
+                     "skipping unreadable image /d/b.png (not an image)"]
+    assert listing.read_text() == ("/d/a.jpg\ttruncated\n/d/b.png\tnot an image\n"
+                                   "/d/c.jpg\tbad\n")  # ... but the list is written
+
+
+def test_a_folder_without_val_gets_a_seeded_stratified_split(tmp_path):
+    root = tmp_path / "data"
+    make_image_folder(root / "train", {"a": 10, "b": 20, "c": 1})
+    train, val, classes = build_image_folder(root, train_transform=None, eval_transform=None,
+                                             val_fraction=0.2, seed=3)
+    assert classes == ["a", "b", "c"]
+    assert (len(train), len(val)) == (25, 6)  # 2 of a, 4 of b, none of the single c
+    val_labels = [val[i][1] for i in range(len(val))]
+    assert sorted(val_labels) == [0, 0, 1, 1, 1, 1]
+    train_paths = {train.dataset.samples[i][0] for i in train.indices}
+    val_paths = {val.dataset.samples[i][0] for i in val.indices}
+    assert not train_paths & val_paths and len(train_paths | val_paths) == 31
+    again = build_image_folder(root, train_transform=None, eval_transform=None,
+                               val_fraction=0.2, seed=3)[1]
+    assert again.indices == val.indices  # seeded
+    other = build_image_folder(root, train_transform=None, eval_transform=None,
+                               val_fraction=0.2, seed=4)[1]
+    assert other.indices != val.indices
+    with pytest.raises(DataError, match="no val split"):
+        build_image_folder(root, train_transform=None, eval_transform=None)
 
 
 def test_skipped_paths_reach_the_main_process_from_workers(tmp_path):
@@ -105,6 +147,7 @@ def test_skipped_paths_reach_the_main_process_from_workers(tmp_path):
         warnings.simplefilter("ignore")
         batches = list(loader)
     assert {p for b in batches for p in b.skipped} == bad
+    assert all(p.reason for b in batches for p in b.skipped)  # reasons cross processes too
     assert sum(len(b.targets) for b in batches if b.targets is not None) == 3
 
 

@@ -104,12 +104,59 @@ def test_unreadable_and_missing_images_are_named(tmp_path, capsys) -> None:
     bad.write_bytes(b"\xff\xd8 not really a jpeg")
     good = val_images(1)[0]
     assert cli(["predict", str(good), str(bad), "--model", "fastvit_t8",
-                "--image-size", "64"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("fastvit predict: error: cannot read image") and str(bad) in err
+                "--image-size", "64", "--csv", str(tmp_path / "out.csv")]) == 2
+    out, err = capsys.readouterr()
+    last = err.strip().splitlines()[-1]  # after the random-weights notes
+    assert last.startswith("fastvit predict: error: cannot read image") and str(bad) in last
     assert "Traceback" not in err
+    assert out == "" and not (tmp_path / "out.csv").exists()  # no partial output
     assert cli(["predict", str(tmp_path / "missing.png"), "--model", "fastvit_t8"]) == 2
     assert f"image not found: {tmp_path / 'missing.png'}" in capsys.readouterr().err
+    assert cli(["predict", str(tmp_path / "*.webp"), "--model", "fastvit_t8"]) == 2
+    assert f"no images in pattern '{tmp_path / '*.webp'}'" in capsys.readouterr().err
+
+
+def test_a_folder_recursively_in_batches_to_csv(tmp_path, capsys) -> None:
+    """Folders are searched recursively, read a batch at a time; an unreadable file found
+    there is skipped with one line; the CSV has one row per image with the top-k."""
+    import csv
+    import shutil
+
+    assets = digits_assets()
+    folder = tmp_path / "photos"
+    shutil.copytree(assets.val, folder / "nested")  # <digit>/<n>.png, one level deeper
+    (folder / "notes.txt").write_text("not an image")  # ignored: not an image suffix
+    (folder / "nested" / "3" / "broken.png").write_bytes(b"\x89PNG broken")
+    expected = sorted(p for p in folder.rglob("*.png"))
+    table = tmp_path / "preds.csv"
+    assert cli(["predict", str(folder), "--checkpoint", str(assets.checkpoint), "--topk", "2",
+                "--batch-size", "7", "--image-size", str(DIGITS_SIZE), "--csv",
+                str(table)]) == 0
+    out, err = capsys.readouterr()
+    assert err.count("skipping unreadable image") == 1 and "broken.png" in err
+    rows = list(csv.DictReader(table.open()))
+    assert [r["image"] for r in rows] == [str(p) for p in expected]
+    assert list(rows[0]) == ["image", "label_1", "index_1", "probability_1", "label_2",
+                             "index_2", "probability_2", "error"]
+    broken = [r for r in rows if r["image"].endswith("broken.png")]
+    assert len(broken) == 1 and broken[0]["error"] and broken[0]["label_1"] == ""
+    scored = [r for r in rows if not r["error"]]
+    assert len(scored) == len(expected) - 1
+    assert all(r["label_1"] == f"digit {r['index_1']}" for r in scored)
+    assert all(float(r["probability_1"]) >= float(r["probability_2"]) for r in scored)
+    right = sum(int(r["index_1"]) == int(Path(r["image"]).parent.name) for r in scored)
+    assert right / len(scored) >= 0.75
+    # the same predictions as named files in one batch, and through a glob pattern
+    some = expected[:5]
+    named = run_json(capsys, [*some, "--checkpoint", assets.checkpoint, "--topk", "2",
+                              "--image-size", DIGITS_SIZE])
+    by_csv = {r["image"]: (r["label_1"], r["label_2"]) for r in rows}
+    assert [(p["predictions"][0]["label"], p["predictions"][1]["label"]) for p in named] == [
+        by_csv[str(p)] for p in some]
+    globbed = run_json(capsys, [str(folder / "nested" / "1" / "*.png"), "--checkpoint",
+                                assets.checkpoint, "--image-size", DIGITS_SIZE])
+    assert [r["image"] for r in globbed] == [str(p) for p in expected
+                                             if p.parent.name == "1"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [

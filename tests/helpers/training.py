@@ -41,7 +41,7 @@ def tiny_overrides(out_dir: Path, data: Path | str, **extra: object) -> list[str
         "data.path": data, "data.image_size": 32, "data.batch_size": 4,
         "data.eval_batch_size": 5, "data.workers": 0, "data.crop_pct": 0.9,
         "data.mixup": 0.2, "data.cutmix": 1.0, "model.drop_path": 0.1,
-        "optim.global_batch": "null", "optim.lr": 1e-3, "optim.lr_base_batch": 4,
+        "optim.global_batch": "null", "optim.lr": 1e-3, "optim.lr_base": "null",
         "schedule.epochs": 2, "schedule.warmup_epochs": 1, "schedule.cooldown_epochs": 0,
         "ema.decay": 0.9, "run.out_dir": out_dir, "run.device": TEST_DEVICE, "run.amp": "none",
         "run.save_every_steps": 2, "run.log_every": 1, "run.progress": False,

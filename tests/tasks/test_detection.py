@@ -261,6 +261,38 @@ def test_packaged_recipe_is_the_papers_1x_schedule() -> None:
     assert recipe.epochs == 12 and recipe.fpn_channels == 64  # TINY changes only its keys
 
 
+def test_small_data_preset_and_image_size(tmp_path: Path, monkeypatch, capsys) -> None:
+    """maskrcnn_small: the 1x recipe (via ``base:``) with smaller heads, named in --help;
+    --image-size sets the scale of the data."""
+    from fastvit.tasks.detection.recipe import SMALL_RECIPE
+
+    paper = load_task_recipe(DetectionRecipe, DEFAULT_RECIPE)
+    small = load_task_recipe(DetectionRecipe, SMALL_RECIPE)
+    assert (small.lr, small.weight_decay, small.norm_eval) == (paper.lr, paper.weight_decay,
+                                                               paper.norm_eval)
+    for key in ("fpn_channels", "box_head_dim", "mask_head_channels", "rois_per_image",
+                "rpn_proposals_train", "min_size"):
+        assert getattr(small, key) < getattr(paper, key), key
+    assert max(small.lr_steps) < small.epochs
+    small.validate()
+    with pytest.raises(SystemExit):
+        cli_main(["detect", "train", "--help"])
+    assert "--config maskrcnn_small" in capsys.readouterr().out
+    seen = {}
+
+    def train(recipe, **kwargs):  # what the command would train, without training
+        seen["recipe"] = recipe
+        return {"last_eval": {}, "checkpoint": "unused"}
+
+    monkeypatch.setattr("fastvit.tasks.detection.engine.train", train)
+    assert cli_main(["detect", "train", "--config", SMALL_RECIPE, "--image-size", "128",
+                     "--train-images", str(tmp_path), "--train-ann", str(tmp_path / "a.json"),
+                     "--no-val", "--out", str(tmp_path / "run")]) == 0
+    recipe = seen["recipe"]
+    assert (recipe.min_size, recipe.max_size, recipe.fpn_channels) == (128, 213, 64)
+    assert "shorter side 128 (longer <= 213)" in recipe.describe()
+
+
 def test_recipe_rejects_unknown_and_invalid(tmp_path: Path) -> None:
     from fastvit.errors import ConfigError
 

@@ -8,6 +8,7 @@ Synthetic ADE20K-layout sets (tests/_task_utils.py): raw labels 1 (background),
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -219,7 +220,7 @@ def test_bad_label_from_a_worker_is_one_line(tmp_path: Path, capsys) -> None:
                    "--iters", "1", "--batch-size", "2", "--crop-size", "64", "--workers", "1",
                    "--set", "base_size=64", "--device", "cpu"])
     err = capsys.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("fastvit segment")]
+    lines = [line for line in err.splitlines() if line.startswith("fastvit segment:")]
     assert rc == 2 and "Traceback" not in err
     assert len(lines) == 1 and "has label 9, outside 0..3" in lines[0], err
     assert lines[0].count(".png") == 1
@@ -237,6 +238,35 @@ def test_packaged_recipe_is_the_papers_ade20k_setting() -> None:
             recipe.crop_size) == (40_000, 2e-4, 1e-4, 0.9, 512)
     with pytest.raises(ConfigError, match="crop_size must be a multiple of 32"):
         tiny_recipe(crop_size=500).validate()
+
+
+def test_the_data_scale_follows_the_crop_size_unless_base_size_says_otherwise(
+        ade: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    packaged = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE)
+    assert packaged.base_size is None and packaged.scale == 512  # the paper: 512 and 512
+    small = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, values={"crop_size": 128})
+    assert small.scale == 128  # not ADE20K's 512: 128-px images are not enlarged 2-8x
+    apart = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE,
+                             values={"crop_size": 128, "base_size": 256})
+    assert apart.scale == 256 and "shorter side 256 (--base-size)" in apart.describe()
+    # what the run feeds the model, and what its header says
+    seen = {}
+    original = engine.train_transforms
+
+    def spy(crop_size, base_size, *args, **kwargs):
+        seen["train"] = (crop_size, base_size)
+        return original(crop_size, base_size, *args, **kwargs)
+
+    monkeypatch.setattr(engine, "train_transforms", spy)
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        rc = cli_main(["segment", "train", "--data", str(ade), "--no-val", "--out",
+                       str(tmp_path / "run"), "--model", "fastvit_t8", "--num-classes", "3",
+                       "--iters", "1", "--batch-size", "2", "--crop-size", "64", "--workers",
+                       "0", "--device", "cpu", "--set", "fpn_channels=32",
+                       "--set", "head_channels=16"])
+    assert rc == 0 and seen["train"] == (64, 64)
+    assert ("data: shorter side 64 (= crop size) x U(0.5, 2), random 64 x 64 crops; "
+            "evaluation at shorter side 64") in caplog.text
 
 
 # ---------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
 
     second = _torchrun([*args, "--resume", "auto"])
     assert second.returncode == 0, second.stdout[-2000:] + second.stderr[-3000:]
-    assert second.stdout.count("epoch 2/2 (") == 1  # rank 0 logs, rank 1 does not
+    assert second.stderr.count("epoch 2/2 (") == 1  # rank 0 logs, rank 1 does not
     final = load_state(out / checkpoint_name(6))
     assert (final["step"], final["epoch"]) == (6, 2)
 

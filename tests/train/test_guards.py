@@ -131,7 +131,8 @@ def test_peak_lr_is_scaled_by_global_batch_over_base_batch(tmp_path):
     # per-process batch 4, accumulated to a global batch of 8, recipe lr given at batch 2:
     # peak lr = 1e-4 * 8 / 2 = 4e-4 (unscaled: 1e-4; scaled by the per-process batch: 2e-4)
     cfg = tiny_config(tmp_path / "out", "unused", **{
-        "optim.lr": 1e-4, "optim.lr_base_batch": 2, "optim.global_batch": 8,
+        "optim.lr": "null", "optim.lr_base": 1e-4, "optim.lr_base_batch": 2,
+        "optim.global_batch": 8,
         "data.batch_size": 4, "schedule.warmup_epochs": 0, "run.max_steps": 1})
     fit(cfg, datasets=_datasets())
     peak = 1e-4 * 8 / 2

@@ -4,6 +4,7 @@ fine-tuning, AMP/channels_last/accumulation smoke and checkpoint contents."""
 from __future__ import annotations
 
 import hashlib
+import logging
 
 import pytest
 import torch
@@ -151,17 +152,32 @@ def test_fp16_on_cpu_is_a_config_error(tmp_path):
         fit(cfg, datasets=_datasets())
 
 
-def test_unreadable_images_are_counted_or_stop_the_run(tmp_path):
+def test_unreadable_images_are_logged_once_counted_and_listed(tmp_path, caplog, recwarn):
     root = make_image_folder(tmp_path / "data", num_classes=2, train_per_class=4,
                              val_per_class=1)
-    bad = root / "train" / "c0" / "broken.png"
-    bad.write_bytes(b"not a png")
+    bad_train = root / "train" / "c0" / "broken.png"
+    bad_train.write_bytes(b"not a png")
+    bad_val = root / "val" / "c1" / "cut.png"
+    bad_val.write_bytes((root / "val" / "c1" / "0.png").read_bytes()[:60])  # truncated PNG
     lines: list[str] = []
-    cfg = tiny_config(tmp_path / "out", root, **{"schedule.epochs": 1,
+    cfg = tiny_config(tmp_path / "out", root, **{"schedule.epochs": 2,
                                                  "schedule.warmup_epochs": 0})
-    with pytest.warns(UserWarning, match="broken.png"):
+    with caplog.at_level(logging.WARNING, logger="fastvit"):
         fit(cfg, log=lines.append)
-    assert "warning: skipped 1 unreadable image(s) in epoch 1" in lines
+    # one line per file, the first time it is met (the val split is read every epoch) ...
+    per_file = [r.getMessage() for r in caplog.records if "skipping unreadable" in r.getMessage()]
+    assert sorted(m.split()[3] for m in per_file) == sorted([str(bad_train), str(bad_val)])
+    # ... not Python warnings echoing DataLoader source lines
+    assert not [w for w in recwarn if "unreadable" in str(w.message)]
+    # a count per epoch, and the whole list with reasons next to the checkpoints
+    listed = tmp_path / "out" / "skipped_images.txt"
+    for epoch in (1, 2):
+        assert (f"warning: skipped 1 unreadable image(s) in epoch {epoch} (all of them: "
+                f"{listed})") in lines
+    assert sum("unreadable val image(s) skipped" in line for line in lines) == 2
+    rows = [line.split("\t") for line in listed.read_text().splitlines()]
+    assert sorted(path for path, _ in rows) == sorted([str(bad_train), str(bad_val)])
+    assert all(reason for _, reason in rows)
     cfg.data.bad_images = "error"
     cfg.run.out_dir = str(tmp_path / "out2")
     with pytest.raises(DataError, match="broken.png"):

@@ -30,7 +30,7 @@ DISTILL_DROP_PATH = {"fastvit_t8": 0.0, "fastvit_t12": 0.0, "fastvit_s12": 0.0,
 def test_packaged_recipes_are_the_only_copies():
     assert not (REPO / "configs").exists(), "recipes live in src/fastvit/configs only"
     expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "fastvit_ma36_ft384",
-                "digits_t8"}
+                "digits_t8", "small", "finetune"}
     assert set(list_recipes()) == expected
 
 
@@ -41,10 +41,13 @@ def test_variant_recipes_carry_the_paper_values(variant):
         assert set(raw) == {"model", "data", "optim", "schedule", "ema", "distill", "run"}
         cfg = load_recipe(name)
         assert cfg.model.variant == variant
-        assert cfg.optim.lr == 1e-3 and cfg.optim.lr_base_batch == 1024
+        # lr 1e-3 at a global batch of 1024, scaled linearly for other batches
+        assert cfg.optim.lr is None and cfg.optim.lr_base == 1e-3
+        assert cfg.optim.lr_base_batch == 1024
         assert cfg.optim.global_batch == 1024 and cfg.data.batch_size == 128  # 8 GPUs x 128
-        assert cfg.optim.weight_decay == 0.05
-        assert cfg.schedule.epochs == 300 and cfg.schedule.warmup_epochs == 5
+        assert cfg.optim.accum_steps == 1 and cfg.optim.weight_decay == 0.05
+        # 300 epochs of warmup + cosine, then 10 of cooldown: 310 in all
+        assert cfg.schedule.epochs == 310 and cfg.schedule.warmup_epochs == 5
         assert cfg.schedule.cooldown_epochs == 10
         assert cfg.schedule.warmup_lr == 1e-6 and cfg.schedule.min_lr == 1e-5
         assert cfg.data.label_smoothing == 0.1 and cfg.data.random_erasing == 0.25
@@ -66,7 +69,7 @@ def test_variant_recipes_carry_the_paper_values(variant):
 def test_finetune_384_recipe():
     cfg = load_recipe("fastvit_ma36_ft384")
     assert cfg.data.image_size == 384 and cfg.schedule.epochs == 30
-    assert cfg.optim.lr == 5e-5 and cfg.optim.weight_decay == 1e-8
+    assert cfg.optim.lr_base == 5e-5 and cfg.optim.weight_decay == 1e-8
     assert cfg.optim.global_batch == 512 and cfg.optim.lr_base_batch == 512
     with pytest.raises(ConfigError, match="--pretrained"):
         validate(cfg)
@@ -85,9 +88,9 @@ def test_recipes_spell_every_key_or_start_from_a_base(tmp_path):
     with pytest.raises(ConfigError, match="missing recipe key"):
         load_recipe(str(partial))
     based = tmp_path / "based.yaml"
-    based.write_text("base: fastvit_sa12\noptim: {lr: 0.002}\n")
+    based.write_text("base: fastvit_sa12\noptim: {lr_base: 0.002}\n")
     cfg = load_recipe(str(based))
-    assert cfg.optim.lr == 0.002 and cfg.model.variant == "fastvit_sa12"
+    assert cfg.optim.lr_base == 0.002 and cfg.model.variant == "fastvit_sa12"
     assert cfg.optim.weight_decay == 0.05  # from the base
 
 
@@ -107,6 +110,7 @@ def test_cli_flags_and_set_overrides():
                    "--set", "optim.clip_grad=null", "--set", "ema.enabled=false"])
     assert cfg.model.variant == "fastvit_sa12" and cfg.model.drop_path == 0.1  # sa12 recipe
     assert cfg.optim.lr == 2e-4  # --set comes after the plain flag
+    assert cfg.optim.lr_base is None  # --lr is absolute: the recipe's scaled form is dropped
     assert cfg.schedule.epochs == 30 and cfg.run.channels_last
     assert cfg.optim.weight_decay == 0.01 and cfg.data.scale == (0.5, 1.0)
     assert cfg.optim.clip_grad is None and cfg.ema.enabled is False
@@ -158,3 +162,101 @@ def test_print_config_round_trips(capsys, tmp_path):
     assert again.data.mixup == 0.0 and again.model.variant == "fastvit_sa24"
     assert resume_mismatches(to_dict(again), to_dict(load_recipe("fastvit_sa24"))) == [
         "data.mixup: checkpoint 0.0, this run 0.2"]
+
+
+# -- plain flags mean what they say (timm / torchvision semantics) ---------------------------
+
+
+def test_batch_size_alone_means_no_accumulation_and_lr_flags_are_exclusive():
+    paper = _config(["--model", "fastvit_sa12"])
+    assert (paper.optim.global_batch, paper.optim.accum_steps) == (1024, 1)  # recipe kept
+    plain = _config(["--model", "fastvit_sa12", "--batch-size", "64"])
+    assert plain.data.batch_size == 64
+    assert (plain.optim.global_batch, plain.optim.accum_steps) == (None, 1)
+    asked = _config(["--model", "fastvit_sa12", "--batch-size", "64", "--global-batch", "256"])
+    assert asked.optim.global_batch == 256
+    accum = _config(["--model", "fastvit_sa12", "--batch-size", "64", "--accum-steps", "4"])
+    assert (accum.optim.global_batch, accum.optim.accum_steps) == (None, 4)
+    absolute = _config(["--model", "fastvit_sa12", "--lr", "3e-4"])
+    assert (absolute.optim.lr, absolute.optim.lr_base) == (3e-4, None)
+    scaled = _config(["--config", "small", "--lr-base", "1e-3"])
+    assert (scaled.optim.lr, scaled.optim.lr_base) == (None, 1e-3)
+    with pytest.raises(ConfigError, match="give one"):
+        _config(["--model", "fastvit_t8", "--lr", "1e-3", "--lr-base", "1e-3"])
+    # --set means the same as the plain flag (the recipe's other form is dropped) ...
+    via_set = _config(["--model", "fastvit_t8", "--set", "optim.lr=1e-3",
+                       "--set", "optim.accum_steps=2"])
+    assert (via_set.optim.lr, via_set.optim.lr_base) == (1e-3, None)
+    assert (via_set.optim.global_batch, via_set.optim.accum_steps) == (None, 2)
+    validate(via_set)
+    # ... while a recipe file that sets both forms is refused, naming the fix
+    both = load_recipe("fastvit_t8")
+    both.optim.lr = 1e-3
+    with pytest.raises(ConfigError, match="exactly one of optim.lr.*set the other to null"):
+        validate(both)
+    both = load_recipe("fastvit_t8")
+    both.optim.accum_steps = 2
+    with pytest.raises(ConfigError, match="global_batch and optim.accum_steps"):
+        validate(both)
+
+
+def _plan(argv: list[str], train_images: int, world: int = 1):
+    from fastvit.run.distributed import DistEnv
+    from fastvit.train.plan import make_plan
+
+    cfg = _config(argv)
+    validate(cfg)
+    return make_plan(cfg, DistEnv(world_size=world), train_images)
+
+
+def test_plan_epochs_batch_lr_and_short_warmup():
+    # the paper recipe on 8 processes: 310 epochs with the cooldown inside, no accumulation
+    paper = _plan(["--model", "fastvit_t8"], 1_281_167, world=8)
+    assert (paper.total_epochs, paper.global_batch, paper.accum) == (310, 1024, 1)
+    assert paper.lr == pytest.approx(1e-3) and not paper.notes
+    steps = paper.steps_per_epoch
+    assert (paper.warmup_steps, paper.cooldown_steps, paper.cosine_steps) == (
+        5 * steps, 10 * steps, 295 * steps)
+    # on one process the recipe's global batch is reached by accumulation (stated)
+    one = _plan(["--model", "fastvit_t8"], 1_281_167)
+    assert (one.accum, one.global_batch, one.lr) == (8, 1024, pytest.approx(1e-3))
+    # plain flags: exactly the epochs asked, batch x processes, lr scaled from lr_base
+    short = _plan(["--model", "fastvit_t8", "--epochs", "6", "--batch-size", "64"], 6400, 2)
+    assert (short.total_epochs, short.accum, short.global_batch) == (6, 1, 128)
+    assert short.steps_per_epoch == 6400 // 128 and short.total_steps == 6 * 50
+    assert short.lr == pytest.approx(1e-3 * 128 / 1024)
+    assert short.lr_rule == "lr_base 0.001 x 128 / 1024"
+    # 5 warmup + 10 cooldown epochs do not fit 6: scaled to half the run, with a note
+    assert (short.warmup_epochs, short.cooldown_epochs) == pytest.approx((1.0, 2.0))
+    assert "shortened to warmup 1 + cooldown 2 epochs" in short.notes[0]
+    assert short.warmup_steps + short.cosine_steps + short.cooldown_steps == short.total_steps
+    absolute = _plan(["--config", "small", "--batch-size", "8", "--lr", "0.01"], 100)
+    assert (absolute.lr, absolute.lr_rule, absolute.steps_per_epoch) == (0.01, "as given", 12)
+    with pytest.raises(ConfigError, match="fewer than one global batch of 64.*--batch-size"):
+        _plan(["--config", "small"], 40)
+
+
+def test_a_run_naming_no_recipe_gets_one_that_fits_its_data(tmp_path, monkeypatch, caplog):
+    import logging
+
+    from fastvit.train import config
+
+    data = tmp_path / "data"
+    for k in range(2):
+        (data / "train" / f"c{k}").mkdir(parents=True)
+        for i in range(3):
+            (data / "train" / f"c{k}" / f"{i}.png").write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        small = _config(["--data", str(data), "--model", "fastvit_sa12"])
+    assert (small.model.variant, small.optim.lr_base, small.ema.enabled) == (
+        "fastvit_sa12", 2e-3, False)
+    assert "recipe small: 6 training images are far from ImageNet scale" in caplog.text
+    tuned = _config(["--data", str(data), "--pretrained", "w.safetensors"])
+    assert tuned.model.require_pretrained and tuned.model.reset_classifier
+    assert tuned.data.mixup == 0 and tuned.data.randaugment_magnitude == 5
+    monkeypatch.setattr(config, "SMALL_DATA_IMAGES", 6)
+    big = _config(["--data", str(data), "--model", "fastvit_sa12"])
+    assert big.optim.lr_base == 1e-3 and big.schedule.epochs == 310  # the paper's
+    assert _config(["--data", "digits"]).data.image_size == 32
+    with pytest.raises(ConfigError, match="--pretrained"):
+        validate(_config(["--config", "finetune", "--data", str(data)]))

@@ -283,3 +283,12 @@ def test_channels_last_guard_keeps_cpu_backward_alive():
                          timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "True"  # the rest of the network still runs channels_last
+
+
+def test_default_workers_follow_the_machine(monkeypatch):
+    from fastvit.run import device
+
+    for cores, processes, expected in ((2, 1, 1), (1, 1, 0), (16, 1, 8), (16, 4, 3),
+                                       (64, 8, 7)):
+        monkeypatch.setattr(device.os, "sched_getaffinity", lambda _pid, n=cores: set(range(n)))
+        assert device.default_workers(processes) == expected, (cores, processes)

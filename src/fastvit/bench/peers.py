@@ -17,6 +17,7 @@ from importlib import resources
 
 from torch import nn
 
+from fastvit.extras import install_hint
 from fastvit.models import VARIANTS
 
 TORCHVISION_PEERS = ("efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "resnet50",
@@ -71,7 +72,7 @@ def build_peer(name: str, *, fused: bool = True, features_only: bool = False) ->
     """A peer in eval mode with random weights (reparameterized when ``fused``)."""
     if name.startswith(TIMM_PREFIX):
         if not timm_available():
-            raise PeerUnavailable(f"{name} needs timm (pip install timm); skipped")
+            raise PeerUnavailable(f"{name} needs timm ({install_hint('timm')}); skipped")
         import timm
         from timm.utils.model import reparameterize_model
 

@@ -140,10 +140,14 @@ def cpu_name() -> str:
 
 
 def environment(config: BenchConfig) -> dict:
-    import onnxruntime
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        ort_version = version("onnxruntime")
+    except PackageNotFoundError:  # the export extra is optional; bench skips ONNX rows
+        ort_version = None
     env = {"python": platform.python_version(), "torch": torch.__version__,
-           "onnxruntime": onnxruntime.__version__, "platform": platform.platform(),
+           "onnxruntime": ort_version, "platform": platform.platform(),
            "processor": cpu_name(), "cpu_count": os.cpu_count(),
            "threads": config.threads, "device": config.device}
     if torch.device(config.device).type == "cuda":

@@ -107,9 +107,10 @@ def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
                  device: torch.device, int8: bool = False
                  ) -> Callable[[int], Callable[[], object]]:
     """Export (dynamic batch, verified), optionally quantize, and open an ORT session."""
-    import onnxruntime as ort
-
     from fastvit.deploy.onnx_export import export_onnx
+    from fastvit.extras import require
+
+    ort = require("onnxruntime", "benchmarking ONNX Runtime")
     from fastvit.deploy.onnx_runtime import ort_session
 
     providers = ["CPUExecutionProvider"]

@@ -7,7 +7,10 @@ with ``module.`` (DDP) or ``_orig_mod.`` (torch.compile) prefixes. The layout,
 fused or not, is read from the key names (:mod:`fastvit.checkpoints.layouts`).
 
 Files are never unpickled beyond tensors and plain containers
-(``torch.load(weights_only=True)``), so a checkpoint cannot run code.
+(``torch.load(weights_only=True)``), so a checkpoint cannot run code. A file
+the weights-only reader refuses is diagnosed from its pickle opcodes (read,
+never run): a well-formed pickle that needs Python objects is *unsafe*
+("refusing to load"), bytes that do not parse are *corrupt or truncated*.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import argparse
 import json
 import os
 import pickle
+import pickletools
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -47,8 +53,8 @@ def _read_safetensors(path: Path) -> tuple[StateDict, dict[str, str]]:
             metadata = dict(fh.metadata() or {})
             tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
     except Exception as err:  # the Rust reader raises its own exception types
-        raise CheckpointError(f"cannot read checkpoint {path}: not a valid safetensors file "
-                              f"(truncated or corrupt?): {err}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated "
+                              f"safetensors file ({err})") from None
     return tensors, metadata
 
 
@@ -56,34 +62,79 @@ def _torch_load(path: Path) -> Any:
     try:
         # argparse.Namespace: timm's training checkpoints store their arguments in one;
         # it is a plain attribute bag, so allowing it runs no code.
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
-        names = _unsafe_globals(path)
+        # Refused by the weights-only unpickler: a well-formed pickle that needs Python
+        # objects (unsafe), or bytes that are no pickle at all (corrupt)? Read the file's
+        # opcodes -- without running them -- to tell which.
         text = str(err)
-        if names or "global" in text.lower() or "unsupported operand" in text.lower():
+        names = _unsafe_globals(path)
+        if not names and "GLOBAL " in text:  # "Trying to load unsupported GLOBAL mod.name"
+            names = [text.split("GLOBAL ", 1)[1].split()[0]]
+        if names:
             raise CheckpointError(_unsafe_message(path, names)) from None
-        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated "
-                              f"({text.splitlines()[0] if text else 'unpickling failed'})"
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()[0] if text else ""
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated (not a "
+                              f"PyTorch or safetensors file: {detail or 'unpickling failed'})"
                               ) from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: not a PyTorch or safetensors "
-                              f"file, or truncated/corrupt ({first})") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: corrupt or truncated "
+                              f"(not a PyTorch or safetensors file, or cut short: {first})"
+                              ) from None
 
 
 def _unsafe_globals(path: Path) -> list[str]:
-    """Python objects a zip checkpoint would import (read from its opcodes, not run)."""
+    """Python objects the file's pickle would import, read from its opcodes (never run);
+    empty when the bytes do not parse as a pickle (a corrupt file, not an unsafe one)."""
+    if zipfile.is_zipfile(path):
+        try:
+            return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+        except Exception:  # a broken archive: the caller reports it as corrupt
+            return []
+    referenced = _legacy_pickle_globals(path)
     try:
-        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
-    except Exception:  # legacy or broken file: the names are only used in the message
-        return []
+        from torch._weights_only_unpickler import (
+            _get_allowed_globals,
+            _get_user_allowed_globals,
+        )
+
+        allowed = set(_get_allowed_globals()) | set(_get_user_allowed_globals())
+    except ImportError:  # private helpers of torch: fall back to its own namespace
+        allowed = {name for name in referenced if name.startswith("torch.")}
+    allowed |= {"collections.OrderedDict", f"{argparse.__name__}.Namespace"}
+    return sorted(referenced - allowed)
+
+
+def _legacy_pickle_globals(path: Path, max_pickles: int = 5) -> set[str]:
+    """``module.name`` of every GLOBAL in the leading pickles of a non-zip file (the
+    legacy ``torch.save`` format is several pickles, then raw storage bytes). Only
+    pickles that parse completely count, so random bytes yield nothing."""
+    found: set[str] = set()
+    with open(path, "rb") as fh:
+        for _ in range(max_pickles):
+            names: set[str] = set()
+            strings: list[str] = []
+            try:
+                for opcode, arg, _pos in pickletools.genops(fh):
+                    if opcode.name == "GLOBAL" and isinstance(arg, str):
+                        names.add(arg.replace(" ", "."))
+                    elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                        names.add(f"{strings[-2]}.{strings[-1]}")
+                    elif isinstance(arg, str):
+                        strings.append(arg)
+            except Exception:  # not (or no longer) a pickle: stop reading
+                break
+            found |= names
+    return found
 
 
 def _unsafe_message(path: Path, names: list[str]) -> str:
     found = f" (it references {', '.join(names[:5])})" if names else ""
-    return (f"refusing to load checkpoint {path}: unpickling it needs arbitrary Python "
-            f"objects{found}, which can run code. Only tensors and plain containers are "
+    return (f"refusing to load checkpoint {path}: unsafe: unpickling it needs arbitrary "
+            f"Python objects{found}, which can run code. Only tensors and plain containers are "
             f"loaded (torch.load(weights_only=True)); nothing in the file was executed. If you "
             f"trust the file, extract its state dict in a separate session and save it with "
             f"fastvit.save_checkpoint (or safetensors).")

@@ -14,11 +14,10 @@ hidden aliases.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from fastvit.models import list_models
-from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
+from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON, default_workers
 
 HIDDEN = argparse.SUPPRESS
 
@@ -32,12 +31,6 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                 action.help or ""):
             return action.help
         return super()._get_help_string(action)
-
-
-def default_workers() -> int:
-    """DataLoader workers: what the machine has, at most 8 (0 on a single core)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return min(8, max(0, (cores or 1) - 1))
 
 
 def _amp(value: str) -> str:

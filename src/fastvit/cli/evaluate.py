@@ -1,9 +1,11 @@
 """``fastvit evaluate`` (alias ``validate``): top-1/top-5 on an ImageFolder split and the
-ImageNet robustness sets, of exactly the network ``fastvit export`` ships.
+ImageNet robustness sets, of exactly the network ``fastvit export`` ships; for the split
+also per-class accuracy, a confusion matrix and the most confident mistakes.
 
 Examples::
 
     fastvit evaluate --checkpoint runs/t8/best.safetensors --data /data/imagenet
+    fastvit evaluate --checkpoint runs/mine/best.safetensors --data my_images --out report/
     fastvit evaluate --checkpoint sa12.pth.tar --robustness imagenet-a=/data/imagenet-a
     fastvit evaluate --model fastvit_t8 --pretrained in1k --data /data/imagenet
     torchrun --nproc-per-node 4 -m fastvit evaluate --checkpoint ... --data ... --json val.json
@@ -12,6 +14,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from fastvit.cli.arguments import (
     add_compute,
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ImageNet-C normalizer table (default: the shipped AlexNet errors)")
     parser.add_argument("--channels-last", action="store_true")
     add_compute(parser)
-    add_outputs(parser)
+    add_outputs(parser, out="folder for confusion_matrix.png and worst_mistakes.png of the "
+                "--data split (default: the folder of --json FILE; none without either)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -77,7 +81,7 @@ def main(args: argparse.Namespace) -> int:
                 image_size=args.image_size, crop_pct=args.crop_pct,
                 amp_dtype=resolve_amp(args.amp, env.device), channels_last=args.channels_last,
                 bad_images=args.bad_images, alexnet_errors=args.alexnet_errors,
-                device=env.device, distributed=env.distributed)
+                device=env.device, distributed=env.distributed, report_dir=_report_dir(args))
     finally:
         cleanup()
     if env.is_main:
@@ -85,6 +89,15 @@ def main(args: argparse.Namespace) -> int:
             print(format_table(results))
         emit_json(args.json, results)
     return 0
+
+
+def _report_dir(args: argparse.Namespace) -> Path | None:
+    """``--out DIR``, else next to ``--json FILE`` (per-class plots of the split)."""
+    if args.out:
+        return Path(args.out)
+    if args.json and args.json != "-":
+        return Path(args.json).resolve().parent
+    return None
 
 
 def _workers(args: argparse.Namespace) -> int:

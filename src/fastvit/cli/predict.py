@@ -1,10 +1,11 @@
-"""``fastvit predict IMAGE...``: top-k classes of images, in PyTorch or ONNX Runtime.
+"""``fastvit predict IMAGE|DIR|GLOB...``: top-k classes of images, in PyTorch or ONNX Runtime.
 
 Examples::
 
     fastvit predict cat.jpg --checkpoint runs/t8/best.safetensors
     fastvit predict cat.jpg --model fastvit_t8 --pretrained in1k   # official ImageNet weights
-    fastvit predict photos/*.jpg --runtime onnx --onnx fastvit_t8_256.onnx --json preds.json
+    fastvit predict photos/ --checkpoint runs/t8/best.safetensors --csv preds.csv
+    fastvit predict 'photos/**/*.jpg' --runtime onnx --onnx fastvit_t8_256.onnx --json preds.json
 """
 
 from __future__ import annotations
@@ -23,27 +24,36 @@ from fastvit.cli.arguments import (
 from fastvit.deploy.predict import (
     RUNTIMES,
     build_predictor,
+    find_images,
     format_results,
     predict,
-    read_image,
+    results_csv,
 )
 from fastvit.errors import ConfigError
+from fastvit.files import atomic_write_text
 from fastvit.pipeline import RANDOM_WEIGHTS
 from fastvit.run.device import cpu_threads, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    parser.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB",
+                        help="image files, folders (searched recursively) or quoted glob "
+                        "patterns ('photos/**/*.jpg'); unreadable files found in a folder are "
+                        "skipped with a note, a named one is an error")
     add_model(parser, whole_model=True)
     parser.add_argument("--runtime", choices=RUNTIMES, default="eager")
     parser.add_argument("--onnx", metavar="PATH",
                         help="ONNX file for --runtime onnx (default: export the model now)")
     parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=16,
+                        help="images decoded and classified at a time")
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="input side (default: the model's / the ONNX file's)")
     add_compute(parser, amp=False)
-    add_outputs(parser)
+    group = add_outputs(parser)
+    group.add_argument("--csv", metavar="FILE",
+                       help="also write one row per image (top-k labels, indices, "
+                       "probabilities) as CSV to FILE")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,7 +65,7 @@ def main(args: argparse.Namespace) -> int:
     if args.runtime == "eager" and not (args.model or weights):
         raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "
                           "--model NAME alone for random weights)")
-    decoded = [read_image(path) for path in args.images]  # a bad file fails before any model
+    files, found = find_images(args.images)  # a missing file fails before any model
     with cpu_threads(args.threads), tempfile.TemporaryDirectory(prefix="fastvit-") as scratch:
         predictor = build_predictor(args.model, weights, runtime=args.runtime,
                                     onnx_file=args.onnx, image_size=args.image_size,
@@ -65,9 +75,12 @@ def main(args: argparse.Namespace) -> int:
             print("warning: no --checkpoint or --pretrained given: random weights (meaningless "
                   "predictions)",
                   file=sys.stderr)
-        results = predict(args.images, predictor, topk=args.topk, batch_size=args.batch_size,
-                          decoded=decoded)
+        results = predict(files, predictor, topk=args.topk, batch_size=args.batch_size,
+                          skippable=found)
     if args.json != "-":
         print(format_results(results))
     emit_json(args.json, results)
+    if args.csv:
+        atomic_write_text(args.csv, results_csv(results, args.topk))
+        print(f"wrote {args.csv}", file=sys.stderr)
     return 0

@@ -26,7 +26,8 @@ from fastvit.run.distributed import cleanup, init_distributed
 
 FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "num_classes": "num_classes",
              "iters": "iters", "batch_size": "batch_size", "lr": "lr",
-             "crop_size": "crop_size", "amp": "amp", "workers": "workers", "seed": "seed"}
+             "crop_size": "crop_size", "base_size": "base_size", "amp": "amp",
+             "workers": "workers", "seed": "seed"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,7 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-val", action="store_true", help="skip evaluation during training")
     add_train_options(train, length="iters")
     train.add_argument("--num-classes", type=int)
-    train.add_argument("--crop-size", type=int)
+    train.add_argument("--crop-size", type=int,
+                       help="training crop side; the data is scaled to it too (shorter side "
+                       "= crop size x U(scale_range)) unless --base-size says otherwise")
+    train.add_argument("--base-size", type=int,
+                       help="shorter image side before random scaling and at evaluation "
+                       "(default: the crop size)")
 
     ev = sub.add_parser("evaluate", help="mIoU / per-class IoU / pixel accuracy",
                         formatter_class=formatter)
@@ -94,7 +100,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         with cpu_threads(args.threads):
             model, recipe = engine.load_segmenter(args.checkpoint, env.device)
             dataset = ADE20KSegmentation(args.data, args.split, recipe.num_classes,
-                                         EvalTransform(recipe.base_size))
+                                         EvalTransform(recipe.scale))
             mode = args.mode or recipe.eval_mode
             workers = recipe.workers if args.workers is None else args.workers
             metrics = engine.evaluate(model, dataset, env, num_classes=recipe.num_classes,

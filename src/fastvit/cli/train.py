@@ -5,15 +5,22 @@ Examples::
     fastvit train --data /data/imagenet --model fastvit_sa12 --out runs/sa12
     torchrun --nproc-per-node 8 -m fastvit train --config fastvit_sa12 --data /data/imagenet
     fastvit train --config fastvit_ma36_ft384 --data /data/imagenet --pretrained ma36.safetensors
-    fastvit train --data /data/flowers --model fastvit_t8 --pretrained in1k --reset-classifier
+    fastvit train --data my_images --model fastvit_t8 --epochs 6 --image-size 64 \
+        --batch-size 64 --out runs/mine                # your own folder: recipe 'small'
+    fastvit train --config finetune --data my_images --model fastvit_sa12 \
+        --pretrained in1k --out runs/ft                # fine-tune the ImageNet weights
     fastvit train --data digits --out runs/digits      # bundled data, about a minute on a CPU
     fastvit train ... --set optim.lr=5e-4 --set data.mixup=0   # any recipe key
     fastvit train ... --resume auto                            # continue the newest checkpoint
 
 The recipe is ``--config`` (a packaged name or a YAML path); without it, the
-packaged recipe of ``--model`` (``digits_t8`` for ``--data digits``). Plain
-flags and then ``--set`` overrides are applied on top (``--print-config``
-shows the result).
+paper's ImageNet recipe of ``--model``, except for a folder of fewer than
+100,000 training images: ``small`` (from scratch) or ``finetune`` (with
+``--pretrained``), and ``digits_t8`` for ``--data digits``. Plain flags mean
+what they say (``--epochs`` in total, ``--batch-size`` without accumulation,
+``--lr`` absolute) and then ``--set`` overrides are applied on top
+(``--print-config`` shows the result). The run's first lines state the
+effective schedule, batch, lr and augmentation.
 """
 
 from __future__ import annotations
@@ -22,15 +29,24 @@ import argparse
 import json
 import os
 
-from fastvit.cli.arguments import PRETRAINED_METAVAR, TAGS_HELP, add_compute, add_recipe
+from fastvit.cli.arguments import (
+    PRETRAINED_METAVAR,
+    TAGS_HELP,
+    add_compute,
+    add_recipe,
+    default_workers,
+)
 from fastvit.models import list_models
 from fastvit.train.config import build_config, dump_yaml, list_recipes, validate
 
 # flag attribute -> recipe key (plain flags are shortcuts for --set)
 FLAG_KEYS = {
     "data": "data.path", "model": "model.variant", "out": "run.out_dir",
-    "epochs": "schedule.epochs", "batch_size": "data.batch_size",
-    "global_batch": "optim.global_batch", "lr": "optim.lr", "workers": "data.workers",
+    "epochs": "schedule.epochs", "warmup_epochs": "schedule.warmup_epochs",
+    "cooldown_epochs": "schedule.cooldown_epochs", "batch_size": "data.batch_size",
+    "global_batch": "optim.global_batch", "accum_steps": "optim.accum_steps",
+    "lr": "optim.lr", "lr_base": "optim.lr_base", "workers": "data.workers",
+    "val_fraction": "data.val_fraction",
     "image_size": "data.image_size", "amp": "run.amp", "device": "run.device",
     "pretrained": "model.pretrained", "num_classes": "model.num_classes",
     "distill": "distill.kind", "teacher": "distill.teacher",
@@ -47,12 +63,17 @@ SWITCHES = {"channels_last": ("run.channels_last", True),
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = "packaged recipes: " + ", ".join(list_recipes())
-    g = add_recipe(parser, "packaged recipe name or YAML file (default: the --model recipe)")
+    g = add_recipe(parser, "packaged recipe name or YAML file (default: the --model paper "
+                   "recipe, or small / finetune for a folder under 100,000 images)")
     g.add_argument("--print-config", action="store_true",
                    help="print the effective recipe as YAML and exit")
     g = parser.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR|digits",
-                   help="ImageFolder root (train/ and val/ or validation/) or 'digits'")
+                   help="ImageFolder root: DIR/train/<class>/<images> and DIR/val/... (without "
+                   "val/, --val-fraction of train/ is held out), or 'digits'")
+    g.add_argument("--val-fraction", type=float, metavar="F",
+                   help="share of each class of train/ held out when DIR has no val/ folder "
+                   "(seeded, stratified; recipe default 0.1)")
     g.add_argument("--model", metavar="NAME", choices=list_models(),
                    help="FastViT variant, e.g. fastvit_sa12")
     g.add_argument("--num-classes", type=int, help="check the data has this many classes")
@@ -68,11 +89,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="load --pretrained with its own head, then make a new classifier")
     g.add_argument("--drop-path", type=float)
     g = parser.add_argument_group("optimization")
-    g.add_argument("--epochs", type=int, help="epochs of warmup + cosine (cooldown extra)")
-    g.add_argument("--batch-size", type=int, help="images per process and micro-batch")
+    g.add_argument("--epochs", type=int,
+                   help="epochs in total (warmup and cooldown included)")
+    g.add_argument("--warmup-epochs", type=float, metavar="N",
+                   help="linear warmup (shortened with a note if warmup + cooldown exceed "
+                   "half the run)")
+    g.add_argument("--cooldown-epochs", type=float, metavar="N",
+                   help="last epochs at the minimum lr (inside --epochs)")
+    g.add_argument("--batch-size", type=int,
+                   help="images per process and step; alone it means no gradient "
+                   "accumulation (global batch = batch x processes)")
     g.add_argument("--global-batch", type=int,
-                   help="images per optimizer step (gradient accumulation fills the gap)")
-    g.add_argument("--lr", type=float, help="learning rate at optim.lr_base_batch images")
+                   help="images per optimizer step, reached by gradient accumulation")
+    g.add_argument("--accum-steps", type=int, metavar="N",
+                   help="micro-batches accumulated per optimizer step")
+    g.add_argument("--lr", type=float,
+                   help="peak learning rate, as given (replaces the recipe's lr_base)")
+    g.add_argument("--lr-base", type=float,
+                   help="peak learning rate at optim.lr_base_batch images per step, scaled "
+                   "linearly with the global batch (the paper recipes: 1e-3 at 1024)")
     g.add_argument("--clip-grad", type=float, metavar="NORM")
     g.add_argument("--distill", choices=("none", "hard", "soft"))
     g.add_argument("--teacher", metavar="NAME",
@@ -84,7 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
     g.add_argument("--resume", metavar="PATH|auto",
                    help="continue a checkpoint ('auto': the newest in --out, if any)")
-    g.add_argument("--workers", type=int, help="DataLoader worker processes")
+    g.add_argument("--workers", type=int,
+                   help=f"DataLoader worker processes (default: the machine's cores, "
+                   f"{default_workers()} here)")
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms (slower on GPU)")

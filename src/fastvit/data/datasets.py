@@ -7,14 +7,17 @@ back to PIL for formats it does not read (BMP, TIFF, ...). Every image becomes
 3-channel RGB whatever its mode (grayscale, RGBA, palette, CMYK, 16-bit).
 
 A corrupt or truncated file does not kill a multi-day run: in ``"skip"`` mode
-``__getitem__`` warns and returns a :class:`BadSample` marker that
-:func:`collate_skip_bad` removes from the batch while carrying the file's path
-inside the batch, so the count reaches the main process even from DataLoader
-worker processes. ``"error"`` mode stops with the path instead.
+``__getitem__`` returns a :class:`BadSample` marker that :func:`collate_skip_bad`
+removes from the batch while carrying the file's path and the reason inside the
+batch (an :class:`UnreadableImage`), so they reach the main process even from
+DataLoader worker processes, which reports each file once
+(:class:`fastvit.data.bad_images.BadImageLog`). ``"error"`` mode stops with the
+path instead.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -24,7 +27,7 @@ from typing import Any, NamedTuple
 
 import torch
 from PIL import Image
-from torch.utils.data import default_collate
+from torch.utils.data import Dataset, Subset, default_collate
 from torchvision.datasets import DatasetFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.io import ImageReadMode, decode_image
@@ -60,6 +63,16 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
 def list_class_dirs(folder: str | os.PathLike) -> list[str]:
     """Sorted sub-folder names of ``folder``, hidden ones (``.cache``...) excluded."""
     return sorted(e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith("."))
+
+
+def count_images(folder: str | os.PathLike, limit: int | None = None) -> int:
+    """Image files under ``folder`` (recursively), counting stops at ``limit``."""
+    count = 0
+    for _dirpath, _dirs, files in os.walk(folder):
+        count += sum(1 for f in files if f.lower().endswith(IMAGE_EXTENSIONS))
+        if limit is not None and count >= limit:
+            return limit
+    return count
 
 
 def load_rgb(path: str | os.PathLike) -> torch.Tensor:
@@ -106,6 +119,24 @@ class BadSample:
     reason: str
 
 
+class UnreadableImage(str):
+    """The path of an image that could not be decoded, with ``reason`` attached.
+
+    A ``str`` (what ``Batch.skipped`` always held), so counting, JSON and
+    comparisons see a path; it pickles with its reason across DataLoader workers.
+    """
+
+    reason: str
+
+    def __new__(cls, path: str, reason: str = "") -> UnreadableImage:
+        item = super().__new__(cls, path)
+        item.reason = reason
+        return item
+
+    def __reduce__(self) -> tuple:
+        return UnreadableImage, (str(self), self.reason)
+
+
 class Batch(NamedTuple):
     """What :func:`collate_skip_bad` returns.
 
@@ -121,7 +152,8 @@ class Batch(NamedTuple):
 def collate_skip_bad(batch: Sequence[Any]) -> Batch:
     """``default_collate`` that drops :class:`BadSample` markers and reports their paths."""
     good = [item for item in batch if not isinstance(item, BadSample)]
-    skipped = tuple(item.path for item in batch if isinstance(item, BadSample))
+    skipped = tuple(UnreadableImage(item.path, item.reason) for item in batch
+                    if isinstance(item, BadSample))
     if not good:
         return Batch(None, None, skipped)
     images, targets = default_collate(good)
@@ -186,7 +218,7 @@ class ImageFolderDataset(DatasetFolder):
             if self.bad_images == "error":
                 raise DataError(f"unreadable image {path} ({reason}); use bad_images='skip' "
                                 f"(--bad-images skip) to skip such files") from None
-            warnings.warn(f"skipping unreadable image {path} ({reason})", stacklevel=2)
+            # no warning here: the main process reports each file once (BadImageLog)
             return BadSample(path, reason)
         if self.transform is not None:
             image = self.transform(image)
@@ -224,12 +256,41 @@ def check_same_classes(train_classes: Sequence[str], val_classes: Sequence[str],
 
 
 def build_image_folder(root: str | os.PathLike, *, train_transform: Callable | None,
-                       eval_transform: Callable | None, bad_images: str = "skip"
-                       ) -> tuple[ImageFolderDataset, ImageFolderDataset, list[str]]:
-    """Train and val datasets of ``root`` with identical class indices (checked)."""
-    train_dir, val_dir = find_split(root, "train"), find_split(root, "val")
+                       eval_transform: Callable | None, bad_images: str = "skip",
+                       val_fraction: float | None = None, seed: int = 0
+                       ) -> tuple[Dataset, Dataset, list[str]]:
+    """Train and val datasets of ``root`` with identical class indices (checked).
+
+    Without a ``val/`` (or ``validation/``) folder and with ``val_fraction``, a
+    seeded, stratified ``val_fraction`` of ``train/`` is held out instead (see
+    :func:`describe_val_split`); without either, a :class:`DataError`.
+    """
+    train_dir = find_split(root, "train")
+    if val_fraction is not None and not has_split(root, "val"):
+        from fastvit.data.splits import stratified_split
+
+        full = ImageFolderDataset(train_dir, train_transform, bad_images)
+        held = copy.copy(full)  # same files and classes, the eval transform
+        held.transform = eval_transform
+        train_idx, val_idx = stratified_split(torch.as_tensor(full.targets), val_fraction, seed)
+        return (Subset(full, train_idx.tolist()), Subset(held, val_idx.tolist()),
+                list(full.classes))
+    val_dir = find_split(root, "val")
     train = ImageFolderDataset(train_dir, train_transform, bad_images)
     val_classes = list_class_dirs(val_dir)
     check_same_classes(train.classes, val_classes, train_dir, val_dir)
     val = ImageFolderDataset(val_dir, eval_transform, bad_images, class_to_idx=train.class_to_idx)
     return train, val, list(train.classes)
+
+
+def has_split(root: str | os.PathLike, split: str) -> bool:
+    """Whether ``root`` has a folder for ``split`` (``val`` also matches ``validation``)."""
+    return any((Path(root) / name).is_dir() for name in SPLIT_ALIASES[split])
+
+
+def describe_val_split(root: str | os.PathLike, val_fraction: float, seed: int) -> str:
+    """Where the held-out images of :func:`build_image_folder` come from, in words."""
+    if has_split(root, "val"):
+        return f"{find_split(root, 'val')}/"
+    return (f"{val_fraction:.0%} of each class of {find_split(root, 'train')}/ held out "
+            f"(no val/ folder; stratified, seed {seed})")

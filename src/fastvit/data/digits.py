@@ -15,37 +15,22 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from fastvit.data.splits import stratified_split
 from fastvit.errors import ConfigError
+from fastvit.extras import require
+
+__all__ = ["DIGIT_CLASSES", "DigitsDataset", "build_digits", "digits_normalize",
+           "digits_train_transform", "stratified_split"]
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
 _MAX_VALUE = 16.0
 
 
 def _load_arrays() -> tuple[torch.Tensor, torch.Tensor]:
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as err:  # the train extra brings scikit-learn
-        raise ConfigError("the digits dataset needs scikit-learn: "
-                          "pip install 'fastvit[train]'") from err
+    load_digits = require("sklearn.datasets", "the digits dataset (--data digits)").load_digits
     digits = load_digits()
     images = torch.as_tensor(digits.images, dtype=torch.float32) / _MAX_VALUE
     return images, torch.as_tensor(digits.target, dtype=torch.long)
-
-
-def stratified_split(labels: torch.Tensor, val_fraction: float, seed: int
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic per-class split: ``round(n_c * val_fraction)`` of each class held out."""
-    if not 0.0 < val_fraction < 1.0:
-        raise ConfigError(f"val_fraction must be in (0, 1), got {val_fraction}")
-    generator = torch.Generator().manual_seed(seed)
-    train, val = [], []
-    for cls in labels.unique(sorted=True):
-        members = (labels == cls).nonzero().flatten()
-        members = members[torch.randperm(len(members), generator=generator)]
-        n_val = round(len(members) * val_fraction)
-        val.append(members[:n_val])
-        train.append(members[n_val:])
-    return torch.cat(train).sort().values, torch.cat(val).sort().values
 
 
 class DigitsDataset(Dataset):

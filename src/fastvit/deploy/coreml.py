@@ -31,6 +31,7 @@ from fastvit.deploy.verification import (
     example_input,
     output_names,
 )
+from fastvit.extras import require
 from fastvit.labels import unique_labels
 from fastvit.pipeline import Loaded
 
@@ -51,12 +52,7 @@ def coreml_can_predict() -> tuple[bool, str]:
 def _import_coremltools():
     # coremltools logs version-compatibility notices at import; they are not actionable here.
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    try:
-        import coremltools as ct
-    except ImportError as err:  # pragma: no cover - the export extra installs it
-        raise ImportError("Core ML export needs coremltools: "
-                          "pip install 'fastvit[export]'") from err
-    return ct
+    return require("coremltools", "Core ML export")
 
 
 class _Probabilities(nn.Module):

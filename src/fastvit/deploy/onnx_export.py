@@ -34,18 +34,21 @@ from fastvit.deploy.verification import (
     verify_batches,
 )
 from fastvit.errors import ConfigError
+from fastvit.extras import require
 from fastvit.files import atomic_path
 
 ONNX_OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
+_FEATURE = "ONNX export"
 
 
 def canonicalize_gelu(onnx_model) -> int:
     """Rewrite the dynamo exporter's erf-GELU into the operand order ONNX Runtime
     fuses; returns the number of rewrites (standard ONNX ops only)."""
     import numpy as np
-    import onnx_ir as ir
-    from onnxscript.rewriter import pattern
+
+    ir = require("onnx_ir", _FEATURE)
+    pattern = require("onnxscript.rewriter.pattern", _FEATURE)
 
     def exported_gelu(op, x):
         return x * (0.5 * (op.Erf(x / math.sqrt(2)) + 1.0))
@@ -77,8 +80,7 @@ def _export_dynamo(model: nn.Module, path: Path, example: torch.Tensor, names: l
 def _export_torchscript_onnx(model: nn.Module, path: Path, example: torch.Tensor,
                              names: list[str], dynamic_batch: bool, opset: int,
                              metadata: dict[str, str]) -> None:
-    import onnx
-
+    onnx = require("onnx", _FEATURE)
     axes = {n: {0: "batch"} for n in ["input", *names]} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -95,7 +97,7 @@ def verify_onnx(path: str | Path, model: nn.Module, image_size: int, dynamic_bat
                 raw_pixels: bool = False, tolerance: float = ONNX_TOLERANCE,
                 relative: bool = False) -> Verification:
     """Check the file with ``onnx.checker`` and run it in ONNX Runtime against eager."""
-    import onnx
+    onnx = require("onnx", _FEATURE)
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
@@ -118,6 +120,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
     """
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+    for needed in ("onnx", "onnxruntime", "onnxscript"):  # before any work is done
+        require(needed, _FEATURE)
     model = model.eval()
     example = example_input(2 if dynamic_batch else 1, image_size, raw_pixels)
     write = _export_dynamo if exporter == "dynamo" else _export_torchscript_onnx

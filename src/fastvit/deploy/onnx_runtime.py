@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastvit.extras import require
+
 
 def ort_session(path: str | Path, threads: int | None = None, providers: Sequence[str] = (
         "CPUExecutionProvider",), level: str = "all", spinning: bool = True):
@@ -14,8 +16,7 @@ def ort_session(path: str | Path, threads: int | None = None, providers: Sequenc
     slower wake-ups, but they no longer steal cores from whatever runs next (needed
     when timing several runtimes interleaved in one process).
     """
-    import onnxruntime as ort
-
+    ort = require("onnxruntime", "ONNX Runtime (--runtime onnx, int8, benchmarks)")
     options = ort.SessionOptions()
     options.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -39,7 +40,6 @@ def ort_runner(session):
 
 def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """The ``fastvit.*`` metadata :func:`export_onnx` stored (``{}`` for foreign files)."""
-    import onnx
-
+    onnx = require("onnx", "reading ONNX files")
     proto = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in proto.metadata_props if p.key.startswith("fastvit.")}

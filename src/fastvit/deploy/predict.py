@@ -2,16 +2,21 @@
 
 Class names come from the checkpoint (our safetensors metadata ``class_names``)
 or the exported ONNX file, else ImageNet's names for a 1000-class model.
-Images are preprocessed with the variant's eval transform (or what the ONNX
-file's metadata asks for, e.g. raw pixels for a ``--raw-pixels`` export) and
-run in batches. Every image is read before anything is printed, so one bad
-file gives one error naming it and no partial output.
+Inputs are files, folders (searched recursively) and glob patterns
+(:func:`find_images`). Images are preprocessed with the variant's eval
+transform (or what the ONNX file's metadata asks for, e.g. raw pixels for a
+``--raw-pixels`` export) and decoded and run one batch at a time. A named file
+that cannot be read is an error naming it (nothing is printed or written);
+one found in a folder is skipped with one line and an ``error`` entry.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
+import io
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,36 +107,114 @@ def onnx_predictor(path: str | Path, *, model_name: str | None, image_size: int 
     return Predictor(transform, forward, class_names, static, source=str(path))
 
 
+def find_images(inputs: Sequence[str | Path]) -> tuple[list[Path], frozenset[Path]]:
+    """The image files of ``inputs``: files as named, folders searched recursively (sorted),
+    glob patterns (``"photos/**/*.jpg"``, quoted) expanded. Returns the files and those found
+    by searching (an unreadable one of those is skipped; a named one is an error).
+
+    Raises :class:`DataError` for a missing file or a folder / pattern without images.
+    """
+    from fastvit.data import IMAGE_EXTENSIONS
+
+    files: list[Path] = []
+    found: set[Path] = set()
+    for item in map(str, inputs):
+        path = Path(item)
+        if path.is_dir():
+            hits = sorted(p for p in path.rglob("*")
+                          if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            where = f"folder {path}"
+        elif not path.exists() and glob.has_magic(item):
+            hits = sorted(Path(p) for p in glob.glob(item, recursive=True)
+                          if Path(p).suffix.lower() in IMAGE_EXTENSIONS and Path(p).is_file())
+            where = f"pattern {item!r}"
+        else:
+            if not path.exists():
+                raise DataError(f"image not found: {path}")
+            files.append(path)
+            continue
+        if not hits:
+            raise DataError(f"no images in {where} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        files += hits
+        found.update(hits)
+    return files, frozenset(found)
+
+
 def predict(paths: Sequence[str | Path], predictor: Predictor, *, topk: int = 5,
-            batch_size: int = 16, decoded: Sequence[torch.Tensor] | None = None) -> list[dict]:
-    """``[{image, predictions: [{rank, index, label, probability}]}]`` for every path
-    (``decoded``: the images already read with :func:`read_image`)."""
-    decoded = decoded if decoded is not None else [read_image(p) for p in paths]
-    images = [predictor.transform(image) for image in decoded]
+            batch_size: int = 16, decoded: Sequence[torch.Tensor] | None = None,
+            skippable: Collection[str | Path] = ()) -> list[dict]:
+    """``[{image, predictions: [{rank, index, label, probability}]}]`` for every path, in
+    order, decoding ``batch_size`` images at a time (``decoded``: already read with
+    :func:`read_image`). An unreadable file raises :class:`DataError`, unless it is in
+    ``skippable`` (found in a folder): then it is logged once and its entry holds
+    ``error`` and no predictions."""
+    from fastvit.data.bad_images import BadImageLog
+    from fastvit.data.datasets import UnreadableImage
+
+    skip = {str(p) for p in skippable}
+    bad = BadImageLog()
     step = predictor.max_batch or batch_size
-    results = []
-    for start in range(0, len(images), step):
-        batch = torch.stack(images[start:start + step])
-        logits = torch.as_tensor(predictor.forward(batch))
-        probs = logits.float().softmax(dim=1)
-        k = min(topk, probs.shape[1])
-        values, indices = probs.topk(k, dim=1)
-        for offset in range(batch.shape[0]):
-            results.append({"image": str(paths[start + offset]), "predictions": [
-                {"rank": r + 1, "index": int(i), "label": predictor.label(int(i)),
-                 "probability": float(v)}
-                for r, (v, i) in enumerate(zip(values[offset], indices[offset], strict=True))]})
+    results: list[dict] = []
+    for start in range(0, len(paths), step):
+        chunk = [str(p) for p in paths[start:start + step]]
+        rows: list[dict] = [{"image": p, "predictions": []} for p in chunk]
+        images, kept = [], []
+        for offset, path in enumerate(chunk):
+            try:
+                image = decoded[start + offset] if decoded is not None else read_image(path)
+            except DataError as err:
+                if path not in skip:
+                    raise
+                reason = str(err).split(": ", 1)[-1]
+                bad.add([UnreadableImage(path, reason)])
+                rows[offset]["error"] = reason
+                continue
+            images.append(predictor.transform(image))
+            kept.append(offset)
+        if images:
+            _classify(torch.stack(images), predictor, topk, [rows[i] for i in kept])
+        results += rows
     return results
+
+
+def _classify(batch: torch.Tensor, predictor: Predictor, topk: int, rows: list[dict]) -> None:
+    probs = torch.as_tensor(predictor.forward(batch)).float().softmax(dim=1)
+    values, indices = probs.topk(min(topk, probs.shape[1]), dim=1)
+    for row, vals, idxs in zip(rows, values, indices, strict=True):
+        row["predictions"] = [{"rank": r + 1, "index": int(i), "label": predictor.label(int(i)),
+                               "probability": float(v)}
+                              for r, (v, i) in enumerate(zip(vals, idxs, strict=True))]
 
 
 def format_results(results: list[dict]) -> str:
     lines = []
     for item in results:
         lines.append(item["image"])
+        if "error" in item:
+            lines.append(f"  skipped: {item['error']}")
         for p in item["predictions"]:
             lines.append(f"  {p['rank']}. {100 * p['probability']:6.2f}%  {p['label']} "
                          f"(class {p['index']})")
     return "\n".join(lines)
+
+
+def results_csv(results: list[dict], topk: int) -> str:
+    """One row per image: ``image``, then ``label_k``, ``index_k``, ``probability_k`` for
+    ranks 1..topk, then ``error`` (empty unless the file was skipped)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["image", *(f"{col}_{k}" for k in range(1, topk + 1)
+                                for col in ("label", "index", "probability")), "error"])
+    for item in results:
+        cells: list[object] = [item["image"]]
+        for k in range(topk):
+            if k < len(item["predictions"]):
+                p = item["predictions"][k]
+                cells += [p["label"], p["index"], f"{p['probability']:.6f}"]
+            else:
+                cells += ["", "", ""]
+        writer.writerow([*cells, item.get("error", "")])
+    return out.getvalue()
 
 
 def build_predictor(variant: str | None = None, checkpoint: str | Path | None = None, *,

@@ -32,14 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import (
-    CalibrationDataReader,
-    CalibrationMethod,
-    QuantFormat,
-    QuantType,
-    quantize_static,
-)
-from onnxruntime.quantization.shape_inference import quant_pre_process
 from tqdm import tqdm
 
 from fastvit.data import ImageFolderDataset
@@ -47,9 +39,19 @@ from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
 from fastvit.deploy.verification import ExportVerificationError
 from fastvit.errors import ConfigError, DataError
+from fastvit.extras import require
 from fastvit.files import atomic_path, atomic_write_text
 from fastvit.pipeline import Loaded
 
+_FEATURE = "int8 quantization"
+_quantization = require("onnxruntime.quantization", _FEATURE)
+CalibrationDataReader = _quantization.CalibrationDataReader
+CalibrationMethod = _quantization.CalibrationMethod
+QuantFormat = _quantization.QuantFormat
+QuantType = _quantization.QuantType
+quantize_static = _quantization.quantize_static
+quant_pre_process = require("onnxruntime.quantization.shape_inference",
+                            _FEATURE).quant_pre_process
 ACTIVATION_TYPE = QuantType.QUInt8  # U8S8: see the module docstring
 WEIGHT_TYPE = QuantType.QInt8
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
@@ -104,8 +106,8 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
 
     ``check(tmp_int8_path)`` runs before the file is moved into place; it may raise.
     """
-    import onnx
-    import onnxruntime as ort
+    onnx = require("onnx", _FEATURE)
+    ort = require("onnxruntime", _FEATURE)
 
     ort.set_default_logger_severity(3)  # the pre-processing's "removing initializer" notes
     metadata = read_onnx_metadata(fp32_path)
@@ -136,8 +138,8 @@ def fuse_gelu_for_ort(src: str | Path, dst: str | Path) -> int:
     ONNX Runtime's ``com.microsoft.Gelu``; returns how many were fused."""
     import math
 
-    import onnx_ir as ir
-    from onnxscript.rewriter import pattern
+    ir = require("onnx_ir", _FEATURE)
+    pattern = require("onnxscript.rewriter.pattern", _FEATURE)
 
     def erf_gelu(op, x):
         return op.Mul(op.Mul(x, op.Add(op.Erf(op.Div(x, math.sqrt(2))), 1.0)), 0.5)
@@ -156,8 +158,7 @@ def fuse_gelu_for_ort(src: str | Path, dst: str | Path) -> int:
 
 def channel_multiplier_convs(path: str | Path) -> list[str]:
     """Names of grouped convolutions that are not depthwise (out channels != groups)."""
-    import onnx
-
+    onnx = require("onnx", _FEATURE)
     graph = onnx.load(str(path)).graph
     out_channels = {init.name: init.dims[0] for init in graph.initializer if len(init.dims) == 4}
     names = []

@@ -7,6 +7,7 @@ Every command spells these the same way: ``--device auto|cpu|cuda|cuda:N``,
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from collections.abc import Iterator
 
@@ -17,6 +18,13 @@ from fastvit.errors import ConfigError
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 LEGACY_AMP_ON = "on"  # the old on/off switch of the task commands: bf16 on CPU, auto on CUDA
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def default_workers(processes: int = 1) -> int:
+    """DataLoader workers per process: the machine's cores shared by ``processes``, one
+    core left for the training process itself, at most 8 (0 on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return min(8, max(0, (cores or 1) // max(processes, 1) - 1))
 
 
 def check_device_name(name: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from fastvit.data.bad_images import BadImageLog
 from fastvit.errors import CheckpointError, ConfigError
 from fastvit.run import store
 from fastvit.run.distributed import DistEnv, barrier, gather_objects
@@ -137,12 +138,14 @@ def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: Step
         evaluate: Callable[[], Metrics] | None = None,
         score: Callable[[Metrics], float] | None = None,
         describe: Callable[[Metrics], str] | None = None,
-        say: Callable[[str], None] = print, show_progress: bool = True) -> FitResult:
+        say: Callable[[str], None] = print, show_progress: bool = True,
+        bad_images: BadImageLog | None = None) -> FitResult:
     """Train until ``plan.total_steps`` (or ``plan.max_steps``), evaluating and saving.
 
     ``evaluate()`` returns the metrics of the current weights (collective under
     DDP); ``score(metrics)`` is what ``best.pt`` maximises; ``describe(metrics)``
-    is the end-of-epoch line. ``loader.sampler`` is a
+    is the end-of-epoch line. Unreadable training images are counted per epoch and,
+    with ``bad_images``, listed in its file (rank 0). ``loader.sampler`` is a
     :class:`~fastvit.run.sampling.ResumableEpochSampler`. Evaluation runs every
     ``plan.eval_every_steps`` steps when that is set, else every
     ``plan.eval_every_epochs`` epochs, and always at the end.
@@ -156,9 +159,14 @@ def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: Step
                                desc=f"epoch {epoch + 1}/{plan.total_epochs}",
                                enabled=parts.env.is_main and show_progress)
         result = train_epoch(parts, run.bar, progress, step_fn, on_step=run.on_step)
-        skipped = sum(gather_objects(len(result.skipped), parts.env))
+        skipped = [p for part in gather_objects(result.skipped, parts.env) for p in part]
         if skipped:
-            say(f"warning: skipped {skipped} unreadable image(s) in epoch {epoch + 1}")
+            listed = ""
+            if bad_images is not None and bad_images.path is not None:
+                bad_images.add(skipped, quiet=True)
+                listed = f" (all of them: {bad_images.path})"
+            say(f"warning: skipped {len(skipped)} unreadable image(s) in epoch {epoch + 1}"
+                f"{listed}")
         if progress.batch_in_epoch >= loader.sampler.usable_batches:
             run.end_epoch(result.mean_loss, describe or _describe)
         if result.stopped and progress.step < plan.total_steps:

@@ -10,12 +10,16 @@ each evaluation. A resumed run appends; readers keep the last record per
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from fastvit.extras import MissingExtraError, require
+
+_log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
 CURVES_NAME = "curves.png"
 
@@ -33,10 +37,12 @@ class MetricsLogger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if tensorboard:
             try:
+                require("tensorboard", "TensorBoard logs")
+            except MissingExtraError as err:  # optional: metrics.jsonl and curves.png remain
+                _log.info("%s (metrics.jsonl is written anyway)", err)
+            else:
                 from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is an optional extra
-                SummaryWriter = None  # noqa: N806
-            if SummaryWriter is not None:
+
                 self._tb = SummaryWriter(log_dir=str(Path(out_dir) / "tensorboard"))
 
     def log(self, record: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ curves -- is the same as for classification (:mod:`fastvit.run`).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from fastvit.run.store import clean_stale_temp_files
 from fastvit.tasks.shared import clean_worker_error
 
 Metrics = dict[str, Any]
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,12 +63,13 @@ class TaskSpec:
     eval_every_steps: int = 0
     plot_metrics: dict[str, str] = field(default_factory=dict)
     plot_title: str = "evaluation"
+    header: list[str] = field(default_factory=list)  # task lines of the run's header
 
 
 def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
                out_dir: str | Path, device: str | None = None,
                resume: str | Path | None = None, max_steps: int | None = None,
-               threads: int | None = None, log: Callable[[str], None] = print) -> dict:
+               threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train ``task`` with ``recipe`` (its dataclass: ``seed``, ``batch_size``, ``workers``,
     ``lr``, ``weight_decay``, ``clip_grad``, ``amp``, ``log_every``, ``keep_last``,
     ``deterministic``); returns the report also written to ``OUT/metrics.json``."""
@@ -75,7 +78,7 @@ def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
     try:
         with process_settings(env.device, threads=threads, deterministic=recipe.deterministic):
             return _train(task, recipe, build, env, Path(out_dir), resume, max_steps,
-                          log if env.is_main else (lambda _msg: None))
+                          (log or _log.info) if env.is_main else (lambda _msg: None))
     except FastVitError as err:
         raise clean_worker_error(err) from None
     finally:
@@ -122,6 +125,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
         f"samples, {env.world_size} process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}, "
         f"{total} steps ({steps_per_epoch} per epoch), device {env.device} "
         f"({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
+    for line in spec.header:
+        say(line)
 
     def step_fn(batch: Any) -> StepOutput:
         losses = spec.losses(ddp_model, batch)

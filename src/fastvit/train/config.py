@@ -11,16 +11,21 @@ rules shared with the task recipes).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fastvit.errors import ConfigError
+from fastvit.errors import ConfigError, FastVitError
 from fastvit.models import VARIANTS
 from fastvit.run import recipes
 from fastvit.run.device import AMP_CHOICES
 
 DISTILL_CHOICES = ("none", "hard", "soft")
+#: fewer training images than this is "far from ImageNet scale" (1.28M): a run that names
+#: no recipe gets ``small`` (or ``finetune`` with --pretrained) instead of the paper's
+SMALL_DATA_IMAGES = 100_000
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,11 +44,12 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     path: str | None  # ImageFolder root (train/ + val/ or validation/) or "digits"
+    val_fraction: float  # held out of train/ (seeded, stratified) when there is no val/
     image_size: int
-    batch_size: int  # per process
+    batch_size: int  # per process and micro-batch
     eval_batch_size: int | None  # None: 2 x batch_size
-    workers: int
-    bad_images: str  # "skip" (warn + count) or "error"
+    workers: int | None  # DataLoader workers per process; None: the machine's cores (<= 8)
+    bad_images: str  # "skip" (one line per file, OUT/skipped_images.txt) or "error"
     crop_pct: float | None  # eval centre-crop ratio; None: the variant's
     interpolation: str
     scale: tuple[float, float]
@@ -62,9 +68,12 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float  # at lr_base_batch; scaled linearly with the global batch
-    lr_base_batch: int
-    global_batch: int | None  # reached with gradient accumulation; None: no accumulation
+    lr: float | None  # the absolute peak lr; None: from lr_base
+    lr_base: float | None  # the peak lr at lr_base_batch images per step, scaled linearly
+    lr_base_batch: int  # with the global batch (the paper: 1e-3 at 1024)
+    global_batch: int | None  # images per optimizer step (by gradient accumulation);
+    #                           None: batch_size x processes x accum_steps
+    accum_steps: int  # micro-batches per optimizer step when global_batch is None
     weight_decay: float
     betas: tuple[float, float]
     eps: float
@@ -74,9 +83,9 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    epochs: int  # warmup + cosine; cooldown epochs come on top
-    warmup_epochs: float
-    cooldown_epochs: int
+    epochs: int  # in total: warmup + cosine + cooldown
+    warmup_epochs: float  # linear from warmup_lr (shortened with a note in short runs)
+    cooldown_epochs: float  # the last epochs, at min_lr (inside ``epochs``)
     warmup_lr: float
     min_lr: float
 
@@ -176,22 +185,29 @@ def validate(cfg: TrainConfig) -> None:
         raise ConfigError(f"data.bad_images must be skip or error, got {cfg.data.bad_images!r}")
     positive = {"data.batch_size": cfg.data.batch_size, "data.image_size": cfg.data.image_size,
                 "schedule.epochs": cfg.schedule.epochs, "optim.lr_base_batch":
-                cfg.optim.lr_base_batch, "run.keep_last": cfg.run.keep_last,
-                "run.log_every": cfg.run.log_every, "run.eval_every": cfg.run.eval_every}
+                cfg.optim.lr_base_batch, "optim.accum_steps": cfg.optim.accum_steps,
+                "run.keep_last": cfg.run.keep_last, "run.log_every": cfg.run.log_every,
+                "run.eval_every": cfg.run.eval_every}
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
-    if cfg.optim.lr <= 0:
-        raise ConfigError(f"optim.lr must be positive, got {cfg.optim.lr}")
+    _validate_lr(cfg.optim)
+    if cfg.optim.global_batch is not None:
+        if cfg.optim.global_batch <= 0:
+            raise ConfigError(f"optim.global_batch must be positive, got "
+                              f"{cfg.optim.global_batch}")
+        if cfg.optim.accum_steps != 1:
+            raise ConfigError("optim.global_batch and optim.accum_steps both set the "
+                              "accumulation: give one (--global-batch or --accum-steps)")
+    if not 0 < cfg.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {cfg.data.val_fraction}")
     if not 0 <= cfg.ema.decay <= 1:
         raise ConfigError(f"ema.decay must be in [0, 1], got {cfg.ema.decay}")
     if cfg.schedule.warmup_epochs < 0 or cfg.schedule.cooldown_epochs < 0:
         raise ConfigError("schedule.warmup_epochs and cooldown_epochs must be >= 0")
-    if cfg.schedule.warmup_epochs > cfg.schedule.epochs:
-        raise ConfigError("schedule.warmup_epochs cannot exceed schedule.epochs")
     if cfg.run.threads is not None and cfg.run.threads <= 0:
         raise ConfigError(f"run.threads must be positive, got {cfg.run.threads}")
-    if cfg.data.workers < 0:
+    if cfg.data.workers is not None and cfg.data.workers < 0:
         raise ConfigError(f"data.workers must be >= 0, got {cfg.data.workers}")
     if cfg.model.require_pretrained and not cfg.model.pretrained:
         raise ConfigError("this recipe fine-tunes a trained model: pass --pretrained in1k|PATH "
@@ -199,6 +215,19 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.distill.kind != "none" and not cfg.distill.teacher_weights:
         raise ConfigError(f"distill.kind={cfg.distill.kind} needs the teacher's weights as a "
                           f"local file: --teacher-weights PATH (nothing is downloaded)")
+
+
+def _validate_lr(optim: OptimConfig) -> None:
+    """Exactly one of the absolute ``lr`` and the scaled ``lr_base``."""
+    if (optim.lr is None) == (optim.lr_base is None):
+        raise ConfigError("set exactly one of optim.lr (the absolute learning rate, --lr) and "
+                          "optim.lr_base (scaled by global batch / optim.lr_base_batch, "
+                          "--lr-base); set the other to null"
+                          + (f" (got lr={optim.lr}, lr_base={optim.lr_base})"
+                             if optim.lr is not None else ""))
+    value = optim.lr if optim.lr is not None else optim.lr_base
+    if value <= 0:
+        raise ConfigError(f"the learning rate must be positive, got {value}")
 
 
 def resume_mismatches(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -211,14 +240,87 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
     """Recipe, then ``values`` (``{"data.path": ..., "optim.lr": ...}``: what plain
     command-line flags set), then ``--set`` style ``overrides``, in that order.
 
-    Without ``recipe``: the packaged recipe of ``values["model.variant"]``
-    (``digits_t8`` for ``data.path=digits``, ``fastvit_t8`` when nothing is named).
+    Plain values (and ``--set`` overrides alike) mean what they say: ``optim.lr``
+    is the absolute learning rate (the recipe's ``lr_base`` is dropped;
+    ``optim.lr_base`` does the reverse); ``optim.global_batch`` or
+    ``optim.accum_steps`` replaces the recipe's accumulation, and a
+    ``data.batch_size`` without either means none. Without ``recipe``:
+    :func:`default_recipe`.
     """
     values = {k: v for k, v in (values or {}).items() if v is not None}
+    if "optim.lr" in values and "optim.lr_base" in values:
+        raise ConfigError("--lr (absolute) and --lr-base (scaled by the global batch) "
+                          "both set the learning rate: give one")
+    _complete(values)
     if recipe is None:
-        recipe = ("digits_t8" if values.get("data.path") == "digits"
-                  else values.get("model.variant", "fastvit_t8"))
+        recipe = default_recipe(values)
+    else:
+        _advise(str(recipe), values.get("data.path"))
     cfg = load_recipe(recipe)
     for key, value in values.items():
         set_value(cfg, key, value, source="--" + key.rsplit(".", 1)[-1].replace("_", "-"))
-    return apply_overrides(cfg, list(overrides))
+    for item in overrides:  # --set optim.lr=... means what --lr means, and so on
+        key, value = recipes.parse_override(item)
+        changes = {key: value}
+        _complete(changes)
+        for other, implied in changes.items():
+            if other != key:
+                set_value(cfg, other, implied, source="--set")
+        set_value(cfg, key, value, source="--set")
+    return cfg
+
+
+def _complete(values: dict[str, Any]) -> None:
+    """Add what a plain setting implies: an absolute ``lr`` drops the scaled ``lr_base``
+    (and the reverse); a global batch or accumulation replaces the other; a batch size
+    with neither means no accumulation."""
+    if values.get("optim.lr") is not None and "optim.lr_base" not in values:
+        values["optim.lr_base"] = None
+    elif values.get("optim.lr_base") is not None and "optim.lr" not in values:
+        values["optim.lr"] = None
+    if "optim.accum_steps" in values:
+        values.setdefault("optim.global_batch", None)
+    elif values.get("optim.global_batch") is not None:
+        values["optim.accum_steps"] = 1
+    elif "data.batch_size" in values and "optim.global_batch" not in values:
+        values.update({"optim.global_batch": None, "optim.accum_steps": 1})
+
+
+def default_recipe(values: dict[str, Any]) -> str:
+    """The recipe of a run that names none: ``digits_t8`` for ``--data digits``;
+    for a folder far from ImageNet scale (under :data:`SMALL_DATA_IMAGES` training
+    images) ``finetune`` with ``--pretrained``, else ``small``; otherwise the paper's
+    ImageNet recipe of the variant. The choice is logged with its reason."""
+    data, variant = values.get("data.path"), values.get("model.variant", "fastvit_t8")
+    if data == "digits":
+        return "digits_t8"
+    count = _count_train_images(data)
+    if count is None or count >= SMALL_DATA_IMAGES:
+        return variant
+    name = "finetune" if values.get("model.pretrained") else "small"
+    log.info("recipe %s: %d training images are far from ImageNet scale (the paper's "
+             "recipe is --config %s)", name, count, variant)
+    return name
+
+
+def _advise(recipe: str, data: Any) -> None:
+    """One line when a paper ImageNet recipe meets a small folder."""
+    if recipe not in VARIANTS and recipe.removesuffix("_distill") not in VARIANTS:
+        return
+    count = _count_train_images(data)
+    if count is not None and count < SMALL_DATA_IMAGES:
+        log.info("note: %s is the paper's ImageNet recipe; for %d training images --config "
+                 "small (from scratch) or --config finetune --pretrained PATH would suit "
+                 "better", recipe, count)
+
+
+def _count_train_images(data: Any) -> int | None:
+    """Images under ``DATA/train`` (counting stops at the threshold); None: no folder."""
+    from fastvit.data.datasets import count_images, find_split
+
+    if not data or data == "digits":
+        return None
+    try:
+        return count_images(find_split(data, "train"), limit=SMALL_DATA_IMAGES)
+    except FastVitError:
+        return None  # reported properly when the datasets are built

@@ -11,26 +11,38 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from fastvit.data import build_digits, build_image_folder, build_train_transform
+from fastvit.data.datasets import describe_val_split
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import eval_transform
 from fastvit.train.config import TrainConfig
 
 DIGITS = "digits"
+DIGITS_VAL_FRACTION = 0.2
+
+
+def val_source(cfg: TrainConfig) -> str:
+    """Where the held-out images of :func:`build_datasets` come from, in words."""
+    if cfg.data.path == DIGITS:
+        return f"{DIGITS_VAL_FRACTION:.0%} of scikit-learn's digits held out (stratified)"
+    return describe_val_split(cfg.data.path, cfg.data.val_fraction, cfg.run.seed)
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
     """``(train, val, classes)`` for ``data.path`` (an ImageFolder root or ``digits``).
 
-    Raises :class:`DataError` for a missing/empty split, no class folders or
-    different class sets, before any model is built.
+    A folder with only ``train/`` gets a seeded, stratified ``data.val_fraction``
+    of it held out (:func:`val_source` says which). Raises :class:`DataError` for a
+    missing/empty split, no class folders or different class sets, before any
+    model is built.
     """
     data = cfg.data
     if not data.path:
         raise ConfigError("no training data: pass --data DIR (an ImageFolder root with train/ "
-                          "and val/ or validation/) or --data digits")
+                          "and optionally val/) or --data digits")
     if data.path == DIGITS:
-        return build_digits(data.image_size, seed=0, val_fraction=0.2, augment=True)
+        return build_digits(data.image_size, seed=0, val_fraction=DIGITS_VAL_FRACTION,
+                            augment=True)
     rand_augment = None
     if data.randaugment_magnitude > 0:
         rand_augment = (f"rand-m{data.randaugment_magnitude}-mstd{data.randaugment_mstd}"
@@ -43,8 +55,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
     eval_tf = eval_transform(base_cfg(variant, VARIANTS[variant], 0), data.image_size,
                              data.crop_pct, interpolation=data.interpolation)
     train, val, classes = build_image_folder(data.path, train_transform=train_tf,
-                                             eval_transform=eval_tf,
-                                             bad_images=data.bad_images)
+                                             eval_transform=eval_tf, bad_images=data.bad_images,
+                                             val_fraction=data.val_fraction, seed=cfg.run.seed)
     if len(classes) < 2:
         raise DataError(f"{data.path} has {len(classes)} class folder(s); a classifier needs "
                         f"at least 2")

@@ -11,8 +11,8 @@ checkpoint's recipe before anything is loaded.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from torch import nn
 
 from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
+from fastvit.data.bad_images import SKIPPED_IMAGES_NAME, BadImageLog
 from fastvit.errors import CheckpointError, ConfigError
 from fastvit.evaluate import evaluate
 from fastvit.files import atomic_write_text
@@ -33,54 +34,21 @@ from fastvit.run.fit import Checkpointer, FitPlan, FitResult, read_resume_state
 from fastvit.run.fit import fit as run_fit
 from fastvit.run.loop import Progress, StepOutput, TrainParts
 from fastvit.run.metrics_log import MetricsLogger, plot_curves, read_metrics
-from fastvit.run.optim import build_optimizer, build_scheduler, scaled_lr
+from fastvit.run.optim import build_optimizer, build_scheduler
 from fastvit.run.recipes import dump_yaml
 from fastvit.run.sampling import build_train_loader
 from fastvit.run.seeding import seed_all
 from fastvit.run.store import BEST_NAME, clean_stale_temp_files
 from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, to_dict, validate
-from fastvit.train.data import build_datasets
+from fastvit.train.data import build_datasets, val_source
 from fastvit.train.memory_format import to_channels_last
+from fastvit.train.plan import Plan, header_lines, make_plan
 
 TASK = "classification"
 SUMMARY_NAME = "summary.json"
 CURVES_NAME = "curves.png"
 BEST_WEIGHTS_NAME = "best.safetensors"
-
-
-@dataclass
-class Plan:
-    """Sizes derived from the recipe, the data and the number of processes."""
-
-    world_size: int
-    per_device_batch: int
-    accum: int
-    global_batch: int
-    steps_per_epoch: int
-    total_epochs: int
-    lr: float
-
-    @property
-    def total_steps(self) -> int:
-        return self.steps_per_epoch * self.total_epochs
-
-
-def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> Plan:
-    world_batch = cfg.data.batch_size * env.world_size
-    global_batch = cfg.optim.global_batch or world_batch
-    if global_batch % world_batch:
-        raise ConfigError(f"optim.global_batch={global_batch} is not a multiple of "
-                          f"batch_size x processes = {cfg.data.batch_size} x {env.world_size}; "
-                          f"gradient accumulation needs a whole number of micro-batches")
-    accum = global_batch // world_batch
-    per_rank = -(-train_len // env.world_size)
-    steps = per_rank // cfg.data.batch_size // accum
-    if steps == 0:
-        raise ConfigError(f"the training split has {train_len} images: fewer than one global "
-                          f"batch of {global_batch}; lower --batch-size or optim.global_batch")
-    lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.lr_base_batch)
-    return Plan(env.world_size, cfg.data.batch_size, accum, global_batch, steps,
-                cfg.schedule.epochs + cfg.schedule.cooldown_epochs, lr)
+_logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, load_weights: bool = True) -> nn.Module:
@@ -129,14 +97,15 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
 
     ``resume`` is a checkpoint path or ``"auto"`` (the newest in ``run.out_dir``;
     a fresh start when there is none). ``datasets`` replaces ``data.path`` with
-    ready ``(train, val, classes)`` datasets (tests, notebooks).
+    ready ``(train, val, classes)`` datasets (tests, notebooks). Progress goes to
+    ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)
     try:
         with process_settings(env.device, threads=cfg.run.threads,
                               deterministic=cfg.run.deterministic):
-            return _train(cfg, env, resume, datasets, log or print)
+            return _train(cfg, env, resume, datasets, log or _logger.info)
     finally:
         cleanup()
 
@@ -154,6 +123,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has "
                           f"{len(classes)} classes")
     plan = make_plan(cfg, env, len(train_ds))
+    bad_images = BadImageLog(out_dir / SKIPPED_IMAGES_NAME if env.is_main else None)
     config = to_dict(cfg)
     state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
                                            RESUME_FREE_KEYS)
@@ -176,17 +146,21 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
 
     # -- loaders, the per-batch work, evaluation ----------------------------------------------
     d, pin = cfg.data, device.type == "cuda"
-    train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=d.workers,
+    train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=plan.workers,
                                       seed=cfg.run.seed, rank=env.rank,
                                       world_size=env.world_size, batch_multiple=plan.accum,
                                       pin_memory=pin)
-    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, d.workers,
+    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, plan.workers,
                                    distributed=env.distributed, pin_memory=pin)
-    step_fn = _step_function(cfg, parts, len(classes))
+    step_fn = _step_function(cfg, parts, len(classes), bad_images)
 
     def run_eval() -> dict[str, Any]:
         kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
-        metrics = {"model": _numeric(evaluate(parts.raw_model, val_loader, **kwargs))}
+        raw = evaluate(parts.raw_model, val_loader, **kwargs)
+        skipped = raw.get("skipped", [])
+        if env.is_main:
+            bad_images.add(skipped)
+        metrics = {"model": {**_numeric(raw), "skipped": len(skipped)}}
         if parts.ema is not None:
             metrics["ema"] = _numeric(evaluate(parts.ema.module, val_loader, **kwargs))
         return metrics
@@ -196,11 +170,13 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
         out_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temp_files(out_dir)
         atomic_write_text(out_dir / "config.yaml", dump_yaml(cfg))
-    say(f"fastvit train: {cfg.model.variant}, {len(classes)} classes, {len(train_ds)} train / "
-        f"{len(val_ds)} val images, {plan.world_size} process(es) x batch "
-        f"{plan.per_device_batch} x accum {plan.accum} = global batch {plan.global_batch}, "
-        f"lr {plan.lr:.3g}, {plan.total_epochs} epochs x {plan.steps_per_epoch} steps, "
-        f"device {device} ({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
+    for line in header_lines(cfg, plan, classes=len(classes), train_images=len(train_ds),
+                             val_images=len(val_ds),
+                             val_source=val_source(cfg) if datasets is None else "given",
+                             device=str(device), threads=torch.get_num_threads(),
+                             amp=str(amp_dtype).replace("torch.", "") if amp_dtype
+                             else "none"):
+        say(line)
     fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
                        save_every_steps=cfg.run.save_every_steps,
                        eval_every_epochs=cfg.run.eval_every, log_every=cfg.run.log_every)
@@ -208,7 +184,8 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     try:
         result = run_fit(parts, train_loader, progress, step_fn, fit_plan, checkpointer, logger,
                          evaluate=run_eval, score=lambda m: (m.get("ema") or m["model"])["top1"],
-                         describe=_describe, say=say, show_progress=cfg.run.progress)
+                         describe=_describe, say=say, show_progress=cfg.run.progress,
+                         bad_images=bad_images)
     finally:
         logger.close()
     return _finish(out_dir, env, result, metadata, logger)
@@ -225,11 +202,9 @@ def _build_parts(cfg: TrainConfig, env: DistEnv, plan: Plan, num_classes: int,
     optimizer = build_optimizer(model, lr=plan.lr, weight_decay=cfg.optim.weight_decay,
                                 betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
                                 decay_layer_scale=cfg.optim.decay_layer_scale)
-    warmup_steps = round(cfg.schedule.warmup_epochs * plan.steps_per_epoch)
     scheduler = build_scheduler(optimizer, base_lr=plan.lr, warmup_lr=cfg.schedule.warmup_lr,
-                                min_lr=cfg.schedule.min_lr, warmup_steps=warmup_steps,
-                                cosine_steps=cfg.schedule.epochs * plan.steps_per_epoch
-                                - warmup_steps)
+                                min_lr=cfg.schedule.min_lr, warmup_steps=plan.warmup_steps,
+                                cosine_steps=plan.cosine_steps)
     ema = None
     if cfg.ema.enabled:
         from fastvit.train.ema import build_ema
@@ -240,8 +215,8 @@ def _build_parts(cfg: TrainConfig, env: DistEnv, plan: Plan, num_classes: int,
                       env, ema, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.seed)
 
 
-def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int
-                   ) -> Callable[[Any], StepOutput]:
+def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int,
+                   bad_images: BadImageLog) -> Callable[[Any], StepOutput]:
     """One micro-batch: drop unreadable images, MixUp/CutMix, forward, loss."""
     d, device = cfg.data, parts.env.device
     mixing = MixupCutmix(num_classes, d.mixup, d.cutmix, d.mix_prob, d.switch_prob,
@@ -250,6 +225,7 @@ def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int
 
     def step_fn(batch: Any) -> StepOutput:
         images, targets, skipped = split_batch(batch)
+        bad_images.add(skipped, write=False)  # one line per file, the first time
         if images is None:
             return StepOutput(None, 0, skipped)
         images = images.to(device, non_blocking=True)
@@ -271,6 +247,8 @@ def _describe(metrics: dict[str, Any]) -> str:
     text = f"val top-1 {metrics['model']['top1']:.2f}"
     if "ema" in metrics:
         text += f", EMA top-1 {metrics['ema']['top1']:.2f}"
+    if metrics["model"].get("skipped"):
+        text += f" ({metrics['model']['skipped']} unreadable val image(s) skipped)"
     return text
 
 

@@ -162,7 +162,7 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
                         score=lambda m: m["bbox"]["AP"] if m else float("-inf"),
                         epochs=recipe.epochs, eval_every_epochs=recipe.eval_every_epochs,
                         plot_metrics={"box AP": "bbox.AP", "mask AP": "segm.AP"},
-                        plot_title="COCO AP")
+                        plot_title="COCO AP", header=[recipe.describe()])
 
     return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
                       max_steps=max_steps, threads=threads)

@@ -9,9 +9,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_utils
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
+
+from fastvit.extras import require
+
+mask_utils = require("pycocotools.mask", "fastvit detect")
+COCO = require("pycocotools.coco", "fastvit detect").COCO
+COCOeval = require("pycocotools.cocoeval", "fastvit detect").COCOeval
 
 #: names of the 12 numbers of ``COCOeval.summarize()``, in its order
 SUMMARY_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",

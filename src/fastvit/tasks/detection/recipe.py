@@ -13,6 +13,9 @@ from fastvit.errors import ConfigError
 from fastvit.run.recipes import check_task_keys
 
 DEFAULT_RECIPE = "maskrcnn_fastvit_sa12_coco_1x"  # packaged in fastvit/configs/tasks/
+SMALL_RECIPE = "maskrcnn_small"  # smaller heads and images: small data sets, CPU runs
+#: ``--image-size N``: shorter side N, longer side at most N x this (COCO's 1333 / 800)
+MAX_SIZE_RATIO = 1333 / 800
 
 
 @dataclass
@@ -48,6 +51,14 @@ class DetectionRecipe:
     seed: int
     eval_every_epochs: int
     log_every: int
+
+    def describe(self) -> str:
+        """Image scale and head sizes, for the run's header."""
+        return (f"  data: images resized to shorter side {self.min_size} (longer <= "
+                f"{self.max_size}) for training and evaluation; heads: FPN "
+                f"{self.fpn_channels}, box {self.box_head_dim}, mask {self.mask_head_channels} "
+                f"channels, {self.rois_per_image} RoIs/image, {self.rpn_proposals_train} "
+                f"proposals (small data or CPU: --config {SMALL_RECIPE})")
 
     def validate(self) -> None:
         """Raise ConfigError for values the run cannot use."""

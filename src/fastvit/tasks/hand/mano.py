@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from fastvit.errors import ConfigError, DataError
+from fastvit.extras import require
 from fastvit.files import atomic_write
 
 # Arrays smplx.MANO reads from its data struct (hands_components even with use_pca=False).
@@ -272,12 +273,8 @@ class ManoLayer(nn.Module):
     def __init__(self, arrays: dict[str, np.ndarray], *, flat_hand_mean: bool = False,
                  fingertip_vertex_ids: tuple[int, ...] = FREIHAND_FINGERTIPS) -> None:
         super().__init__()
-        try:
-            import smplx
-            from smplx.utils import Struct
-        except ImportError as err:
-            raise ConfigError(f"fastvit hand needs the smplx package ({err}); install it "
-                              f"with: pip install 'fastvit[tasks]'") from None
+        smplx = require("smplx", "fastvit hand")
+        Struct = require("smplx.utils", "fastvit hand").Struct  # noqa: N806
 
         nv = arrays["v_template"].shape[0]
         tips = tuple(int(i) for i in fingertip_vertex_ids)
@@ -323,8 +320,7 @@ def build_mano_layer(path: str | os.PathLike, **kwargs: Any) -> ManoLayer:
 
 def axis_angle_to_matrix(aa: torch.Tensor) -> torch.Tensor:
     """(..., 3) axis-angle -> (..., 3, 3) rotation matrices (smplx's Rodrigues)."""
-    from smplx.lbs import batch_rodrigues
-
+    batch_rodrigues = require("smplx.lbs", "fastvit hand").batch_rodrigues
     shape = aa.shape[:-1]
     return batch_rodrigues(aa.reshape(-1, 3)).reshape(*shape, 3, 3)
 

@@ -140,12 +140,12 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
     root = Path(data_root)
     train_set = ADE20KSegmentation(
         root, train_split, recipe.num_classes,
-        train_transforms(recipe.crop_size, recipe.base_size, recipe.scale_range, recipe.hflip,
+        train_transforms(recipe.crop_size, recipe.scale, recipe.scale_range, recipe.hflip,
                          recipe.photometric))
     val_set = None
     if val_split is not None:
         val_set = ADE20KSegmentation(root, val_split, recipe.num_classes,
-                                     EvalTransform(recipe.base_size))
+                                     EvalTransform(recipe.scale))
 
     def build(env: DistEnv) -> TaskSpec:
         model = build_segmenter(recipe)
@@ -175,7 +175,7 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
                         score=lambda m: m["mIoU"], iters=recipe.iters, eval_every_epochs=0,
                         eval_every_steps=recipe.eval_every,
                         plot_metrics={"mIoU": "mIoU", "pixel accuracy": "aAcc"},
-                        plot_title="ADE20K validation")
+                        plot_title="ADE20K validation", header=[recipe.describe()])
 
     return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
                       max_steps=max_steps, threads=threads)

@@ -30,7 +30,7 @@ def predict_images(checkpoint: str | Path, images: Sequence[str | Path], out_dir
     ``<stem>_overlay.png``) for each image; returns what was written."""
     out_dir = Path(out_dir)
     model, recipe = load_segmenter(checkpoint, device)
-    to_input = image_transform(recipe.base_size)
+    to_input = image_transform(recipe.scale)
     colours = palette(recipe.num_classes)
     written = []
     for path in map(Path, images):

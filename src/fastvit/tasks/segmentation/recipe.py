@@ -28,8 +28,8 @@ class SegmentationRecipe:
     warmup_iters: int
     warmup_ratio: float
     clip_grad: float | None
-    crop_size: int
-    base_size: int  # shorter side before random scaling / at test time
+    crop_size: int  # training crops (and sliding-window evaluation windows)
+    base_size: int | None  # shorter side before random scaling / at test; None: crop_size
     scale_range: tuple[float, float]
     hflip: float
     photometric: bool
@@ -50,10 +50,24 @@ class SegmentationRecipe:
     seed: int
     log_every: int
 
+    @property
+    def scale(self) -> int:
+        """The shorter image side the data is resized to: ``base_size``, else ``crop_size``
+        (so ``--crop-size 128`` does not enlarge 128-pixel images to ADE20K's 512)."""
+        return self.base_size if self.base_size is not None else self.crop_size
+
+    def describe(self) -> str:
+        """How the data is scaled, for the run's header."""
+        lo, hi = self.scale_range
+        origin = "--base-size" if self.base_size is not None else "= crop size"
+        return (f"  data: shorter side {self.scale} ({origin}) x U({lo:g}, {hi:g}), random "
+                f"{self.crop_size} x {self.crop_size} crops; evaluation at shorter side "
+                f"{self.scale}, {self.eval_mode}")
+
     def validate(self) -> None:
         """Raise ConfigError for values the run cannot use."""
         check_task_keys(self)
-        for name in ("num_classes", "iters", "batch_size", "lr", "crop_size", "base_size",
+        for name in ("num_classes", "iters", "batch_size", "lr", "crop_size", "scale",
                      "fpn_channels", "head_channels", "eval_stride", "eval_every", "log_every"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")

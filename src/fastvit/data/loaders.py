@@ -5,10 +5,15 @@ world size by repeating samples, which double counts them in accuracy. For
 evaluation every sample must be seen exactly once across all ranks, so
 :class:`ShardedEvalSampler` gives rank ``r`` the indices ``r, r + W, r + 2W, ...``
 (shards differ in length by at most one) and metrics are summed, not averaged.
+
+Every loader's workers run :func:`leave_stop_signals_to_parent`.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
 
 import torch
@@ -16,6 +21,37 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastvit.data.datasets import collate_skip_bad
+
+#: what schedulers send before they kill a job, and Ctrl-C (see fastvit.run.preemption)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def leave_stop_signals_to_parent(worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: a loader worker survives the stop signals.
+
+    The training process turns SIGTERM/SIGINT/SIGUSR1 into "finish the step,
+    checkpoint, exit"; but they also reach its loader workers (Ctrl-C and
+    torchrun signal the whole process group, SLURM every process of the job),
+    and a worker killed by one makes the DataLoader raise in the main process
+    in the middle of that step. So workers ignore SIGINT and SIGUSR1, and obey
+    SIGTERM only from their parent (the DataLoader shutting them down), as
+    PyTorch's own worker handler does for its parent. A worker still exits when
+    its parent dies (the DataLoader's watchdog).
+    """
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later too
+    threading.Thread(target=_exit_on_sigterm_from, args=(parent,), daemon=True,
+                     name="fastvit-sigterm").start()
+
+
+def _exit_on_sigterm_from(parent: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == parent:
+            os._exit(0)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -55,4 +91,5 @@ def build_eval_loader(dataset: Dataset, batch_size: int, workers: int = 0,
         pin_memory = torch.cuda.is_available()
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                       num_workers=workers, collate_fn=collate_skip_bad, pin_memory=pin_memory,
-                      persistent_workers=False, drop_last=False)
+                      persistent_workers=False, drop_last=False,
+                      worker_init_fn=leave_stop_signals_to_parent if workers else None)

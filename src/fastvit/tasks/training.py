@@ -86,7 +86,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
            out_dir: Path, resume: str | Path | None, max_steps: int | None,
            say: Callable[[str], None]) -> dict:
     config = to_dict(recipe)
-    state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size)
+    state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size,
+                                           warn=say)
     seed_all(recipe.seed)
     spec = build(env)
     model = spec.model.to(env.device)

@@ -156,7 +156,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     plan = make_plan(cfg, env, len(train_ds))
     config = to_dict(cfg)
     state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
-                                           RESUME_FREE_KEYS)
+                                           RESUME_FREE_KEYS, warn=say)
     if state is None and resume and resume != "auto":
         raise CheckpointError(f"--resume: nothing to resume at {resume}")
 

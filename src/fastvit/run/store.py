@@ -215,7 +215,7 @@ def load_run_checkpoint(path: str | Path, task: str | None = None) -> dict[str, 
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - corrupt/unsafe files of any kind
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnreadableCheckpointError(path, first) from None
+        raise UnreadableCheckpointError(path, first.split(". ")[0]) from None
     if not isinstance(state, dict):
         raise CheckpointError(f"{path} is not a fastvit run checkpoint")
     state = _upgrade(state)

@@ -1,4 +1,4 @@
-"""Evaluation loaders that shard a dataset across ranks without padding.
+r"""Evaluation loaders that shard a dataset across ranks without padding.
 
 ``torch.utils.data.DistributedSampler`` pads the dataset to a multiple of the
 world size by repeating samples, which double counts them in accuracy. For
@@ -6,7 +6,8 @@ evaluation every sample must be seen exactly once across all ranks, so
 :class:`ShardedEvalSampler` gives rank ``r`` the indices ``r, r + W, r + 2W, ...``
 (shards differ in length by at most one) and metrics are summed, not averaged.
 
-Every loader's workers run :func:`leave_stop_signals_to_parent`.
+Loaders of training runs are :class:`SignalSafeLoader`\s: their workers survive the
+signals that make a run checkpoint and stop.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -26,18 +28,39 @@ from fastvit.data.datasets import collate_skip_bad
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
-def leave_stop_signals_to_parent(worker_id: int | None = None) -> None:
-    """DataLoader ``worker_init_fn``: a loader worker survives the stop signals.
+class SignalSafeLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes survive the stop signals.
 
     The training process turns SIGTERM/SIGINT/SIGUSR1 into "finish the step,
-    checkpoint, exit"; but they also reach its loader workers (Ctrl-C and
-    torchrun signal the whole process group, SLURM every process of the job),
-    and a worker killed by one makes the DataLoader raise in the main process
-    in the middle of that step. So workers ignore SIGINT and SIGUSR1, and obey
-    SIGTERM only from their parent (the DataLoader shutting them down), as
-    PyTorch's own worker handler does for its parent. A worker still exits when
-    its parent dies (the DataLoader's watchdog).
+    checkpoint, exit" (:mod:`fastvit.run.preemption`). The signals also reach
+    its loader workers (Ctrl-C and torchrun signal the whole process group,
+    SLURM every process of the job), and a worker killed by one makes the
+    DataLoader raise in the main process in the middle of that step or of an
+    evaluation. So the workers run :func:`leave_stop_signals_to_parent`, and are
+    started with SIGTERM blocked, which makes every thread they start (OpenMP
+    pools included) leave SIGTERM to the one thread that checks its sender.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("num_workers", 0) and kwargs.get("worker_init_fn") is None:
+            kwargs["worker_init_fn"] = leave_stop_signals_to_parent
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self) -> Any:
+        if not self.num_workers:
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:  # workers fork here (the first time, for persistent ones) and inherit the mask
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def leave_stop_signals_to_parent(worker_id: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: ignore SIGINT and SIGUSR1, and obey SIGTERM only
+    from the parent (the DataLoader or ``multiprocessing`` shutting the worker down), as
+    PyTorch's own worker handler does for its parent; any other SIGTERM is left to the
+    parent. A worker still exits when its parent dies (the DataLoader's watchdog)."""
     for sig in STOP_SIGNALS:
         if sig != signal.SIGTERM:
             signal.signal(sig, signal.SIG_IGN)
@@ -89,7 +112,6 @@ def build_eval_loader(dataset: Dataset, batch_size: int, workers: int = 0,
     sampler = ShardedEvalSampler(dataset) if distributed else None
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
-                      num_workers=workers, collate_fn=collate_skip_bad, pin_memory=pin_memory,
-                      persistent_workers=False, drop_last=False,
-                      worker_init_fn=leave_stop_signals_to_parent if workers else None)
+    return SignalSafeLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
+                            num_workers=workers, collate_fn=collate_skip_bad,
+                            pin_memory=pin_memory, persistent_workers=False, drop_last=False)

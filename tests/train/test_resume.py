@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import signal
 import subprocess
 import sys
@@ -133,3 +134,35 @@ def test_sigterm_mid_epoch_exits_75_and_resume_past_a_truncated_checkpoint_is_ex
     assert f"warning: --resume: skipping {stop_file}: " in resumed.stdout, resumed.stdout[-2000:]
     assert f"resumed {previous}" in resumed.stdout
     _assert_same_final_state(reference, out)
+
+
+@pytest.mark.timeout(600)
+def test_disk_full_mid_run_stops_with_one_line_and_keeps_the_checkpoints(tmp_path, runs):
+    """The run's file size limit drops to 1 MB after its first checkpoint (prlimit on the
+    live process: EFBIG, as a full disk gives ENOSPC): the next save fails, the run stops
+    with exit 2 and one line, the earlier checkpoints load and no temp file is left."""
+    data, _ = runs
+    out = tmp_path / "full_disk"
+    proc = subprocess.Popen([sys.executable, "-m", "fastvit", "train", *_args(out, data)],
+                            env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out / checkpoint_name(3)).exists() and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.005)
+    if proc.poll() is None:
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 2, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    print(last)
+    assert re.fullmatch(r"fastvit train: error: cannot write checkpoint \S+ckpt_step\d+\.pt: "
+                        r"\[Errno 27\] File too large; the newest checkpoint, \S+, is untouched "
+                        r"and no temporary file is left\. Free space \(or fix the folder\), then "
+                        r"continue with --resume auto", last), last
+    saved = list_checkpoints(out)
+    assert saved and saved[0][0] == 3
+    for step, path in saved:
+        assert load_state(path)["step"] == step
+    assert not list(out.glob(".*.tmp"))

@@ -244,12 +244,9 @@ class _Run:
     def stop_for_signal(self) -> None:
         """Checkpoint this step (unless already saved) and end the run."""
         self.save_if_needed()
-        prog = self.progress
-        path = self.checkpointer.out_dir / store.checkpoint_name(prog.step)
-        self.say(f"stopped by {self.signal} after step {prog.step} of {self.plan.total_steps} "
-                 f"(epoch {prog.epoch + 1}, batch {prog.batch_in_epoch} of the epoch); "
-                 f"checkpoint {path}")
-        raise StoppedBySignal(self.signal, prog.step, str(path))
+        step = self.progress.step
+        path = self.checkpointer.out_dir / store.checkpoint_name(step)
+        raise StoppedBySignal(self.signal, step, str(path))
 
     def on_step(self, prog: Progress, stats: StepStats) -> bool:
         """After every optimizer step; True stops the epoch (end of run or max_steps)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from fastvit.cli.arguments import HIDDEN, add_compute, add_recipe
+from fastvit.cli.arguments import EXIT_STATUS, HIDDEN, RESUME_HELP, add_compute, add_recipe
 from fastvit.models import list_models
 from fastvit.run.recipes import list_recipes
 
@@ -29,11 +29,11 @@ def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> 
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR",
                    help="run folder (checkpoints, metrics, plots)")
-    g.add_argument("--resume", metavar="PATH|auto",
-                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--resume", metavar="PATH|auto", help=RESUME_HELP)
     g.add_argument("--max-steps", type=int, metavar="STEP",
                    help="end this invocation after STEP (checkpointed; resumable)")
     add_compute(p, device_default=None)
+    p.epilog = EXIT_STATUS
 
 
 def recipe_values(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, object]:

@@ -21,7 +21,7 @@ import argparse
 import json
 import os
 
-from fastvit.cli.arguments import add_compute, add_recipe
+from fastvit.cli.arguments import EXIT_STATUS, RESUME_HELP, add_compute, add_recipe
 from fastvit.models import list_models
 from fastvit.train.config import build_config, dump_yaml, list_recipes, validate
 
@@ -45,7 +45,7 @@ SWITCHES = {"channels_last": ("run.channels_last", True),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "packaged recipes: " + ", ".join(list_recipes())
+    parser.epilog = "packaged recipes: " + ", ".join(list_recipes()) + "\n\n" + EXIT_STATUS
     g = add_recipe(parser, "packaged recipe name or YAML file (default: the --model recipe)")
     g.add_argument("--print-config", action="store_true",
                    help="print the effective recipe as YAML and exit")
@@ -79,8 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--teacher-weights", metavar="PATH", help="local weights of the teacher")
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
-    g.add_argument("--resume", metavar="PATH|auto",
-                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--resume", metavar="PATH|auto", help=RESUME_HELP)
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
     g.add_argument("--channels-last", action="store_true")
     g.add_argument("--deterministic", action="store_true",

@@ -300,7 +300,7 @@ def test_every_torchrun_call_in_the_tests_is_standalone():
         if path.name == Path(__file__).name:
             continue
         text = path.read_text()
-        if re.search(r"master[_-]port|MASTER_PORT", text):
+        if re.search(r"(?i)master[_-]port\W{0,4}\d", text):  # a port number written down
             offenders.append(f"{path.name}: fixed master port")
         for match in re.finditer(r"[\"']torch\.distributed\.run[\"']", text):
             call = text[match.start():match.start() + 400]

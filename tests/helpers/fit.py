@@ -58,6 +58,7 @@ class TinyRun:
     evaluate: bool = True
     hook: Callable[[Progress], None] | None = None
     eval_hook: Callable[[Progress], None] | None = None
+    on_best: Callable[[dict], None] | None = None
 
 
 def run_tiny(run: TinyRun, say: Callable[[str], None] = lambda _msg: None,
@@ -81,7 +82,7 @@ def run_tiny(run: TinyRun, say: Callable[[str], None] = lambda _msg: None,
                        torch.amp.GradScaler("cpu", enabled=False), env, seed=0)
     progress = Progress()
     checkpointer = Checkpointer(parts, progress, run.out_dir, task=TASK, config=config,
-                                metadata={}, keep_last=run.keep_last)
+                                metadata={}, keep_last=run.keep_last, on_best=run.on_best)
     if state is not None:
         checkpointer.restore(state)
 

@@ -217,6 +217,16 @@ def test_fit_stops_with_one_message_when_a_save_fails(tmp_path, monkeypatch):
     assert load_state(tmp_path / checkpoint_name(12))["step"] == 12
 
 
+def test_a_failed_export_of_the_best_weights_is_one_clear_error(tmp_path):
+    def export(state):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(CheckpointWriteError, match="cannot export the best weights: .*No "
+                       "space left on device.*best.pt is written"):
+        run_tiny(TinyRun(tmp_path, on_best=export))
+    assert load_state(tmp_path / BEST_NAME)["step"] == 6
+
+
 # -- rotation ----------------------------------------------------------------------------------
 
 

@@ -69,7 +69,9 @@ def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
                threads: int | None = None, log: Callable[[str], None] = print) -> dict:
     """Train ``task`` with ``recipe`` (its dataclass: ``seed``, ``batch_size``, ``workers``,
     ``lr``, ``weight_decay``, ``clip_grad``, ``amp``, ``log_every``, ``keep_last``,
-    ``deterministic``); returns the report also written to ``OUT/metrics.json``."""
+    ``deterministic``); returns the report also written to ``OUT/metrics.json``.
+    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
+    :class:`fastvit.errors.StoppedBySignal`."""
     recipe.validate()
     env = init_distributed(device)
     try:

@@ -127,9 +127,11 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train according to ``cfg`` and return a summary dict.
 
-    ``resume`` is a checkpoint path or ``"auto"`` (the newest in ``run.out_dir``;
-    a fresh start when there is none). ``datasets`` replaces ``data.path`` with
-    ready ``(train, val, classes)`` datasets (tests, notebooks).
+    ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
+    ``run.out_dir``; a fresh start when there is none). ``datasets`` replaces
+    ``data.path`` with ready ``(train, val, classes)`` datasets (tests, notebooks).
+    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
+    :class:`fastvit.errors.StoppedBySignal`.
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)

@@ -83,3 +83,21 @@ def test_parent_sigterm_still_ends_a_worker():
     proc.join(10)
     assert proc.exitcode == 0
     it._shutdown_workers()
+
+
+@pytest.mark.timeout(60)
+def test_with_forkserver_workers_the_owner_still_ends_them():
+    """Under forkserver the worker's parent is not the DataLoader's process: the
+    SIGTERM that counts comes from the owner, whose pid the loader hands over."""
+    loader = SignalSafeLoader(list(range(8)), batch_size=2, num_workers=1,
+                              persistent_workers=True, multiprocessing_context="forkserver")
+    it = iter(loader)
+    assert [int(x) for x in next(it)] == [0, 1]
+    (proc,) = it._workers
+    _external_kill(proc.pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert _alive(proc.pid)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(10)
+    assert proc.exitcode == 0
+    it._shutdown_workers()

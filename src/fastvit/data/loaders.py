@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import torch
@@ -25,7 +26,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from fastvit.data.datasets import collate_skip_bad
 
 #: what schedulers send before they kill a job, and Ctrl-C (see fastvit.run.preemption)
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1")
+                     if hasattr(signal, name))
+#: a worker can tell who sent SIGTERM (Linux; not macOS or Windows)
+_SENDER_CHECK = hasattr(signal, "sigwaitinfo") and hasattr(signal, "pthread_sigmask")
 
 
 class SignalSafeLoader(DataLoader):
@@ -43,11 +47,12 @@ class SignalSafeLoader(DataLoader):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("num_workers", 0) and kwargs.get("worker_init_fn") is None:
-            kwargs["worker_init_fn"] = leave_stop_signals_to_parent
+            # this process owns the workers (with forkserver/spawn it is not their parent)
+            kwargs["worker_init_fn"] = partial(leave_stop_signals_to_parent, owner=os.getpid())
         super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Any:
-        if not self.num_workers:
+        if not self.num_workers or not _SENDER_CHECK:
             return super().__iter__()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:  # workers fork here (the first time, for persistent ones) and inherit the mask
@@ -56,24 +61,29 @@ class SignalSafeLoader(DataLoader):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def leave_stop_signals_to_parent(worker_id: int | None = None) -> None:
+def leave_stop_signals_to_parent(worker_id: int | None = None, *,
+                                 owner: int | None = None) -> None:
     """DataLoader ``worker_init_fn``: ignore SIGINT and SIGUSR1, and obey SIGTERM only
-    from the parent (the DataLoader or ``multiprocessing`` shutting the worker down), as
-    PyTorch's own worker handler does for its parent; any other SIGTERM is left to the
-    parent. A worker still exits when its parent dies (the DataLoader's watchdog)."""
+    from ``owner`` (the process whose DataLoader or ``multiprocessing`` shuts the worker
+    down; default: the parent), as PyTorch's own worker handler does for its parent;
+    any other SIGTERM is left to the owner. A worker still exits when its owner dies
+    (the DataLoader's watchdog). Where the sender cannot be known (no ``sigwaitinfo``),
+    SIGTERM keeps its effect."""
     for sig in STOP_SIGNALS:
         if sig != signal.SIGTERM:
             signal.signal(sig, signal.SIG_IGN)
-    parent = os.getppid()
+    if not _SENDER_CHECK:
+        return
+    owner = os.getppid() if owner is None else owner
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later too
-    threading.Thread(target=_exit_on_sigterm_from, args=(parent,), daemon=True,
+    threading.Thread(target=_exit_on_sigterm_from, args=(owner,), daemon=True,
                      name="fastvit-sigterm").start()
 
 
-def _exit_on_sigterm_from(parent: int) -> None:
+def _exit_on_sigterm_from(owner: int) -> None:
     while True:
         info = signal.sigwaitinfo({signal.SIGTERM})
-        if info.si_pid == parent:
+        if info.si_pid == owner:
             os._exit(0)
 
 

@@ -1,4 +1,5 @@
-"""User-facing errors: the CLI prints their message, without a traceback."""
+"""User-facing errors: the CLI prints their message, without a traceback (and the
+clean stop on a signal, which the CLI maps to its own exit code)."""
 
 
 class FastVitError(Exception):
@@ -15,3 +16,22 @@ class DataError(FastVitError, ValueError):
 
 class ConfigError(FastVitError, ValueError):
     """A recipe or command-line option is invalid."""
+
+
+class StoppedBySignal(Exception):  # noqa: N818 - not an error: a clean, resumable stop
+    """Training stopped on SIGTERM, SIGINT or SIGUSR1 after writing a resumable checkpoint.
+
+    The command line exits with :attr:`exit_code` (75, ``EX_TEMPFAIL``: "try
+    again later"), distinct from success (0), errors (2) and an abort (130).
+    """
+
+    exit_code = 75
+
+    def __init__(self, signal_name: str, step: int, checkpoint: str | None) -> None:
+        where = f"; checkpoint {checkpoint}" if checkpoint else ""
+        super().__init__(f"stopped by {signal_name} after step {step}{where}; continue with "
+                         f"the same command and --resume auto")
+        self.signal_name, self.step, self.checkpoint = signal_name, step, checkpoint
+
+    def __reduce__(self) -> tuple:
+        return type(self), (self.signal_name, self.step, self.checkpoint)

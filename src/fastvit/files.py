@@ -83,10 +83,51 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
-def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+class _WriteErrorSink:
+    """A binary file that keeps its first failed write: ``torch.save`` reports a full
+    disk only as a cryptic ``RuntimeError`` of its zip writer ("unexpected pos ...")."""
+
+    def __init__(self, fh: Any) -> None:
+        self.fh, self.error = fh, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        self.fh.flush()
+
+
+def torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` that raises the ``OSError`` of a failed write (disk
+    full, quota, file size limit, I/O error) rather than the zip writer's message."""
+    with open(path, "wb") as fh:
+        sink = _WriteErrorSink(fh)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            if sink.error is not None:
+                raise sink.error from None
+            raise
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike,
+                      check: Callable[[Path], None] | None = None) -> Path:
     """``torch.save`` that never leaves a partial file (use only tensors and plain
-    Python containers/scalars so the file loads with ``weights_only=True``)."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    Python containers/scalars so the file loads with ``weights_only=True``).
+
+    ``check(tmp_path)`` may inspect the written file before it replaces ``path``;
+    raising there leaves ``path`` as it was. A failed write raises ``OSError``.
+    """
+    def write(tmp: Path) -> None:
+        torch_save(obj, tmp)
+        if check is not None:
+            check(tmp)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

@@ -96,3 +96,29 @@ def tensors_equal(a: object, b: object, where: str = "") -> list[str]:
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True))
                 for d in tensors_equal(x, y, f"{where}[{i}]")]
     return [] if a == b else [where]
+
+
+def torchrun_cmd(args: list[str], nproc: int = 2, *torchrun_args: str) -> list[str]:
+    """``torchrun --standalone --nnodes 1 --nproc-per-node N [TORCHRUN_ARGS] -m fastvit ARGS``."""
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
+            "--nproc-per-node", str(nproc), *torchrun_args, "-m", "fastvit", *args]
+
+
+def torchrun_workers(agent_pid: int) -> list[dict[str, str]]:
+    """The live worker processes a torchrun agent started (scanning /proc): each as its
+    environment (``RANK``, ``TORCHELASTIC_RESTART_COUNT``...) plus ``pid``."""
+    workers = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[1]) != agent_pid or fields[0] == "Z":
+                continue
+            environ = (entry / "environ").read_bytes().decode(errors="replace")
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        env = dict(kv.split("=", 1) for kv in environ.split("\0") if "=" in kv)
+        workers.append({**env, "pid": entry.name})
+    return workers

@@ -5,6 +5,11 @@ Each command lives in its own module of this package exposing
 library function; only the chosen one is imported, so ``fastvit info`` does not
 pay for ONNX or the training stack. Shared option groups (one spelling per
 concept) are in :mod:`fastvit.cli.arguments`.
+
+Exit status: 0 done (also a ``--max-steps`` stop), 2 an error (one line on
+stderr), 75 a training run stopped by SIGTERM/SIGINT/SIGUSR1 after writing a
+resumable checkpoint (continue with ``--resume auto``), 130 aborted by a
+second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
-from fastvit.errors import FastVitError
+from fastvit.errors import FastVitError, StoppedBySignal
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fastvit.cli.demo", "train on bundled data, verify every variant, write a report"),
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         return int(module.main(args) or 0)
+    except StoppedBySignal as stop:
+        if int(os.environ.get("RANK", "0")) == 0:
+            print(f"fastvit {name}: {stop}", file=sys.stderr)
+        return stop.exit_code
     except (FastVitError, ValueError) as err:
         print(f"fastvit {name}: error: {err}", file=sys.stderr)
         return 2

@@ -21,6 +21,13 @@ from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON, default_workers
 
 HIDDEN = argparse.SUPPRESS
 
+#: the training commands' ``--resume`` and exit statuses (docs/training.md, "Fault tolerance")
+RESUME_HELP = ("continue a checkpoint; 'auto': the newest readable one in --out (unreadable "
+               "ones are skipped and named, a fresh start when there is none)")
+EXIT_STATUS = ("exit status: 0 done, 2 error, 75 stopped by SIGTERM/SIGINT/SIGUSR1 after\n"
+               "writing a checkpoint (run again with --resume auto), 130 aborted by a second\n"
+               "Ctrl-C")
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                     argparse.ArgumentDefaultsHelpFormatter):

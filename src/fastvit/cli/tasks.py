@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 
 from fastvit.cli.arguments import (
+    EXIT_STATUS,
     HIDDEN,
     PRETRAINED_METAVAR,
+    RESUME_HELP,
     TAGS_HELP,
     add_compute,
     add_recipe,
@@ -35,11 +37,11 @@ def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> 
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, metavar="DIR",
                    help="run folder (checkpoints, metrics, plots)")
-    g.add_argument("--resume", metavar="PATH|auto",
-                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--resume", metavar="PATH|auto", help=RESUME_HELP)
     g.add_argument("--max-steps", type=int, metavar="STEP",
                    help="end this invocation after STEP (checkpointed; resumable)")
     add_compute(p, device_default=None)
+    p.epilog = EXIT_STATUS
 
 
 def recipe_values(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, object]:

@@ -30,7 +30,9 @@ import json
 import os
 
 from fastvit.cli.arguments import (
+    EXIT_STATUS,
     PRETRAINED_METAVAR,
+    RESUME_HELP,
     TAGS_HELP,
     add_compute,
     add_recipe,
@@ -62,7 +64,7 @@ SWITCHES = {"channels_last": ("run.channels_last", True),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.epilog = "packaged recipes: " + ", ".join(list_recipes())
+    parser.epilog = "packaged recipes: " + ", ".join(list_recipes()) + "\n\n" + EXIT_STATUS
     g = add_recipe(parser, "packaged recipe name or YAML file (default: the --model paper "
                    "recipe, or small / finetune for a folder under 100,000 images)")
     g.add_argument("--print-config", action="store_true",
@@ -117,8 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    "dist_in1k)")
     g = parser.add_argument_group("run")
     g.add_argument("--out", metavar="DIR", help="output folder (checkpoints, metrics, curves)")
-    g.add_argument("--resume", metavar="PATH|auto",
-                   help="continue a checkpoint ('auto': the newest in --out, if any)")
+    g.add_argument("--resume", metavar="PATH|auto", help=RESUME_HELP)
     g.add_argument("--workers", type=int,
                    help=f"DataLoader worker processes (default: the machine's cores, "
                    f"{default_workers()} here)")

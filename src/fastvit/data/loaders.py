@@ -1,21 +1,90 @@
-"""Evaluation loaders that shard a dataset across ranks without padding.
+r"""Evaluation loaders that shard a dataset across ranks without padding.
 
 ``torch.utils.data.DistributedSampler`` pads the dataset to a multiple of the
 world size by repeating samples, which double counts them in accuracy. For
 evaluation every sample must be seen exactly once across all ranks, so
 :class:`ShardedEvalSampler` gives rank ``r`` the indices ``r, r + W, r + 2W, ...``
 (shards differ in length by at most one) and metrics are summed, not averaged.
+
+Loaders of training runs are :class:`SignalSafeLoader`\s: their workers survive the
+signals that make a run checkpoint and stop.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
+from functools import partial
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastvit.data.datasets import collate_skip_bad
+
+#: what schedulers send before they kill a job, and Ctrl-C (see fastvit.run.preemption)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1")
+                     if hasattr(signal, name))
+#: a worker can tell who sent SIGTERM (Linux; not macOS or Windows)
+_SENDER_CHECK = hasattr(signal, "sigwaitinfo") and hasattr(signal, "pthread_sigmask")
+
+
+class SignalSafeLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes survive the stop signals.
+
+    The training process turns SIGTERM/SIGINT/SIGUSR1 into "finish the step,
+    checkpoint, exit" (:mod:`fastvit.run.preemption`). The signals also reach
+    its loader workers (Ctrl-C and torchrun signal the whole process group,
+    SLURM every process of the job), and a worker killed by one makes the
+    DataLoader raise in the main process in the middle of that step or of an
+    evaluation. So the workers run :func:`leave_stop_signals_to_parent`, and are
+    started with SIGTERM blocked, which makes every thread they start (OpenMP
+    pools included) leave SIGTERM to the one thread that checks its sender.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("num_workers", 0) and kwargs.get("worker_init_fn") is None:
+            # this process owns the workers (with forkserver/spawn it is not their parent)
+            kwargs["worker_init_fn"] = partial(leave_stop_signals_to_parent, owner=os.getpid())
+        super().__init__(*args, **kwargs)
+
+    def __iter__(self) -> Any:
+        if not self.num_workers or not _SENDER_CHECK:
+            return super().__iter__()
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        try:  # workers fork here (the first time, for persistent ones) and inherit the mask
+            return super().__iter__()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def leave_stop_signals_to_parent(worker_id: int | None = None, *,
+                                 owner: int | None = None) -> None:
+    """DataLoader ``worker_init_fn``: ignore SIGINT and SIGUSR1, and obey SIGTERM only
+    from ``owner`` (the process whose DataLoader or ``multiprocessing`` shuts the worker
+    down; default: the parent), as PyTorch's own worker handler does for its parent;
+    any other SIGTERM is left to the owner. A worker still exits when its owner dies
+    (the DataLoader's watchdog). Where the sender cannot be known (no ``sigwaitinfo``),
+    SIGTERM keeps its effect."""
+    for sig in STOP_SIGNALS:
+        if sig != signal.SIGTERM:
+            signal.signal(sig, signal.SIG_IGN)
+    if not _SENDER_CHECK:
+        return
+    owner = os.getppid() if owner is None else owner
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later too
+    threading.Thread(target=_exit_on_sigterm_from, args=(owner,), daemon=True,
+                     name="fastvit-sigterm").start()
+
+
+def _exit_on_sigterm_from(owner: int) -> None:
+    while True:
+        info = signal.sigwaitinfo({signal.SIGTERM})
+        if info.si_pid == owner:
+            os._exit(0)
 
 
 def dist_rank_world() -> tuple[int, int]:
@@ -53,6 +122,6 @@ def build_eval_loader(dataset: Dataset, batch_size: int, workers: int = 0,
     sampler = ShardedEvalSampler(dataset) if distributed else None
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
-                      num_workers=workers, collate_fn=collate_skip_bad, pin_memory=pin_memory,
-                      persistent_workers=False, drop_last=False)
+    return SignalSafeLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
+                            num_workers=workers, collate_fn=collate_skip_bad,
+                            pin_memory=pin_memory, persistent_workers=False, drop_last=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -46,8 +47,30 @@ def init_distributed(device_name: str = "auto") -> DistEnv:
         kwargs: dict[str, Any] = {"backend": backend}
         if device.type == "cuda":
             kwargs["device_id"] = device
+        store = _attempt_store(world)
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world)
         dist.init_process_group(**kwargs)
     return DistEnv(rank, world, local_rank, device)
+
+
+def _attempt_store(world: int) -> dist.Store | None:
+    """The store of this torchrun attempt, when the agent shares one store across restarts.
+
+    By default torchrun's workers use the agent's own TCPStore, the same one after
+    each ``--max-restarts`` restart, and ``init_process_group`` keys it by process
+    group only: a restarted group can read its predecessor's keys (gloo peer
+    addresses, NCCL ids) and fail to connect ("Connection refused";
+    pytorch/pytorch#135712). Keys are put under ``attempt_<restart count>`` here;
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt) needs none.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]),
+                          world_size=world, is_master=False,
+                          timeout=timedelta(minutes=30))
+    return dist.PrefixStore(f"/fastvit/attempt_{attempt}", store)
 
 
 def cleanup() -> None:

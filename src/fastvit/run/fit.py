@@ -5,8 +5,9 @@ A trainer builds its data, model, optimizer and schedule, wraps them in
 :class:`~fastvit.run.loop.TrainParts` and a :class:`Checkpointer`, and calls
 :func:`fit` with its ``step_fn`` and ``evaluate``. Everything here is the same
 for classification, detection, segmentation and hand mesh: when to evaluate and
-save, ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), the
-progress bar and ``metrics.jsonl``.
+save, ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), stopping
+on SIGTERM/SIGINT/SIGUSR1 with a checkpoint (:mod:`fastvit.run.preemption`),
+the progress bar and ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from fastvit.data.bad_images import BadImageLog
-from fastvit.errors import CheckpointError, ConfigError
+from fastvit.errors import CheckpointError, ConfigError, FastVitError, StoppedBySignal
 from fastvit.run import store
-from fastvit.run.distributed import DistEnv, barrier, gather_objects
+from fastvit.run.distributed import DistEnv, broadcast_object, gather_objects
 from fastvit.run.loop import LossWindow, Progress, StepFn, StepStats, TrainParts, train_epoch
 from fastvit.run.metrics_log import MetricsLogger, progress_bar
+from fastvit.run.preemption import StopSignals
 from fastvit.run.seeding import capture_rng, restore_rng
 
 Metrics = dict[str, Any]
@@ -94,16 +96,35 @@ class Checkpointer:
         return state
 
     def save(self, metrics: Metrics | None = None, best: bool = False) -> None:
+        """Write the checkpoint of this step (and ``best.pt``); collective.
+
+        ``best.pt`` goes first: if the periodic file then fails, a resume from the
+        previous one re-evaluates and rewrites the same ``best.pt``. A failed write
+        raises the same :class:`~fastvit.run.store.CheckpointWriteError` on every rank.
+        """
         state = self.state(metrics)
+        error: FastVitError | None = None
         if self.env.is_main:
-            self.last_path = store.save_checkpoint(state, self.out_dir, self.progress.step,
-                                                   self.keep_last)
-            if best:
-                store.save_best(state, self.out_dir)
-                if self.on_best is not None:
-                    self.on_best(state)
+            try:
+                if best:
+                    store.save_best(state, self.out_dir)
+                    if self.on_best is not None:
+                        self._export_best(state)
+                self.last_path = store.save_checkpoint(state, self.out_dir,
+                                                       self.progress.step, self.keep_last)
+            except FastVitError as err:
+                error = err
+        error = broadcast_object(error, self.env)  # also the barrier after the write
+        if error is not None:
+            raise error
         self.last_saved_step = self.progress.step
-        barrier(self.env)
+
+    def _export_best(self, state: dict[str, Any]) -> None:
+        try:
+            self.on_best(state)
+        except OSError as err:
+            raise store.CheckpointWriteError(f"cannot export the best weights: {err}; "
+                                             f"best.pt is written") from None
 
     def restore(self, state: dict[str, Any]) -> None:
         """Put a checkpoint's training state back into the parts and the progress."""
@@ -149,35 +170,49 @@ def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: Step
     :class:`~fastvit.run.sampling.ResumableEpochSampler`. Evaluation runs every
     ``plan.eval_every_steps`` steps when that is set, else every
     ``plan.eval_every_epochs`` epochs, and always at the end.
+
+    SIGTERM, SIGINT or SIGUSR1 end the run after the current optimizer step with a
+    checkpoint and :class:`~fastvit.errors.StoppedBySignal`. The end of an epoch
+    (its evaluation) is then left to the resumed run, which does it first.
     """
-    run = _Run(parts, progress, plan, checkpointer, logger, evaluate, score, say)
-    while progress.step < plan.total_steps:
-        epoch = progress.epoch
-        loader.sampler.set_epoch(epoch, progress.batch_in_epoch)
-        run.bar = progress_bar(loader, total=loader.sampler.usable_batches,
-                               initial=progress.batch_in_epoch,
-                               desc=f"epoch {epoch + 1}/{plan.total_epochs}",
-                               enabled=parts.env.is_main and show_progress)
-        result = train_epoch(parts, run.bar, progress, step_fn, on_step=run.on_step)
-        skipped = [p for part in gather_objects(result.skipped, parts.env) for p in part]
-        if skipped:
-            listed = ""
-            if bad_images is not None and bad_images.path is not None:
-                bad_images.add(skipped, quiet=True)
-                listed = f" (all of them: {bad_images.path})"
-            say(f"warning: skipped {len(skipped)} unreadable image(s) in epoch {epoch + 1}"
-                f"{listed}")
-        if progress.batch_in_epoch >= loader.sampler.usable_batches:
-            run.end_epoch(result.mean_loss, describe or _describe)
-        if result.stopped and progress.step < plan.total_steps:
-            run.save_if_needed()
-            say(f"stopped at step {progress.step} of {plan.total_steps} (--max-steps); "
-                f"continue with --resume auto")
-            return FitResult(progress, True, run.last_eval, checkpointer.last_path)
-    if run.evaluated_at != progress.step and evaluate is not None:
-        run.evaluate_and_save()
-    run.save_if_needed()
+    with StopSignals(parts.env) as signals:
+        run = _Run(parts, progress, plan, checkpointer, logger, evaluate, score, say, signals)
+        usable = loader.sampler.usable_batches
+        while progress.step < plan.total_steps or progress.batch_in_epoch >= usable:
+            run.stop_if_signalled()  # e.g. received during an epoch-end evaluation
+            epoch = progress.epoch
+            loader.sampler.set_epoch(epoch, progress.batch_in_epoch)
+            run.bar = progress_bar(loader, total=usable, initial=progress.batch_in_epoch,
+                                   desc=f"epoch {epoch + 1}/{plan.total_epochs}",
+                                   enabled=parts.env.is_main and show_progress)
+            result = train_epoch(parts, run.bar, progress, step_fn, on_step=run.on_step)
+            _report_skipped(result.skipped, epoch, parts.env, bad_images, say)
+            if run.signal is not None:
+                run.stop_for_signal()
+            if progress.batch_in_epoch >= usable:
+                run.end_epoch(result.mean_loss, describe or _describe)
+            if result.stopped and progress.step < plan.total_steps:
+                run.save_if_needed()
+                say(f"stopped at step {progress.step} of {plan.total_steps} (--max-steps); "
+                    f"continue with --resume auto")
+                return FitResult(progress, True, run.last_eval, checkpointer.last_path)
+        if run.evaluated_at != progress.step and evaluate is not None:
+            run.evaluate_and_save()
+        run.save_if_needed()
     return FitResult(progress, False, run.last_eval, checkpointer.last_path)
+
+
+def _report_skipped(skipped: list[str], epoch: int, env: DistEnv,
+                    bad_images: BadImageLog | None, say: Callable[[str], None]) -> None:
+    """The epoch's unreadable images, from every rank: a count, and the list on file."""
+    paths = [p for part in gather_objects(skipped, env) for p in part]
+    if not paths:
+        return
+    listed = ""
+    if bad_images is not None and bad_images.path is not None:
+        bad_images.add(paths, quiet=True)
+        listed = f" (all of them: {bad_images.path})"
+    say(f"warning: skipped {len(paths)} unreadable image(s) in epoch {epoch + 1}{listed}")
 
 
 class _Run:
@@ -186,10 +221,12 @@ class _Run:
     def __init__(self, parts: TrainParts, progress: Progress, plan: FitPlan,
                  checkpointer: Checkpointer, logger: MetricsLogger,
                  evaluate: Callable[[], Metrics] | None,
-                 score: Callable[[Metrics], float] | None, say: Callable[[str], None]) -> None:
+                 score: Callable[[Metrics], float] | None, say: Callable[[str], None],
+                 signals: StopSignals) -> None:
         self.parts, self.progress, self.plan = parts, progress, plan
         self.checkpointer, self.logger, self.say = checkpointer, logger, say
-        self.evaluate, self.score = evaluate, score
+        self.evaluate, self.score, self.signals = evaluate, score, signals
+        self.signal: str | None = None  # the stop signal all ranks agreed on
         self.window = LossWindow(parts.env)
         self.last_eval: Metrics = {}
         self.evaluated_at: int | None = None
@@ -213,6 +250,18 @@ class _Run:
         if self.checkpointer.last_saved_step != self.progress.step:
             self.checkpointer.save()
 
+    def stop_if_signalled(self) -> None:
+        self.signal = self.signals.agreed()
+        if self.signal is not None:
+            self.stop_for_signal()
+
+    def stop_for_signal(self) -> None:
+        """Checkpoint this step (unless already saved) and end the run."""
+        self.save_if_needed()
+        step = self.progress.step
+        path = self.checkpointer.out_dir / store.checkpoint_name(step)
+        raise StoppedBySignal(self.signal, step, str(path))
+
     def on_step(self, prog: Progress, stats: StepStats) -> bool:
         """After every optimizer step; True stops the epoch (end of run or max_steps)."""
         plan = self.plan
@@ -229,8 +278,9 @@ class _Run:
             self.evaluate_and_save()
         elif plan.save_every_steps and prog.step % plan.save_every_steps == 0:
             self.checkpointer.save()
-        return prog.step >= plan.total_steps or (plan.max_steps is not None
-                                                 and prog.step >= plan.max_steps)
+        self.signal = self.signals.agreed()
+        return self.signal is not None or prog.step >= plan.total_steps or (
+            plan.max_steps is not None and prog.step >= plan.max_steps)
 
     def end_epoch(self, mean_loss: float, describe: Callable[[Metrics], str]) -> None:
         """The epoch is complete: count it, evaluate when due, checkpoint, report."""
@@ -267,17 +317,23 @@ def _flat(metrics: Metrics, prefix: str = "") -> dict[str, Any]:
 
 def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
                       config: dict[str, Any], world_size: int,
-                      free_keys: frozenset[str] = frozenset()) -> tuple[dict | None, Path | None]:
-    """The checkpoint to resume (``auto``: the newest in ``out_dir``, if any), checked
-    against this run's recipe and process count before anything is loaded."""
+                      free_keys: frozenset[str] = frozenset(),
+                      warn: Callable[[str], None] = print) -> tuple[dict | None, Path | None]:
+    """The checkpoint to resume, checked against this run's recipe and process count
+    before anything is loaded.
+
+    ``auto``: the newest readable checkpoint in ``out_dir`` (none: a fresh start);
+    unreadable ones are skipped with a ``warn`` naming them (see
+    :func:`fastvit.run.store.load_resumable`).
+    """
     from fastvit.run.recipes import recipe_differences
 
     if not resume:
         return None, None
-    path = store.resolve_resume(resume, out_dir)
-    if path is None:
+    candidates = store.resume_candidates(resume, out_dir)
+    if not candidates:
         return None, None
-    state = store.load_run_checkpoint(path, task)
+    state, path = store.load_resumable(candidates, task, warn)
     diffs = recipe_differences(state["config"], config, free_keys)
     if diffs:
         raise ConfigError(f"cannot resume {path}: it was trained with another recipe; "

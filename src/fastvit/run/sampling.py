@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from fastvit.data import collate_skip_bad
+from fastvit.data.loaders import SignalSafeLoader
 from fastvit.run.seeding import derive_seed, isolated_rng
 
 
@@ -80,8 +81,8 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, workers: int, seed:
     """
     sampler = ResumableEpochSampler(dataset, batch_size, seed=seed, rank=rank,
                                     world_size=world_size, batch_multiple=batch_multiple)
-    return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
-                      num_workers=workers, collate_fn=collate_fn or collate_skip_bad,
-                      pin_memory=pin_memory,
-                      drop_last=True, persistent_workers=workers > 0,
-                      generator=torch.Generator().manual_seed(seed))
+    return SignalSafeLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler,
+                            num_workers=workers, collate_fn=collate_fn or collate_skip_bad,
+                            pin_memory=pin_memory, drop_last=True,
+                            persistent_workers=workers > 0,
+                            generator=torch.Generator().manual_seed(seed))

@@ -15,7 +15,7 @@ import torch
 from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset
 
-from fastvit.data.loaders import ShardedEvalSampler
+from fastvit.data.loaders import ShardedEvalSampler, SignalSafeLoader
 from fastvit.errors import DataError, FastVitError
 from fastvit.files import atomic_path
 from fastvit.run.distributed import DistEnv
@@ -31,8 +31,9 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, env: DistEnv, *
     """Each rank evaluates a disjoint strided slice; nothing is duplicated, so summed or
     gathered metrics count every sample exactly once."""
     sampler = ShardedEvalSampler(dataset, env.world_size, env.rank)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
+    return SignalSafeLoader(dataset, batch_size=batch_size, sampler=sampler,
+                            num_workers=workers, collate_fn=collate_fn,
+                            pin_memory=env.device.type == "cuda")
 
 
 def clean_worker_error(err: FastVitError) -> FastVitError:

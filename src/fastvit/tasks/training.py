@@ -72,7 +72,9 @@ def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
                threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
     """Train ``task`` with ``recipe`` (its dataclass: ``seed``, ``batch_size``, ``workers``,
     ``lr``, ``weight_decay``, ``clip_grad``, ``amp``, ``log_every``, ``keep_last``,
-    ``deterministic``); returns the report also written to ``OUT/metrics.json``."""
+    ``deterministic``); returns the report also written to ``OUT/metrics.json``.
+    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
+    :class:`fastvit.errors.StoppedBySignal`."""
     recipe.validate()
     env = init_distributed(device)
     try:
@@ -89,7 +91,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
            out_dir: Path, resume: str | Path | None, max_steps: int | None,
            say: Callable[[str], None]) -> dict:
     config = to_dict(recipe)
-    state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size)
+    state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size,
+                                           warn=say)
     seed_all(recipe.seed)
     spec = build(env)
     model = spec.model.to(env.device)

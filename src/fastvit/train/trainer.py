@@ -95,10 +95,12 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
         log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train according to ``cfg`` and return a summary dict.
 
-    ``resume`` is a checkpoint path or ``"auto"`` (the newest in ``run.out_dir``;
-    a fresh start when there is none). ``datasets`` replaces ``data.path`` with
-    ready ``(train, val, classes)`` datasets (tests, notebooks). Progress goes to
-    ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
+    ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
+    ``run.out_dir``; a fresh start when there is none). ``datasets`` replaces
+    ``data.path`` with ready ``(train, val, classes)`` datasets (tests, notebooks).
+    Progress goes to ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
+    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
+    :class:`fastvit.errors.StoppedBySignal`.
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)
@@ -126,7 +128,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     bad_images = BadImageLog(out_dir / SKIPPED_IMAGES_NAME if env.is_main else None)
     config = to_dict(cfg)
     state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
-                                           RESUME_FREE_KEYS)
+                                           RESUME_FREE_KEYS, warn=say)
     if state is None and resume and resume != "auto":
         raise CheckpointError(f"--resume: nothing to resume at {resume}")
 

@@ -82,7 +82,8 @@ class TensorCalibration(CalibrationDataReader):
 
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: CalibrationDataReader,
                   *, activation_type: QuantType = ACTIVATION_TYPE, extra_metadata:
-                  dict[str, str] | None = None, check=None) -> Path:
+                  dict[str, str] | None = None, check=None,
+                  op_types: Sequence[str] = QUANTIZED_OPS) -> Path:
     """Static QDQ per-channel quantization of ``fp32_path`` into ``int8_path`` (atomic).
 
     ``check(tmp_int8_path)`` runs before the file is moved into place; it may raise.
@@ -101,7 +102,7 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
         quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation_type,
                         weight_type=WEIGHT_TYPE, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=list(QUANTIZED_OPS),
+                        op_types_to_quantize=list(op_types),
                         nodes_to_exclude=channel_multiplier_convs(prepared))
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]

@@ -41,6 +41,11 @@ OPS = {  # name -> (module, input channels)
 }
 
 
+@torch.inference_mode()
+def eager(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return module(x)
+
+
 def int8_program(module: nn.Module, example: torch.Tensor):
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
@@ -77,15 +82,18 @@ def main() -> int:
                 path.write_bytes(lower_to_pte(program))
                 run = pte_runner(path)
                 calls[(name, kind)] = (lambda run=run, x=x: run(x))
+            calls[(name, "eager")] = (lambda module=module, x=x: eager(module, x))
         set_threads(args.threads)
         timings = time_interleaved(calls, runs=args.runs, warmup=10, block=5)
     print(f"{cpu_name()} ({os.cpu_count()} CPUs), {args.threads} threads, ExecuTorch XNNPACK, "
           f"batch 1, {args.size}x{args.size} feature maps, median of {args.runs} interleaved "
           f"calls\n")
-    print("| operation | fp32 ms | int8 ms | int8 / fp32 |\n|---|---|---|---|")
+    print("| operation | PyTorch eager fp32 ms | ExecuTorch fp32 ms | ExecuTorch int8 ms | "
+          "int8 / fp32 |\n|---|---|---|---|---|")
     for name in OPS:
         f, i = timings[(name, "fp32")].median_ms, timings[(name, "int8")].median_ms
-        print(f"| {name} | {f:.3f} | {i:.3f} | {i / f:.2f} |")
+        print(f"| {name} | {timings[(name, 'eager')].median_ms:.3f} | {f:.3f} | {i:.3f} "
+              f"| {i / f:.2f} |")
     return 0
 
 

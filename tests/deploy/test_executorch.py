@@ -1,7 +1,8 @@
 """ExecuTorch export: the ``.pte`` file run in ``executorch.runtime`` against eager.
 
 fp32: max |diff| <= 1e-4 (measured ~1e-8); int8 (PT2E, XNNPACK quantizer): top-1
-agreement with the fp32 ``.pte`` >= 80% on the held-out digits (measured ~97%).
+agreement with the fp32 ``.pte`` >= 80% on the held-out digits (measured 99.0%), top-1
+within 1 point of fp32 (measured 88.9% fp32, 88.5% int8).
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def test_int8_pte_keeps_fp32_top1_on_labelled_digits(tmp_path, capsys) -> None:
     report = json.loads((tmp_path / "digits.int8.json").read_text())
     assert report["calibration_images"] == 60 and report["images"] >= 250
     assert report["top1_agreement"] >= 0.80 and report["fp32_top1"] >= 0.80
-    assert abs(report["top1_difference"]) <= 0.05
+    assert abs(report["top1_difference"]) <= 0.01  # within 1 point (measured -0.3)
     int8 = tmp_path / "digits.int8.pte"
     # int8 weights: the file is a fraction of the fp32 one (4 bytes -> 1 per weight)
     assert int8.stat().st_size < 0.4 * out.stat().st_size

@@ -3,6 +3,7 @@ resume of a compiled run (stop + resume == uninterrupted, compiled, on CPU)."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
@@ -75,3 +76,25 @@ def test_compiled_stop_and_resume_equals_uninterrupted(tmp_path) -> None:
     for key in ("model", "ema", "optimizer", "scheduler", "step", "epoch", "batch_in_epoch"):
         diffs = tensors_equal(ref[key], got[key], key)
         assert not diffs, f"compiled resume differs from the uninterrupted run at {diffs[:5]}"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_task_trainer_runs_compiled(tmp_path, capsys) -> None:
+    """A dense-task run (hand mesh regression, the run layer's ``train_task``) compiled."""
+    from fastvit.tasks.hand import engine as hand_engine
+    from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
+    from fastvit.tasks.training import load_task_recipe
+    from tests.helpers.hand import make_freihand, write_mano_npz
+
+    torch._dynamo.reset()
+    mano = write_mano_npz(tmp_path / "mano_right.npz")
+    data = make_freihand(tmp_path / "FreiHAND", mano, num_samples=4, versions=1, image_size=64)
+    recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, values=dict(
+        model="fastvit_t8", input_size=64, batch_size=2, epochs=1, workers=0, head_hidden=64,
+        versions=(0,), warmup_iters=1, log_every=1))
+    report = hand_engine.train(recipe, data=data, mano_path=mano, out_dir=tmp_path / "run",
+                               device="cpu", eval_split=None, compiled=True)
+    assert "torch.compile (inductor, layout_optimization=False)" in capsys.readouterr().out
+    losses = [r["loss"] for r in report["train"]]
+    assert report["step"] == 2 and losses and all(math.isfinite(v) for v in losses)

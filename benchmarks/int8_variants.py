@@ -79,3 +79,4 @@ def sigmoid_gelu(src: str | Path, dst: str | Path) -> int:
         model)
     ir.save(model, str(dst))
     return count
+

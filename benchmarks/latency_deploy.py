@@ -125,6 +125,11 @@ def investigate_int8(calls: dict, fp32: Path, int8: Path, args: argparse.Namespa
                                  op_types=("Conv", "Gemm", "MatMul", "Mul", "Sigmoid"))
     calls["ORT int8, GELU as x*sigmoid(1.702x) in int8 (QLinearSigmoid/Mul)"] = ort_call(
         sigmoid_int8, size, threads)
+    whole = quantize_onnx(fp32, scratch / "t8.whole.int8.onnx",
+                          TensorCalibration(samples, "input", progress=False), split_convs=False,
+                          op_types=("Conv", "Gemm", "MatMul"))
+    calls["ORT int8, channel-multiplier convs kept whole (float)"] = ort_call(whole, size,
+                                                                            threads)
 
 
 def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: Path) -> dict:

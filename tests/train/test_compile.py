@@ -98,3 +98,22 @@ def test_task_trainer_runs_compiled(tmp_path, capsys) -> None:
     assert "torch.compile (inductor, layout_optimization=False)" in capsys.readouterr().out
     losses = [r["loss"] for r in report["train"]]
     assert report["step"] == 2 and losses and all(math.isfinite(v) for v in losses)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_compiled_evaluation_scores_like_eager(tmp_path) -> None:
+    from fastvit.evaluate import run_evaluation
+    from fastvit.pipeline import load_model
+    from tests.helpers.training import make_image_folder
+
+    data = make_image_folder(tmp_path / "data", num_classes=3, val_per_class=4, size=48)
+    loaded = load_model("fastvit_t8", num_classes=3)
+    runs = {compiled: run_evaluation(loaded, data=data, split="val", batch_size=5,
+                                     image_size=64, compiled=compiled)
+            for compiled in (False, True)}
+    assert runs[True]["compiled"] is True and runs[False]["compiled"] is False
+    eager, compiled = runs[False]["sets"]["val"], runs[True]["sets"]["val"]
+    assert compiled["count"] == eager["count"] == 12  # 5 + 5 + 2: a smaller last batch too
+    assert compiled["top1"] == eager["top1"]
+    assert abs(compiled["loss"] - eager["loss"]) < 1e-4

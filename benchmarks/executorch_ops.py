@@ -70,6 +70,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=64, help="feature map side")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    set_threads(args.threads)  # before any program is loaded
     calls = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name, (module, channels) in OPS.items():
@@ -83,7 +84,6 @@ def main() -> int:
                 run = pte_runner(path)
                 calls[(name, kind)] = (lambda run=run, x=x: run(x))
             calls[(name, "eager")] = (lambda module=module, x=x: eager(module, x))
-        set_threads(args.threads)
         timings = time_interleaved(calls, runs=args.runs, warmup=10, block=5)
     print(f"{cpu_name()} ({os.cpu_count()} CPUs), {args.threads} threads, ExecuTorch XNNPACK, "
           f"batch 1, {args.size}x{args.size} feature maps, median of {args.runs} interleaved "

@@ -156,6 +156,7 @@ def executorch_runtime(model: nn.Module, image_size: int, workdir: Path, threads
     if device.type != "cpu":
         raise PeerUnavailable("ExecuTorch's XNNPACK delegate runs on the CPU; skipped")
     model = copy.deepcopy(model).float().to("cpu").eval()
+    et.set_threads(threads)  # before any program is loaded (see set_threads)
     path = workdir / "model.pte"
     et.export_executorch(model, path, image_size=image_size, dynamic_batch=True, relative=True)
     if int8:
@@ -163,7 +164,6 @@ def executorch_runtime(model: nn.Module, image_size: int, workdir: Path, threads
                                    image_size=image_size, dynamic_batch=True)
         path = workdir / "model.int8.pte"
         path.write_bytes(et.lower_to_pte(program))
-    et.set_threads(threads)
     run = et.pte_runner(path)
 
     def bind(batch: int) -> Callable[[], object]:

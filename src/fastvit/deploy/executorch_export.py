@@ -96,11 +96,20 @@ def lower_to_pte(program, metadata: dict[str, str] | None = None) -> bytes:
 
 
 def set_threads(threads: int | None) -> None:
-    """Size ExecuTorch's (process-wide) CPU thread pool, used by the XNNPACK delegate."""
-    if threads:
-        from executorch.extension.pybindings.portable_lib import _unsafe_reset_threadpool
+    """Size ExecuTorch's (process-wide) CPU thread pool, used by the XNNPACK delegate.
 
-        _unsafe_reset_threadpool(int(threads))
+    Call it before loading programs: a loaded XNNPACK method keeps the pool it was
+    created with, and resetting the pool under it crashes the process (measured:
+    segfaults and aborts at exit). A pool of the right size is left alone.
+    """
+    if threads:
+        from executorch.extension.pybindings.portable_lib import (
+            _threadpool_get_thread_count,
+            _unsafe_reset_threadpool,
+        )
+
+        if _threadpool_get_thread_count() != int(threads):
+            _unsafe_reset_threadpool(int(threads))
 
 
 def pte_runner(path: str | Path) -> Callable[[torch.Tensor], list[torch.Tensor]]:

@@ -6,7 +6,7 @@ kernel for that shape (5x slower than fp32) but a fast one for depthwise convolu
 so before int8 quantization each is split into ``m`` depthwise convolutions (the
 weights of output ``j``, ``j + m``, ...) whose outputs are concatenated and shuffled back
 into the original channel order: the same function, exactly (fp32 max |diff| ~1e-9), and
-the whole network runs in int8 (measured 0.72x of the int8 latency with those
+the whole network runs in int8 (measured 0.92x of the int8 latency with those
 convolutions left in float, ``benchmarks/latency_deploy.py --investigate``).
 """
 

@@ -19,7 +19,7 @@ every op is *slower* than fp32 ONNX Runtime here):
 * grouped convolutions with two outputs per group (the patch embeddings' 7x7
   and the head's 3x3 expansion), for which ONNX Runtime has no fast int8 kernel
   (5x slower than fp32), are first split into depthwise ones, exactly
-  (:mod:`fastvit.deploy.conv_split`), so they run in int8 too: 0.72x of the int8
+  (:mod:`fastvit.deploy.conv_split`), so they run in int8 too: 0.92x of the int8
   latency with them kept float. Grouped convolutions that cannot be split stay float.
 
 The int8 file therefore uses one ONNX Runtime contrib op (``com.microsoft.Gelu``):

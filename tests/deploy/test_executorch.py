@@ -7,6 +7,7 @@ within 1 point of fp32 (measured 88.9% fp32, 88.5% int8).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -25,9 +26,11 @@ from fastvit.pipeline import load_model
 from tests.deploy.test_export import fused_randomized, normalize
 from tests.helpers.digits import DIGITS_SIZE, digits_assets
 
-pytest.importorskip("executorch.runtime")
+needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
+                                      reason="pip install 'fastvit[executorch]'")
 
 
+@needs_executorch
 def test_fp32_pte_dynamic_batch_round_trip(tmp_path) -> None:
     model = fused_randomized("fastvit_t8", seed=2)
     path = tmp_path / "t8.pte"
@@ -47,6 +50,7 @@ def test_fp32_pte_dynamic_batch_round_trip(tmp_path) -> None:
         assert (got[0] - expected).abs().max() <= 1e-4
 
 
+@needs_executorch
 def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
     assets = digits_assets()
     loaded = load_model(checkpoint=assets.checkpoint)
@@ -64,6 +68,7 @@ def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
     assert (got - expected).abs().max() / expected.abs().max() < 1e-4
 
 
+@needs_executorch
 def test_features_only_backbone_exports(tmp_path, capsys) -> None:
     out = tmp_path / "backbone.pte"
     assert cli(["export", "--model", "fastvit_t8", "--features-only", "--format", "executorch",
@@ -73,6 +78,7 @@ def test_features_only_backbone_exports(tmp_path, capsys) -> None:
     assert "verified: max |diff|" in capsys.readouterr().out
 
 
+@needs_executorch
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
     import fastvit.deploy.executorch_export as et
 
@@ -83,6 +89,7 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@needs_executorch
 def test_int8_pte_keeps_fp32_top1_on_labelled_digits(tmp_path, capsys) -> None:
     assets = digits_assets()
     out = tmp_path / "digits.pte"
@@ -102,6 +109,7 @@ def test_int8_pte_keeps_fp32_top1_on_labelled_digits(tmp_path, capsys) -> None:
     assert "top-1 agreement with fp32" in capsys.readouterr().out
 
 
+@needs_executorch
 def test_int8_min_agreement_failure_writes_nothing(tmp_path) -> None:
     assets = digits_assets()
     args = ["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
@@ -124,7 +132,8 @@ def test_missing_executorch_is_one_line_naming_the_install(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--format", "torchscript", "--int8", "--calibration", "x"], "--int8 needs --format onnx"),
-    (["--features-only", "--int8", "--calibration", "x"], "not --features-only"),
+    (["--format", "onnx", "--features-only", "--int8", "--calibration", "x"],
+     "not --features-only"),
 ])
 def test_int8_option_errors(tmp_path, capsys, argv, message) -> None:
     argv = ["export", "--model", "fastvit_t8", "--output", str(tmp_path / "x.pte"), *argv]

@@ -11,8 +11,12 @@ and the int8/fp32 ratio swing between 0.6 and 1.1 from run to run).
     python benchmarks/latency_deploy.py                     # the targets
     python benchmarks/latency_deploy.py --investigate       # what makes ORT fast
 
-Targets (issue 4): best fp32 runtime <= 0.40x timm eager; int8 ORT <= 0.8x fp32 ORT
-(int8 top-1 agreement is tested on real images in tests/test_export.py).
+ExecuTorch (XNNPACK delegate, the runtime of PyTorch's phone apps) runs beside them, fp32
+and int8 (PT2E), when the executorch package is installed.
+
+Targets: best fp32 runtime <= 0.40x timm eager; int8 ORT <= 0.8x fp32 ORT; best int8
+runtime <= 0.30x timm eager (int8 accuracy on real images: tests/deploy/test_export.py and
+tests/deploy/test_executorch.py).
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ import numpy as np
 import torch
 
 from fastvit.bench.run import cpu_name, time_interleaved
-from fastvit.bench.runtimes import torch_runtime
+from fastvit.bench.runtimes import PeerUnavailable, executorch_runtime, torch_runtime
 from fastvit.bench.timing import time_callable
 from fastvit.deploy.onnx_export import export_onnx
 from fastvit.deploy.onnx_runtime import ort_session
@@ -88,6 +92,46 @@ def gemm_gflops(n: int = 2048) -> float:
     return 2 * n**3 / time_callable(lambda: a @ b, runs=10, warmup=3).median_ms / 1e6
 
 
+def add_executorch(calls: dict, ours: torch.nn.Module, args: argparse.Namespace,
+                   scratch: Path) -> None:
+    """ExecuTorch fp32 and int8 rows (skipped with a note when executorch is missing)."""
+    cpu = torch.device("cpu")
+    for int8 in (False, True):
+        folder = scratch / f"et{int(int8)}"
+        folder.mkdir()
+        try:
+            bind = executorch_runtime(ours, args.image_size, folder, args.threads, cpu, int8=int8)
+        except PeerUnavailable as why:
+            print(f"skipped ExecuTorch: {why}")
+            return
+        calls[f"ours fused, ExecuTorch {'int8' if int8 else 'fp32'} (XNNPACK)"] = bind(1)
+
+
+def investigate_int8(calls: dict, fp32: Path, int8: Path, args: argparse.Namespace,
+                     scratch: Path, ort_call) -> None:
+    """int8 graphs that keep GELU in int8 (benchmarks/int8_variants.py)."""
+    from int8_variants import lut_gelu, sigmoid_gelu
+
+    size, threads = args.image_size, args.threads
+    lut = scratch / "t8.lut.onnx"
+    lut_gelu(int8, lut)
+    calls["ORT int8, exact int8 GELU as a table lookup (Gather)"] = ort_call(lut, size, threads)
+    sigmoid_fp32 = scratch / "t8.sigmoid.onnx"
+    sigmoid_gelu(fp32, sigmoid_fp32)
+    g = torch.Generator().manual_seed(0)
+    samples = [torch.randn(3, size, size, generator=g) for _ in range(16)]
+    sigmoid_int8 = quantize_onnx(sigmoid_fp32, scratch / "t8.sigmoid.int8.onnx",
+                                 TensorCalibration(samples, "input", progress=False),
+                                 op_types=("Conv", "Gemm", "MatMul", "Mul", "Sigmoid"))
+    calls["ORT int8, GELU as x*sigmoid(1.702x) in int8 (QLinearSigmoid/Mul)"] = ort_call(
+        sigmoid_int8, size, threads)
+    whole = quantize_onnx(fp32, scratch / "t8.whole.int8.onnx",
+                          TensorCalibration(samples, "input", progress=False), split_convs=False,
+                          op_types=("Conv", "Gemm", "MatMul"))
+    calls["ORT int8, channel-multiplier convs kept whole (float)"] = ort_call(whole, size,
+                                                                            threads)
+
+
 def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: Path) -> dict:
     import timm
     from timm.utils.model import reparameterize_model
@@ -109,6 +153,8 @@ def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: P
     calls["ours fused, ONNX Runtime fp32"] = ort_call(fp32, size, threads)
     int8 = int8_model(fp32, scratch / "t8.int8.onnx", size)
     calls["ours fused, ONNX Runtime int8"] = ort_call(int8, size, threads)
+    if not args.no_executorch:
+        add_executorch(calls, ours, args, scratch)
     if args.investigate:
         from onnxruntime.quantization import QuantType
 
@@ -128,6 +174,7 @@ def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: P
         calls["ORT int8, int8 activations (S8S8)"] = ort_call(s8, size, threads)
         naive = naive_int8(fp32, scratch / "t8.naive.onnx", size)
         calls["ORT int8, naive QDQ (every op, S8S8, erf GELU)"] = ort_call(naive, size, threads)
+        investigate_int8(calls, fp32, int8, args, scratch, ort_call)
     return calls
 
 
@@ -145,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--investigate", action="store_true",
                         help="also time ORT settings, exporters, int8 types, BN folding")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--no-executorch", action="store_true", help="skip ExecuTorch")
     parser.add_argument("--out", default="outputs/latency_deploy")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -158,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n]
     best = min(fp32_names, key=lambda n: timings[n].median_ms)
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
+    int8_names = [n for n in timings if n.startswith("ours fused,") and "int8" in n]
+    best_int8 = min(int8_names, key=lambda n: timings[n].median_ms)
+    et = {k: timings.get(f"ours fused, ExecuTorch {k} (XNNPACK)") for k in ("fp32", "int8")}
     # Roofline: no fp32 runtime can beat the network's FLOPs at large-GEMM speed.
     gflops = gemm_gflops()
     gmacs = count_gmacs(ours, args.image_size)
@@ -173,7 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Best fp32 runtime: {best}: {timings[best].median_ms / base:.2f}x timm eager "
               f"(target <= 0.40).",
               f"int8 / fp32 ONNX Runtime: {int8 / fp32_ort:.2f} (target <= 0.80).",
-              f"fp32 floor: {gmacs:.2f} GMACs at this machine's 2048x2048 sgemm rate "
+              f"Best int8 runtime: {best_int8}: {timings[best_int8].median_ms / base:.2f}x timm "
+              f"eager (target <= 0.30)."]
+    if et["fp32"] and et["int8"]:
+        lines.append(f"ExecuTorch int8 / fp32: {et['int8'].median_ms / et['fp32'].median_ms:.2f}; "
+                     f"ExecuTorch fp32 / ONNX Runtime fp32: "
+                     f"{et['fp32'].median_ms / fp32_ort:.2f}.")
+    lines += [f"fp32 floor: {gmacs:.2f} GMACs at this machine's 2048x2048 sgemm rate "
               f"({gflops:.0f} GFLOP/s, {args.threads} threads) = {floor_ms:.2f} ms = "
               f"{floor_ms / base:.2f}x timm eager; ONNX Runtime fp32 runs the network at "
               f"{2 * gmacs / fp32_ort * 1e3:.0f} GFLOP/s "
@@ -185,8 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "latency_deploy.json", json.dumps({
         "command": command, "timings": {n: t.as_dict() for n, t in timings.items()},
         "best_fp32": best, "best_fp32_over_timm": timings[best].median_ms / base,
-        "int8_over_fp32_ort": int8 / fp32_ort, "sgemm_gflops": gflops, "gmacs": gmacs,
-        "fp32_floor_ms": floor_ms}, indent=2) + "\n")
+        "int8_over_fp32_ort": int8 / fp32_ort, "best_int8": best_int8,
+        "best_int8_over_timm": timings[best_int8].median_ms / base, "sgemm_gflops": gflops,
+        "gmacs": gmacs, "fp32_floor_ms": floor_ms}, indent=2) + "\n")
     return 0
 
 

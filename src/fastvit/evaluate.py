@@ -36,6 +36,7 @@ from fastvit.data.robustness import (
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import is_fused
 from fastvit.pipeline import Loaded, eval_transform
+from fastvit.run.compiling import compile_model
 
 
 def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -286,7 +287,8 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                    bad_images: str = "skip", alexnet_errors: str | Path | None = None,
                    device: torch.device | str = "cpu", distributed: bool = False,
-                   report_dir: str | Path | None = None) -> dict[str, Any]:
+                   report_dir: str | Path | None = None,
+                   compiled: bool = False) -> dict[str, Any]:
     """Score ``loaded.model`` on ``DATA/split`` and/or the robustness sets.
 
     ``robustness`` is ``"imagenet-a=DIR,imagenet-r=DIR,sketch=DIR,imagenet-c=DIR"``.
@@ -297,6 +299,7 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     The images are preprocessed with :func:`fastvit.pipeline.eval_transform` of the
     model's cfg (``image_size`` / ``crop_pct`` override it). Under torchrun every
     rank scores its shard and the sums are reduced: the result equals one process.
+    ``compiled`` scores through ``torch.compile`` (:mod:`fastvit.run.compiling`).
     """
     if not data and not robustness:
         raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
@@ -311,7 +314,8 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     transform = eval_transform(loaded.cfg, image_size, crop_pct)
-    runner = Evaluator(model, transform, batch_size=batch_size, workers=workers, device=device,
+    runner = Evaluator(compile_model(model, device) if compiled else model, transform,
+                       batch_size=batch_size, workers=workers, device=device,
                        amp_dtype=amp_dtype, channels_last=channels_last, bad_images=bad_images,
                        distributed=distributed, alexnet_errors=alexnet_errors)
     results: dict[str, Any] = {
@@ -320,7 +324,7 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
         "image_size": image_size or loaded.image_size,
         "crop_pct": crop_pct or loaded.cfg["crop_pct"],
         "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
-        "world_size": dist_rank_world()[1], "sets": {},
+        "world_size": dist_rank_world()[1], "compiled": compiled, "sets": {},
     }
     clean_error = None
     if split_dir is not None:

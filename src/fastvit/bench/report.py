@@ -53,7 +53,8 @@ def markdown_report(report: dict) -> str:
         f"Machine: {env['platform']}, {env['processor']}, {env['cpu_count']} CPUs, "
         f"{env['threads']} threads, device {env['device']}"
         + (f" ({env['gpu']})" if env.get("gpu") else "")
-        + f"; torch {env['torch']}, onnxruntime {env['onnxruntime']}.",
+        + f"; torch {env['torch']}, onnxruntime {env['onnxruntime']}"
+        + (f", executorch {env['executorch']}" if env.get("executorch") else "") + ".",
         "",
         "Latency: median and p90 over the timed runs after warm-up. Published top-1: from the "
         "papers (fastvit/assets/published_top1.csv), not measured here; weights are random.",

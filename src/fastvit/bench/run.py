@@ -150,6 +150,12 @@ def environment(config: BenchConfig) -> dict:
            "onnxruntime": ort_version, "platform": platform.platform(),
            "processor": cpu_name(), "cpu_count": os.cpu_count(),
            "threads": config.threads, "device": config.device}
+    try:
+        from importlib.metadata import version
+
+        env["executorch"] = version("executorch")
+    except Exception:  # not installed: the executorch runtimes are skipped
+        env["executorch"] = None
     if torch.device(config.device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env

@@ -27,7 +27,8 @@ from fastvit.errors import ConfigError
 from fastvit.models import VARIANTS, list_models
 from fastvit.pipeline import load_model
 
-RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8")
+RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8", "executorch",
+            "executorch-int8")
 GROUPS = {"fastvit": list_models, "peers": peer_names,
           "all": lambda: list_models() + peer_names()}
 INT8_CALIBRATION_SAMPLES = 8  # random inputs: enough for latency, says nothing of accuracy
@@ -126,11 +127,9 @@ def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
     if int8:
         from fastvit.deploy.quantize import TensorCalibration, quantize_onnx
 
-        g = torch.Generator().manual_seed(0)
-        samples = [torch.randn(3, image_size, image_size, generator=g)
-                   for _ in range(INT8_CALIBRATION_SAMPLES)]
         path = quantize_onnx(path, workdir / "model.int8.onnx",
-                             TensorCalibration(samples, "input", progress=False))
+                             TensorCalibration(calibration_samples(image_size), "input",
+                                               progress=False))
     session = ort_session(path, threads=threads, providers=providers)
     name = session.get_inputs()[0].name
 
@@ -138,6 +137,43 @@ def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
         x = np.random.default_rng(0).standard_normal(
             (batch, 3, image_size, image_size)).astype(np.float32)
         return lambda: session.run(None, {name: x})
+    return bind
+
+
+def calibration_samples(image_size: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return [torch.randn(3, image_size, image_size, generator=g)
+            for _ in range(INT8_CALIBRATION_SAMPLES)]
+
+
+def executorch_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
+                       device: torch.device, int8: bool = False
+                       ) -> Callable[[int], Callable[[], object]]:
+    """Lower to a ``.pte`` (XNNPACK, dynamic batch, verified; int8: PT2E) and load it in
+    ``executorch.runtime`` with ``threads`` pool threads."""
+    try:
+        from fastvit.deploy import executorch_export as et
+
+        et.require_executorch()
+    except ConfigError as err:
+        raise PeerUnavailable(str(err)) from err
+    if device.type != "cpu":
+        raise PeerUnavailable("ExecuTorch's XNNPACK delegate runs on the CPU; skipped")
+    model = copy.deepcopy(model).float().to("cpu").eval()
+    et.set_threads(threads)  # before any program is loaded (see set_threads)
+    path = workdir / "model.pte"
+    et.export_executorch(model, path, image_size=image_size, dynamic_batch=True, relative=True)
+    if int8:
+        program = et.quantize_pt2e(model, calibration_samples(image_size),
+                                   image_size=image_size, dynamic_batch=True)
+        path = workdir / "model.int8.pte"
+        path.write_bytes(et.lower_to_pte(program))
+    run = et.pte_runner(path)
+
+    def bind(batch: int) -> Callable[[], object]:
+        x = torch.randn(batch, 3, image_size, image_size,
+                        generator=torch.Generator().manual_seed(0))
+        return lambda: run(x)
     return bind
 
 
@@ -149,6 +185,10 @@ def make_runtime(subject: Subject, runtime: str, *, device: torch.device, half: 
                              channels_last=runtime != "eager" and device.type != "mps",
                              compiled=runtime == "compile")
     if half:
-        raise PeerUnavailable("--half is for the PyTorch runtimes; ONNX Runtime runs fp32/int8")
+        raise PeerUnavailable("--half is for the PyTorch runtimes; ONNX Runtime and ExecuTorch "
+                              "run fp32/int8")
+    if runtime.startswith("executorch"):
+        return executorch_runtime(subject.model, subject.image_size, workdir, threads, device,
+                                  int8=runtime == "executorch-int8")
     return onnx_runtime(subject.model, subject.image_size, workdir, threads, device,
                         int8=runtime == "onnx-int8")

@@ -8,6 +8,7 @@ reproduces them.
 Examples::
 
     fastvit bench fastvit_t8 fastvit_sa12 --runtimes eager onnx onnx-int8 --threads 2
+    fastvit bench fastvit_t8 --runtimes onnx executorch executorch-int8 --threads 2
     fastvit bench fastvit peers --repeats 3 --out outputs/bench
 """
 

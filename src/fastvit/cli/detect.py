@@ -124,7 +124,7 @@ def _train(args: argparse.Namespace) -> int:
     report = engine.train(recipe, train_images=train_images, train_ann=train_ann,
                           val_images=val_images, val_ann=val_ann, out_dir=args.out,
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
-                          threads=args.threads)
+                          threads=args.threads, compiled=args.compile)
     if report["last_eval"]:
         print(f"step {report['step']}: {engine.summary_line(report['last_eval'])}")
     print(f"wrote {report['checkpoint']} and {Path(args.out) / 'metrics.json'}")

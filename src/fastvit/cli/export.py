@@ -1,5 +1,6 @@
 """``fastvit export``: the deploy form (reparameterized, BatchNorms folded) as a verified
-ONNX, Core ML, TorchScript or torch.export file, optionally int8 (ONNX Runtime).
+ONNX, Core ML, TorchScript, torch.export or ExecuTorch file, optionally int8 (ONNX Runtime,
+ExecuTorch).
 
 Examples::
 
@@ -7,6 +8,8 @@ Examples::
     fastvit export --checkpoint t8.safetensors --format onnx --int8 --calibration val/ --eval val/
     fastvit export --checkpoint sa12.pth.tar --format coreml --image-input --out exports/
     fastvit export --model fastvit_t8 --pretrained in1k --format onnx
+    fastvit export --checkpoint t8.safetensors --format executorch --raw-pixels --int8 \
+        --calibration val/ --eval val/ --min-agreement 0.95
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ from fastvit.cli.arguments import (
     emit_json,
     weights_source,
 )
+from fastvit.deploy.calibration import int8_summary
 from fastvit.deploy.export import (
     COREML_PRECISIONS,
     FORMATS,
+    INT8_FORMATS,
     check_export_options,
     default_export_path,
     export_model,
+    quantize_export,
 )
 from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET
 from fastvit.errors import ConfigError
@@ -39,11 +45,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="input side (default: the model's, 256)")
+    parser.add_argument("--features-only", action="store_true",
+                        help="the backbone without head: outputs the four stage feature maps "
+                        "(detection/segmentation apps)")
     parser.add_argument("--dynamic-batch", action="store_true",
-                        help="variable batch axis (ONNX, TorchScript, torch.export)")
+                        help="variable batch axis (ONNX, TorchScript, torch.export; "
+                        "ExecuTorch up to batch 64)")
     parser.add_argument("--raw-pixels", action="store_true",
                         help="bake ImageNet normalization in: the input is raw 0-255 RGB "
-                        "(ONNX, TorchScript, torch.export)")
+                        "(ONNX, TorchScript, torch.export, ExecuTorch)")
     parser.add_argument("--image-input", action="store_true",
                         help="Core ML: take an RGB image (normalization baked in)")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset")
@@ -51,10 +61,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ONNX exporter (torchscript: the legacy one)")
     parser.add_argument("--coreml-precision", choices=COREML_PRECISIONS, default="fp16",
                         help="Core ML compute precision (fp16 runs on the Neural Engine)")
-    group = parser.add_argument_group("int8 (ONNX Runtime static quantization)")
+    group = parser.add_argument_group("int8 (static quantization: ONNX Runtime or ExecuTorch)")
     group.add_argument("--int8", action="store_true",
-                       help="also write <name>.int8.onnx (per-channel QDQ) and report "
-                       "fp32/int8 agreement")
+                       help="also write <name>.int8.onnx (ONNX Runtime QDQ) or <name>.int8.pte "
+                       "(PT2E, XNNPACK quantizer), per-channel weights, and report fp32/int8 "
+                       "agreement")
     group.add_argument("--calibration", metavar="DIR",
                        help="ImageFolder (DIR/<class>/<image>) of calibration images")
     group.add_argument("--calibration-size", type=int, default=128, metavar="N",
@@ -73,8 +84,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _check(args: argparse.Namespace) -> None:
     check_export_options(args.format, raw_pixels=args.raw_pixels, image_input=args.image_input,
                          dynamic_batch=args.dynamic_batch, image_size=args.image_size)
-    if args.int8 and args.format != "onnx":
-        raise ConfigError("--int8 needs --format onnx (ONNX Runtime quantization)")
+    if args.int8 and args.format not in INT8_FORMATS:
+        raise ConfigError("--int8 needs --format onnx (ONNX Runtime) or executorch")
+    if args.int8 and args.features_only:
+        raise ConfigError("--int8 scores top-1 agreement: it needs a classifier, not "
+                          "--features-only")
     if args.int8 and not args.calibration:
         raise ConfigError("--int8 needs --calibration DIR (an ImageFolder of images)")
     if (args.calibration or args.eval) and not args.int8:
@@ -86,7 +100,8 @@ def _check(args: argparse.Namespace) -> None:
 def main(args: argparse.Namespace) -> int:
     _check(args)
     with cpu_threads(args.threads):
-        loaded = load_model(args.model, weights_source(args), ema=args.ema)
+        loaded = load_model(args.model, weights_source(args), ema=args.ema,
+                            features_only=args.features_only)
         if loaded.source == RANDOM_WEIGHTS:
             print(f"warning: no --checkpoint or --pretrained given: {loaded.variant} has "
                   f"random weights (fine for latency, meaningless predictions)")
@@ -100,12 +115,9 @@ def main(args: argparse.Namespace) -> int:
         print(result.summary())
         report = {"export": result.as_dict()}
         if args.int8:
-            from fastvit.deploy.quantize import int8_summary, quantize_int8
-
-            report["int8"] = quantize_int8(loaded, result.path, args.calibration,
-                                           calibration_size=args.calibration_size,
-                                           eval_dir=args.eval,
-                                           min_agreement=args.min_agreement, image_size=size)
+            report["int8"] = quantize_export(loaded, result, args.calibration,
+                                             calibration_size=args.calibration_size,
+                                             eval_dir=args.eval, min_agreement=args.min_agreement)
             print(int8_summary(report["int8"]))
     emit_json(args.json, report)
     return 0

@@ -110,7 +110,8 @@ def main(args: argparse.Namespace) -> int:
         split = None if args.val_split == "none" else args.val_split
         result = engine.train(recipe, data=args.data, mano_path=args.mano, out_dir=args.out,
                               device=args.device, resume=args.resume, eval_split=split,
-                              max_steps=args.max_steps, threads=args.threads)
+                              max_steps=args.max_steps, threads=args.threads,
+                              compiled=args.compile)
         summary = {k: result.get(k) for k in ("checkpoint", "step", "total_steps", "stopped",
                                              "metrics", "files")}
         if result["train"]:

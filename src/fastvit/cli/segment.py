@@ -83,7 +83,7 @@ def _train(args: argparse.Namespace) -> int:
                           train_split=args.train_split,
                           val_split=None if args.no_val else args.val_split,
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
-                          threads=args.threads)
+                          threads=args.threads, compiled=args.compile)
     if report["last_eval"]:
         print(f"iter {report['step']}: {engine.summary_line(report['last_eval'])}")
     print(f"wrote {report['checkpoint']} and {Path(args.out) / 'metrics.json'}")

@@ -40,6 +40,8 @@ def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> 
     g.add_argument("--resume", metavar="PATH|auto", help=RESUME_HELP)
     g.add_argument("--max-steps", type=int, metavar="STEP",
                    help="end this invocation after STEP (checkpointed; resumable)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model of the training step (see docs/training.md)")
     add_compute(p, device_default=None)
     p.epilog = EXIT_STATUS
 

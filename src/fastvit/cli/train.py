@@ -124,6 +124,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"DataLoader worker processes (default: the machine's cores, "
                    f"{default_workers()} here)")
     g.add_argument("--channels-last", action="store_true")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's model (Inductor; on CPU without "
+                   "layout optimization, see docs/training.md)")
     g.add_argument("--deterministic", action="store_true",
                    help="torch.use_deterministic_algorithms (slower on GPU)")
     g.add_argument("--seed", type=int)
@@ -153,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     from fastvit.train.trainer import fit
 
-    summary = fit(cfg, resume=args.resume)
+    summary = fit(cfg, resume=args.resume, compiled=args.compile)
     if summary.get("last_eval") and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"epoch": summary["epoch"], "step": summary["step"],
                           "best_top1": summary["best_top1"], **summary["last_eval"]}))

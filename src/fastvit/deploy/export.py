@@ -1,4 +1,5 @@
-"""``export_model``: a loaded FastViT as a verified ONNX, Core ML, TorchScript or torch.export file.
+"""``export_model``: a loaded FastViT as a verified ONNX, Core ML, TorchScript, torch.export or
+ExecuTorch file; ``quantize_export``: its int8 sibling (ONNX Runtime or ExecuTorch).
 
 The model given is the deploy form (:func:`fastvit.load_model` with its
 defaults: reparameterized, BatchNorms folded). Every file is written to a
@@ -11,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.normalization import bake_normalization
 from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET, export_onnx
@@ -19,9 +22,10 @@ from fastvit.deploy.verification import Verification
 from fastvit.errors import ConfigError
 from fastvit.pipeline import Loaded
 
-FORMATS = ("onnx", "coreml", "torchscript", "torch-export")
+FORMATS = ("onnx", "coreml", "torchscript", "torch-export", "executorch")
 SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".ts.pt",
-            "torch-export": ".pt2"}
+            "torch-export": ".pt2", "executorch": ".pte"}
+INT8_FORMATS = ("onnx", "executorch")
 COREML_PRECISIONS = ("fp16", "fp32")
 
 
@@ -77,6 +81,16 @@ def check_export_options(fmt: str, *, raw_pixels: bool, image_input: bool,
         raise ConfigError("for Core ML use --image-input (normalization is baked in)")
     if fmt == "coreml" and dynamic_batch:
         raise ConfigError("Core ML export is batch 1 (batch through Core ML's predict API)")
+    if fmt == "executorch":
+        from fastvit.deploy.executorch_export import require_executorch
+
+        require_executorch()
+
+
+def deploy_form(loaded: Loaded, raw_pixels: bool) -> nn.Module:
+    """The module that gets exported: ``loaded.model``, normalization baked in if asked."""
+    model = loaded.model.eval()
+    return bake_normalization(model, loaded.cfg["mean"], loaded.cfg["std"]) if raw_pixels else model
 
 
 def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
@@ -95,9 +109,7 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
     size = image_size or loaded.image_size
     out = Path(path) if path is not None else default_export_path(loaded.variant, size, fmt)
-    model = loaded.model.eval()
-    if raw_pixels:
-        model = bake_normalization(model, loaded.cfg["mean"], loaded.cfg["std"])
+    model = deploy_form(loaded, raw_pixels)
     meta = export_metadata(loaded, size, raw_pixels or image_input)
     if fmt == "onnx":
         check = export_onnx(model, out, image_size=size, dynamic_batch=dynamic_batch,
@@ -111,6 +123,12 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
         check = export_program(model, out, image_size=size, dynamic_batch=dynamic_batch,
                                raw_pixels=raw_pixels, metadata=meta)
         what = "torch.export program"
+    elif fmt == "executorch":
+        from fastvit.deploy.executorch_export import export_executorch
+
+        check = export_executorch(model, out, image_size=size, dynamic_batch=dynamic_batch,
+                                  raw_pixels=raw_pixels, metadata=meta)
+        what = "ExecuTorch program (XNNPACK delegate)"
     else:
         if coreml_precision not in COREML_PRECISIONS:
             raise ConfigError(f"Core ML precision must be fp16 or fp32, got {coreml_precision!r}")
@@ -121,3 +139,32 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
         what = f"Core ML mlprogram ({coreml_precision})"
     return ExportResult(out, fmt, what, loaded.variant, size, dynamic_batch,
                         raw_pixels or image_input, check)
+
+
+def quantize_export(loaded: Loaded, result: ExportResult, calibration: str | Path, *,
+                    calibration_size: int = 128, eval_dir: str | Path | None = None,
+                    min_agreement: float | None = None) -> dict:
+    """int8 sibling of a verified fp32 export (``<name>.int8.onnx`` or ``<name>.int8.pte``),
+    calibrated on the ImageFolder ``calibration``; returns the agreement report (see
+    :func:`fastvit.deploy.quantize.quantize_int8` and
+    :func:`fastvit.deploy.executorch_export.quantize_executorch_int8`)."""
+    if result.format not in INT8_FORMATS:
+        raise ConfigError(f"int8 is for --format {' or '.join(INT8_FORMATS)}, "
+                          f"not {result.format}")
+    if getattr(loaded.model, "features_only", False):
+        raise ConfigError("int8 export scores top-1 agreement: it needs a classifier, "
+                          "not --features-only")
+    if result.format == "onnx":
+        from fastvit.deploy.quantize import quantize_int8
+
+        return quantize_int8(loaded, result.path, calibration, calibration_size=calibration_size,
+                             eval_dir=eval_dir, min_agreement=min_agreement,
+                             image_size=result.image_size)
+    from fastvit.deploy.executorch_export import quantize_executorch_int8
+
+    return quantize_executorch_int8(
+        loaded, deploy_form(loaded, result.raw_input), result.path, calibration,
+        metadata=export_metadata(loaded, result.image_size, result.raw_input),
+        image_size=result.image_size, dynamic_batch=result.dynamic_batch,
+        raw_pixels=result.raw_input, calibration_size=calibration_size, eval_dir=eval_dir,
+        min_agreement=min_agreement)

@@ -9,15 +9,18 @@ What makes the int8 file faster than fp32 on a CPU (measured with
 ``benchmarks/latency_deploy.py --investigate``; a naive QDQ quantization of
 every op is *slower* than fp32 ONNX Runtime here):
 
-* only convolutions and matrix products are quantized (``QUANTIZED_OPS``); GELU
+* only convolutions and matrix products (and the data movement between them)
+  are quantized (``QUANTIZED_OPS``); GELU
   is fused into ONNX Runtime's ``Gelu`` kernel *before* quantization and stays
   float between a dequantize and a quantize (quantizing the erf chain op by op
   costs more than it saves);
 * uint8 activations with int8 weights (U8S8, ONNX Runtime's x86-64 fast path;
   S8S8 measured ~2x slower on an AVX512-VNNI CPU);
 * grouped convolutions with two outputs per group (the patch embeddings' 7x7
-  and the head's 3x3 expansion) stay float: ONNX Runtime has no fast int8
-  kernel for them (5x slower than fp32), while depthwise and dense ones gain.
+  and the head's 3x3 expansion), for which ONNX Runtime has no fast int8 kernel
+  (5x slower than fp32), are first split into depthwise ones, exactly
+  (:mod:`fastvit.deploy.conv_split`), so they run in int8 too: 0.92x of the int8
+  latency with them kept float. Grouped convolutions that cannot be split stay float.
 
 The int8 file therefore uses one ONNX Runtime contrib op (``com.microsoft.Gelu``):
 it targets ONNX Runtime, like QDQ int8 models in general.
@@ -34,11 +37,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastvit.data import ImageFolderDataset
+from fastvit.deploy.calibration import agreement, int8_sets
+from fastvit.deploy.calibration import int8_summary as int8_summary
+from fastvit.deploy.conv_split import split_channel_multiplier_convs
 from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
-from fastvit.deploy.verification import ExportVerificationError
-from fastvit.errors import ConfigError, DataError
+from fastvit.deploy.verification import check_agreement
 from fastvit.extras import require
 from fastvit.files import atomic_path, atomic_write_text
 from fastvit.pipeline import Loaded
@@ -54,22 +58,13 @@ quant_pre_process = require("onnxruntime.quantization.shape_inference",
                             _FEATURE).quant_pre_process
 ACTIVATION_TYPE = QuantType.QUInt8  # U8S8: see the module docstring
 WEIGHT_TYPE = QuantType.QInt8
-QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul", "Concat", "Reshape", "Transpose")
 
 
 def int8_path_for(fp32_path: str | Path) -> Path:
     """``model.onnx`` -> ``model.int8.onnx``."""
     path = Path(fp32_path)
     return path.with_name(path.stem + ".int8" + path.suffix)
-
-
-def spread_indices(targets: Sequence[int], count: int) -> list[int]:
-    """``count`` sample indices spread evenly over a class-sorted dataset (all classes
-    get a share), deterministic."""
-    total = len(targets)
-    if count >= total:
-        return list(range(total))
-    return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
 
 
 class TensorCalibration(CalibrationDataReader):
@@ -91,20 +86,14 @@ class TensorCalibration(CalibrationDataReader):
         return {self._input_name: image.unsqueeze(0).numpy().astype(np.float32)}
 
 
-def folder_images(dataset: ImageFolderDataset, indices: Sequence[int]) -> Iterator[torch.Tensor]:
-    """Decoded, preprocessed images of ``dataset`` at ``indices`` (unreadable ones skipped)."""
-    for i in indices:
-        item = dataset[i]
-        if isinstance(item, tuple):
-            yield item[0]
-
-
 def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: CalibrationDataReader,
                   *, activation_type: QuantType = ACTIVATION_TYPE, extra_metadata:
-                  dict[str, str] | None = None, check=None) -> Path:
+                  dict[str, str] | None = None, check=None,
+                  op_types: Sequence[str] = QUANTIZED_OPS, split_convs: bool = True) -> Path:
     """Static QDQ per-channel quantization of ``fp32_path`` into ``int8_path`` (atomic).
 
     ``check(tmp_int8_path)`` runs before the file is moved into place; it may raise.
+    ``split_convs=False`` keeps channel-multiplier convolutions whole (and float).
     """
     onnx = require("onnx", _FEATURE)
     ort = require("onnxruntime", _FEATURE)
@@ -115,12 +104,14 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
     with tempfile.TemporaryDirectory() as scratch, atomic_path(int8_path) as tmp:
         fused_gelu, prepared = Path(scratch) / "gelu.onnx", Path(scratch) / "prepared.onnx"
         fuse_gelu_for_ort(fp32_path, fused_gelu)
+        if split_convs:
+            split_channel_multiplier_convs(fused_gelu, fused_gelu)
         # Shape inference + ORT's basic graph optimizations (constant folding, Conv+BN...).
         quant_pre_process(str(fused_gelu), str(prepared), skip_symbolic_shape=False)
         quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
                         per_channel=True, activation_type=activation_type,
                         weight_type=WEIGHT_TYPE, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=list(QUANTIZED_OPS),
+                        op_types_to_quantize=list(op_types),
                         nodes_to_exclude=channel_multiplier_convs(prepared))
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
@@ -181,20 +172,8 @@ def agreement_report(fp32_path: str | Path, int8_path: str | Path,
                      images: Sequence[torch.Tensor], labels: Sequence[int] | None = None
                      ) -> dict:
     """fp32/int8 top-1 agreement, and both accuracies when ``labels`` are given."""
-    fp32 = predictions(ort_session(fp32_path), images)
-    int8 = predictions(ort_session(int8_path), images)
-    report = {"images": len(images), "top1_agreement": float((fp32 == int8).mean())}
-    if labels is not None:
-        y = np.asarray(labels)
-        report.update(fp32_top1=float((fp32 == y).mean()), int8_top1=float((int8 == y).mean()))
-        report["top1_difference"] = report["int8_top1"] - report["fp32_top1"]
-    return report
-
-
-def _folder(path: str | Path, transform, what: str) -> ImageFolderDataset:
-    if not Path(path).is_dir():
-        raise DataError(f"{what} folder {path} does not exist")
-    return ImageFolderDataset(path, transform, bad_images="skip")
+    return agreement(predictions(ort_session(fp32_path), images),
+                     predictions(ort_session(int8_path), images), labels)
 
 
 def quantize_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path, *,
@@ -208,51 +187,24 @@ def quantize_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path
     int8 file is written only when top-1 agreement with fp32 is at least
     ``min_agreement``; the report goes to ``<name>.int8.json`` and is returned.
     """
-    if calibration_size < 1:
-        raise ConfigError(f"--calibration-size must be >= 1, got {calibration_size}")
     fp32_path = Path(fp32_path)
     transform = transform_for_file(read_onnx_metadata(fp32_path), loaded.cfg, image_size)
-    calib = _folder(calibration, transform, "calibration")
-    picked = spread_indices([t for _, t in calib.samples], calibration_size)
+    sets = int8_sets(loaded, transform, calibration, calibration_size=calibration_size,
+                     eval_dir=eval_dir)
     input_name = ort_session(fp32_path).get_inputs()[0].name
-    reader = TensorCalibration(folder_images(calib, picked), input_name, len(picked))
-    if eval_dir is not None:
-        evaluation = _folder(eval_dir, transform, "evaluation")
-        if len(evaluation.classes) > loaded.num_classes:
-            raise DataError(f"{eval_dir} has {len(evaluation.classes)} class folders but the "
-                            f"model predicts {loaded.num_classes} classes")
-        pairs = [p for p in (evaluation[i] for i in range(len(evaluation)))
-                 if isinstance(p, tuple)]
-        images, labels = [p[0] for p in pairs], [p[1] for p in pairs]
-        scored_on = f"{eval_dir} ({len(images)} labelled images)"
-    else:
-        images, labels = list(folder_images(calib, picked)), None
-        scored_on = f"the {len(picked)} calibration images (no --eval set given)"
+    reader = TensorCalibration(sets.calibration_images(), input_name, len(sets.picked))
     report: dict = {}
 
     def check(tmp: Path) -> None:
-        report.update(agreement_report(fp32_path, tmp, images, labels))
-        if min_agreement is not None and report["top1_agreement"] < min_agreement:
-            raise ExportVerificationError(
-                f"int8 top-1 agrees with fp32 on {report['top1_agreement']:.1%} of {scored_on}, "
-                f"below --min-agreement {min_agreement:.1%}; the int8 file was not written")
+        report.update(agreement_report(fp32_path, tmp, sets.images, sets.labels))
+        check_agreement(report["top1_agreement"], min_agreement, sets.scored_on)
 
     out = int8_path_for(fp32_path)
+    method = "int8 QDQ per-channel"
     quantize_onnx(fp32_path, out, reader, check=check, extra_metadata={
-        "fastvit.quantization": f"int8 static QDQ per-channel, {len(picked)} calibration "
+        "fastvit.quantization": f"{method}, {len(sets.picked)} calibration "
                                 f"images from {calibration}"})
-    report.update(fp32=str(fp32_path), int8=str(out), scored_on=scored_on,
-                  calibration_images=len(picked))
+    report.update(fp32=str(fp32_path), int8=str(out), scored_on=sets.scored_on,
+                  calibration_images=len(sets.picked), method=method)
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     return report
-
-
-def int8_summary(report: dict) -> str:
-    """One line for the terminal."""
-    line = (f"wrote {report['int8']}: int8 QDQ per-channel ({report['calibration_images']} "
-            f"calibration images); top-1 agreement with fp32 {report['top1_agreement']:.1%} "
-            f"on {report['scored_on']}")
-    if "fp32_top1" in report:
-        line += (f"; top-1 fp32 {report['fp32_top1']:.1%}, int8 {report['int8_top1']:.1%} "
-                 f"({100 * report['top1_difference']:+.1f} points)")
-    return line

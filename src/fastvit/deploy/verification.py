@@ -86,3 +86,11 @@ def check_tolerance(what: str, diff: float, tolerance: float, batches: tuple[int
 
 def verify_batches(dynamic_batch: bool) -> tuple[int, ...]:
     return (1, 4) if dynamic_batch else (1,)
+
+
+def check_agreement(agreement: float, min_agreement: float | None, scored_on: str) -> None:
+    """Raise :class:`ExportVerificationError` when int8/fp32 top-1 agreement is too low."""
+    if min_agreement is not None and agreement < min_agreement:
+        raise ExportVerificationError(
+            f"int8 top-1 agrees with fp32 on {agreement:.1%} of {scored_on}, below "
+            f"--min-agreement {min_agreement:.1%}; the int8 file was not written")

@@ -23,6 +23,8 @@ from torch.utils.data import Dataset, default_collate
 
 from fastvit.errors import ConfigError, FastVitError
 from fastvit.files import write_json
+from fastvit.run.compiling import compile_model
+from fastvit.run.compiling import describe as describe_compile
 from fastvit.run.device import make_scaler, process_settings, resolve_amp
 from fastvit.run.distributed import DistEnv, barrier, cleanup, init_distributed, wrap_ddp
 from fastvit.run.fit import Checkpointer, FitPlan, fit, read_resume_state
@@ -69,10 +71,12 @@ class TaskSpec:
 def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
                out_dir: str | Path, device: str | None = None,
                resume: str | Path | None = None, max_steps: int | None = None,
-               threads: int | None = None, log: Callable[[str], None] | None = None) -> dict:
+               threads: int | None = None, log: Callable[[str], None] | None = None,
+               compiled: bool = False) -> dict:
     """Train ``task`` with ``recipe`` (its dataclass: ``seed``, ``batch_size``, ``workers``,
     ``lr``, ``weight_decay``, ``clip_grad``, ``amp``, ``log_every``, ``keep_last``,
     ``deterministic``); returns the report also written to ``OUT/metrics.json``.
+    ``compiled`` runs the training forward pass through ``torch.compile``.
     SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
     :class:`fastvit.errors.StoppedBySignal`."""
     recipe.validate()
@@ -80,7 +84,7 @@ def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
     try:
         with process_settings(env.device, threads=threads, deterministic=recipe.deterministic):
             return _train(task, recipe, build, env, Path(out_dir), resume, max_steps,
-                          (log or _log.info) if env.is_main else (lambda _msg: None))
+                          (log or _log.info) if env.is_main else (lambda _msg: None), compiled)
     except FastVitError as err:
         raise clean_worker_error(err) from None
     finally:
@@ -89,7 +93,7 @@ def train_task(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], *,
 
 def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: DistEnv,
            out_dir: Path, resume: str | Path | None, max_steps: int | None,
-           say: Callable[[str], None]) -> dict:
+           say: Callable[[str], None], compiled: bool = False) -> dict:
     config = to_dict(recipe)
     state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size,
                                            warn=say)
@@ -111,6 +115,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
         raise ConfigError("the model has no trainable parameters")
     optimizer = build_optimizer(model, lr=recipe.lr, weight_decay=recipe.weight_decay)
     ddp_model = wrap_ddp(model, env)
+    if compiled:
+        ddp_model = compile_model(ddp_model, env.device)
     parts = TrainParts(ddp_model, model, optimizer,
                        spec.schedule(optimizer, steps_per_epoch, total),
                        make_scaler(env.device, amp_dtype), env, clip_grad=recipe.clip_grad,
@@ -127,7 +133,8 @@ def _train(task: str, recipe: Any, build: Callable[[DistEnv], TaskSpec], env: Di
     say(f"fastvit {task} train: {getattr(recipe, 'model', '?')}, {len(spec.train_set)} training "
         f"samples, {env.world_size} process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}, "
         f"{total} steps ({steps_per_epoch} per epoch), device {env.device} "
-        f"({torch.get_num_threads()} CPU threads), amp {amp_dtype}")
+        f"({torch.get_num_threads()} CPU threads), amp {amp_dtype}, "
+        f"{describe_compile(compiled, env.device)}")
     for line in spec.header:
         say(line)
 

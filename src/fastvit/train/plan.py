@@ -132,7 +132,7 @@ def augmentation_text(data: DataConfig) -> str:
 
 def header_lines(cfg: TrainConfig, plan: Plan, *, classes: int, train_images: int,
                  val_images: int, val_source: str, device: str, threads: int,
-                 amp: str) -> list[str]:
+                 amp: str, compiled: str = "eager") -> list[str]:
     """The start-of-run statement of everything the run will do."""
     s = cfg.schedule
     start = f"from {cfg.model.pretrained}" if cfg.model.pretrained else "from random weights"
@@ -152,7 +152,8 @@ def header_lines(cfg: TrainConfig, plan: Plan, *, classes: int, train_images: in
         f"  batch: {batch}; lr {plan.lr:.3g} ({plan.lr_rule}), weight decay "
         f"{cfg.optim.weight_decay:g}",
         f"  augmentation: {augmentation_text(cfg.data)}; {ema}",
-        f"  device {device} ({threads} CPU threads), amp {amp}, {plan.workers} DataLoader "
-        f"worker(s)",
+        f"  device {device} ({threads} CPU threads), amp {amp}, "
+        f"{'channels_last' if cfg.run.channels_last else 'contiguous'}, {compiled}, "
+        f"{plan.workers} DataLoader worker(s)",
         *plan.notes,
     ]

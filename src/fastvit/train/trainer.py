@@ -28,6 +28,8 @@ from fastvit.evaluate import evaluate
 from fastvit.files import atomic_write_text
 from fastvit.models import VARIANTS
 from fastvit.pipeline import load_model
+from fastvit.run.compiling import compile_model
+from fastvit.run.compiling import describe as describe_compile
 from fastvit.run.device import make_scaler, process_settings, resolve_amp
 from fastvit.run.distributed import DistEnv, barrier, cleanup, init_distributed, wrap_ddp
 from fastvit.run.fit import Checkpointer, FitPlan, FitResult, read_resume_state
@@ -92,29 +94,30 @@ def build_criterion(cfg: TrainConfig, num_classes: int, device: torch.device
 
 def fit(cfg: TrainConfig, *, resume: str | None = None,
         datasets: tuple[Any, Any, list[str]] | None = None,
-        log: Callable[[str], None] | None = None) -> dict[str, Any]:
+        log: Callable[[str], None] | None = None, compiled: bool = False) -> dict[str, Any]:
     """Train according to ``cfg`` and return a summary dict.
 
     ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
     ``run.out_dir``; a fresh start when there is none). ``datasets`` replaces
     ``data.path`` with ready ``(train, val, classes)`` datasets (tests, notebooks).
     Progress goes to ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
-    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
-    :class:`fastvit.errors.StoppedBySignal`.
+    ``compiled`` runs the training forward/backward through ``torch.compile``
+    (:mod:`fastvit.run.compiling`). SIGTERM/SIGINT/SIGUSR1 end the run after the
+    current step with a checkpoint and :class:`fastvit.errors.StoppedBySignal`.
     """
     validate(cfg)
     env = init_distributed(cfg.run.device)
     try:
         with process_settings(env.device, threads=cfg.run.threads,
                               deterministic=cfg.run.deterministic):
-            return _train(cfg, env, resume, datasets, log or _logger.info)
+            return _train(cfg, env, resume, datasets, log or _logger.info, compiled)
     finally:
         cleanup()
 
 
 def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
            datasets: tuple[Any, Any, list[str]] | None,
-           log: Callable[[str], None]) -> dict[str, Any]:
+           log: Callable[[str], None], compiled: bool = False) -> dict[str, Any]:
     say = log if env.is_main else (lambda _msg: None)
     out_dir, device = Path(cfg.run.out_dir), env.device
     amp_dtype = resolve_amp(cfg.run.amp, device)
@@ -134,6 +137,8 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
 
     # -- model, optimizer, schedule, EMA, checkpoints -----------------------------------------
     parts = _build_parts(cfg, env, plan, len(classes), amp_dtype, fresh=state is None)
+    if compiled:
+        parts.model = compile_model(parts.model, device)
     progress = Progress()
     metadata = {"variant": cfg.model.variant, "class_names": list(classes),
                 "num_classes": len(classes), "train_images": len(train_ds),
@@ -177,7 +182,7 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
                              val_source=val_source(cfg) if datasets is None else "given",
                              device=str(device), threads=torch.get_num_threads(),
                              amp=str(amp_dtype).replace("torch.", "") if amp_dtype
-                             else "none"):
+                             else "none", compiled=describe_compile(compiled, device)):
         say(line)
     fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
                        save_every_steps=cfg.run.save_every_steps,

@@ -117,7 +117,8 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
           out_dir: str | Path, val_images: str | Path | None = None,
           val_ann: str | Path | None = None, device: str | None = None,
           resume: str | Path | None = None, eval_batch_size: int = 2,
-          max_steps: int | None = None, threads: int | None = None) -> dict:
+          max_steps: int | None = None, threads: int | None = None,
+          compiled: bool = False) -> dict:
     """Train Mask R-CNN on a COCO split; returns (and writes) the report.
 
     Writes ``out_dir/ckpt_step*.pt`` (each epoch), ``best.pt`` (best box AP),
@@ -165,7 +166,7 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
                         plot_title="COCO AP", header=[recipe.describe()])
 
     return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                      max_steps=max_steps, threads=threads)
+                      max_steps=max_steps, threads=threads, compiled=compiled)
 
 
 # ---------------------------------------------------------------------------

@@ -158,7 +158,7 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
           out_dir: str | os.PathLike, device: str | None = None,
           resume: str | os.PathLike | None = None, eval_split: str | None = "evaluation",
           max_steps: int | None = None, num_examples: int = 8,
-          threads: int | None = None) -> dict[str, Any]:
+          threads: int | None = None, compiled: bool = False) -> dict[str, Any]:
     """Train on ``ROOT/training``; evaluates on ``eval_split`` every few epochs when its
     ground truth is present. Writes ``ckpt_step*.pt``, ``best.pt`` (lowest PA-MPJPE),
     ``metrics.jsonl``, ``metrics.json`` (the run report), ``loss.png`` and (with an
@@ -203,7 +203,7 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                         plot_title=f"FreiHAND {eval_split}")
 
     result = train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                        max_steps=max_steps, threads=threads)
+                        max_steps=max_steps, threads=threads, compiled=compiled)
     if last and last["env"].is_main:
         report = {"split": eval_split, "checkpoint": result["checkpoint"],
                   "model": recipe.model, "metrics": last["metrics"]}

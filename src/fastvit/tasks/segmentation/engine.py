@@ -130,7 +130,8 @@ def summary_line(metrics: dict) -> str:
 def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | Path,
           train_split: str = "training", val_split: str | None = "validation",
           device: str | None = None, resume: str | Path | None = None,
-          max_steps: int | None = None, threads: int | None = None) -> dict:
+          max_steps: int | None = None, threads: int | None = None,
+          compiled: bool = False) -> dict:
     """Train Semantic FPN on an ADE20K-layout folder; returns (and writes) the report.
 
     Evaluates and checkpoints every ``eval_every`` iterations and at the end
@@ -178,7 +179,7 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
                         plot_title="ADE20K validation", header=[recipe.describe()])
 
     return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                      max_steps=max_steps, threads=threads)
+                      max_steps=max_steps, threads=threads, compiled=compiled)
 
 
 def load_segmenter(checkpoint: str | Path, device: torch.device | str = "cpu"

@@ -41,18 +41,24 @@ class SignalSafeLoader(DataLoader):
     SLURM every process of the job), and a worker killed by one makes the
     DataLoader raise in the main process in the middle of that step or of an
     evaluation. So the workers run :func:`leave_stop_signals_to_parent`, and are
-    started with SIGTERM blocked, which makes every thread they start (OpenMP
-    pools included) leave SIGTERM to the one thread that checks its sender.
+    forked with SIGTERM blocked, which makes every thread they have or start
+    (OpenMP pools included) leave SIGTERM to the one thread that checks its
+    sender. That needs the ``fork`` start method (Linux's default, what the
+    trainers use): a ``forkserver``/``spawn`` worker has threads from before its
+    init function, so there only SIGINT and SIGUSR1 are ignored and SIGTERM keeps
+    PyTorch's behaviour.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if kwargs.get("num_workers", 0) and kwargs.get("worker_init_fn") is None:
-            # this process owns the workers (with forkserver/spawn it is not their parent)
-            kwargs["worker_init_fn"] = partial(leave_stop_signals_to_parent, owner=os.getpid())
+            # this process owns the workers; the sender check needs forked workers
+            kwargs["worker_init_fn"] = partial(leave_stop_signals_to_parent, owner=os.getpid(),
+                                               check_sender=_forks(kwargs))
         super().__init__(*args, **kwargs)
 
     def __iter__(self) -> Any:
-        if not self.num_workers or not _SENDER_CHECK:
+        if not self.num_workers or not _SENDER_CHECK or not _forks(
+                {"multiprocessing_context": self.multiprocessing_context}):
             return super().__iter__()
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         try:  # workers fork here (the first time, for persistent ones) and inherit the mask
@@ -61,8 +67,20 @@ class SignalSafeLoader(DataLoader):
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _forks(kwargs: dict[str, Any]) -> bool:
+    """Whether the loader's workers are forked from this process."""
+    import multiprocessing
+
+    context = kwargs.get("multiprocessing_context")
+    if isinstance(context, str):
+        return context == "fork"
+    method = (context.get_start_method() if context is not None
+              else multiprocessing.get_start_method(allow_none=True) or "fork")
+    return method == "fork"
+
+
 def leave_stop_signals_to_parent(worker_id: int | None = None, *,
-                                 owner: int | None = None) -> None:
+                                 owner: int | None = None, check_sender: bool = True) -> None:
     """DataLoader ``worker_init_fn``: ignore SIGINT and SIGUSR1, and obey SIGTERM only
     from ``owner`` (the process whose DataLoader or ``multiprocessing`` shuts the worker
     down; default: the parent), as PyTorch's own worker handler does for its parent;
@@ -72,7 +90,7 @@ def leave_stop_signals_to_parent(worker_id: int | None = None, *,
     for sig in STOP_SIGNALS:
         if sig != signal.SIGTERM:
             signal.signal(sig, signal.SIG_IGN)
-    if not _SENDER_CHECK:
+    if not (_SENDER_CHECK and check_sender):
         return
     owner = os.getppid() if owner is None else owner
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # threads started later too

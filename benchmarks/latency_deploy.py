@@ -108,8 +108,9 @@ def add_executorch(calls: dict, ours: torch.nn.Module, args: argparse.Namespace,
 
 
 def investigate_int8(calls: dict, fp32: Path, int8: Path, args: argparse.Namespace,
-                     scratch: Path, ort_call) -> None:
-    """int8 graphs that keep GELU in int8 (benchmarks/int8_variants.py)."""
+                     scratch: Path, ort_call, ours: torch.nn.Module) -> None:
+    """int8 graphs that keep GELU in int8 (benchmarks/int8_variants.py), and PyTorch's own
+    int8 path through Inductor."""
     from int8_variants import lut_gelu, sigmoid_gelu
 
     size, threads = args.image_size, args.threads
@@ -130,6 +131,39 @@ def investigate_int8(calls: dict, fp32: Path, int8: Path, args: argparse.Namespa
                           op_types=("Conv", "Gemm", "MatMul"))
     calls["ORT int8, channel-multiplier convs kept whole (float)"] = ort_call(whole, size,
                                                                             threads)
+    if not args.no_compile:
+        add_inductor_int8(calls, ours, size, samples)
+
+
+def add_inductor_int8(calls: dict, ours: torch.nn.Module, size: int,
+                      samples: list[torch.Tensor]) -> None:
+    """PyTorch's own x86 int8 path: PT2E with torchao's X86InductorQuantizer (oneDNN, VNNI),
+    compiled by Inductor with freezing, beside its fp32 twin (torchao comes with the
+    executorch extra)."""
+    try:
+        import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as xiq
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    except ImportError:
+        print("skipped Inductor int8: torchao is not installed")
+        return
+    import torch._inductor.config as inductor_config
+
+    x = torch.randn(1, 3, size, size)
+    with torch.no_grad(), inductor_config.patch(freezing=True):
+        fp32 = torch.compile(ours)
+        fp32(x)
+        quantizer = xiq.X86InductorQuantizer()
+        quantizer.set_global(xiq.get_default_x86_inductor_quantization_config())
+        prepared = prepare_pt2e(torch.export.export(ours, (x,)).module(), quantizer)
+        for sample in samples:
+            prepared(sample[None])
+        int8 = torch.compile(convert_pt2e(prepared))
+        int8(x)
+
+    def no_grad(run):  # compiled for inference: calling with grad mode on recompiles
+        return torch.no_grad()(lambda: run(x))
+    calls["ours fused, Inductor fp32 (freezing)"] = no_grad(fp32)
+    calls["ours fused, Inductor int8 (X86InductorQuantizer, freezing)"] = no_grad(int8)
 
 
 def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: Path) -> dict:
@@ -174,7 +208,7 @@ def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: P
         calls["ORT int8, int8 activations (S8S8)"] = ort_call(s8, size, threads)
         naive = naive_int8(fp32, scratch / "t8.naive.onnx", size)
         calls["ORT int8, naive QDQ (every op, S8S8, erf GELU)"] = ort_call(naive, size, threads)
-        investigate_int8(calls, fp32, int8, args, scratch, ort_call)
+        investigate_int8(calls, fp32, int8, args, scratch, ort_call, ours)
     return calls
 
 

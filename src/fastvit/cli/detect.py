@@ -20,6 +20,7 @@ from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
     legacy_out_json,
+    print_train_report,
     recipe_values,
 )
 from fastvit.errors import ConfigError
@@ -125,9 +126,7 @@ def _train(args: argparse.Namespace) -> int:
                           val_images=val_images, val_ann=val_ann, out_dir=args.out,
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
                           threads=args.threads, compiled=args.compile)
-    if report["last_eval"]:
-        print(f"step {report['step']}: {engine.summary_line(report['last_eval'])}")
-    print(f"wrote {report['checkpoint']} and {Path(args.out) / 'metrics.json'}")
+    print_train_report(report, args.out, engine.summary_line)
     return 0
 
 

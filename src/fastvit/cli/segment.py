@@ -19,6 +19,7 @@ from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
     legacy_out_json,
+    print_train_report,
     recipe_values,
 )
 from fastvit.run.device import cpu_threads, resolve_amp, resolve_device
@@ -84,9 +85,7 @@ def _train(args: argparse.Namespace) -> int:
                           val_split=None if args.no_val else args.val_split,
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
                           threads=args.threads, compiled=args.compile)
-    if report["last_eval"]:
-        print(f"iter {report['step']}: {engine.summary_line(report['last_eval'])}")
-    print(f"wrote {report['checkpoint']} and {Path(args.out) / 'metrics.json'}")
+    print_train_report(report, args.out, engine.summary_line, unit="iter")
     return 0
 
 

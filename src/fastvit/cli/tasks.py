@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+from pathlib import Path
 
 from fastvit.cli.arguments import (
     EXIT_STATUS,
@@ -69,3 +71,11 @@ def legacy_out_json(args: argparse.Namespace) -> None:
 
 __all__ = ["HIDDEN", "add_eval_options", "add_train_options", "legacy_out_json",
            "recipe_values"]
+
+
+def print_train_report(report: dict, out: str | Path, summary_line: Callable[[dict], str],
+                       unit: str = "step") -> None:
+    """The closing lines of ``detect train`` / ``segment train``: last evaluation, files."""
+    if report["last_eval"]:
+        print(f"{unit} {report['step']}: {summary_line(report['last_eval'])}")
+    print(f"wrote {report['checkpoint']} and {Path(out) / 'metrics.json'}")

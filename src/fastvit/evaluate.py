@@ -18,9 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from fastvit.checkpoints import val_split_from_metadata
 from fastvit.data import ImageFolderDataset, build_eval_loader, find_split
 from fastvit.data.bad_images import BadImageLog
-from fastvit.data.datasets import split_batch
+from fastvit.data.datasets import has_split, keep_held_out, split_batch
 from fastvit.data.loaders import dist_rank_world
 from fastvit.data.robustness import (
     CorruptionNormalizer,
@@ -179,11 +180,14 @@ class Evaluator:
         self.alexnet_errors = alexnet_errors
 
     def folder(self, root: Path, desc: str, class_to_idx: dict[str, int] | None = None,
-               class_indices: Sequence[int] | None = None, per_sample: bool = False
-               ) -> dict[str, Any]:
+               class_indices: Sequence[int] | None = None, per_sample: bool = False,
+               held_out: tuple[float, int] | None = None) -> dict[str, Any]:
         """Scores on ``root``; with ``per_sample`` also ``"samples"``: every image's path,
-        label, top-1 prediction and confidence (gathered from all processes)."""
+        label, top-1 prediction and confidence (gathered from all processes). ``held_out``
+        ``(val_fraction, seed)``: only the images training held out of ``root``."""
         dataset = ImageFolderDataset(root, self.transform, self.bad_images, class_to_idx)
+        if held_out is not None:
+            keep_held_out(dataset, *held_out)
         loader = build_eval_loader(dataset, self.batch_size, self.workers, self.distributed)
         out = evaluate(self.model, loader, device=self.device, amp_dtype=self.amp_dtype,
                        class_indices=class_indices, channels_last=self.channels_last,
@@ -227,6 +231,8 @@ def format_table(results: dict[str, Any]) -> str:
     lines = [f"{'set':<28} {'images':>8} {'top-1':>7} {'top-5':>7}"]
     for name, row in results["sets"].items():
         lines.append(f"{name:<28} {row['count']:>8d} {row['top1']:>7.2f} {row['top5']:>7.2f}")
+        if row.get("source"):
+            lines.append(f"  ({row['source']})")
         if row.get("skipped"):
             lines.append(f"  ({len(row['skipped'])} unreadable images skipped)")
     if results.get("analysis"):
@@ -281,8 +287,34 @@ def folder_class_count(data: str | Path, split: str = "val") -> int:
     return len(class_folders(find_split(data, split)))
 
 
+def split_source(data: str | Path, split: str, loaded: Loaded,
+                 val_fraction: float | None = None) -> tuple[Path, tuple[float, int] | None]:
+    """The folder to score and, for a dataset without ``val/``, which of its ``train/``
+    images to keep: those the checkpoint's training run held out (recorded with its
+    weights), or a seeded ``val_fraction`` of each class (the trainer's split)."""
+    if split != "val" or has_split(data, "val"):
+        if val_fraction is not None:
+            raise ConfigError(f"--val-fraction holds images out of {data}/train/ when there is "
+                              f"no val/ folder; {data} has one (or --split is not val)")
+        return find_split(data, split), None
+    recorded = val_split_from_metadata(loaded.metadata)
+    if val_fraction is not None:
+        held = (val_fraction, recorded[1] if recorded else 0)
+    elif recorded is not None:
+        held = recorded
+    else:
+        try:
+            find_split(data, "val")
+        except DataError as err:
+            raise DataError(f"{err}; {loaded.source} records no held-out split of train/: "
+                            f"pass --val-fraction F to score a seeded F of each class "
+                            f"(the trainer's --val-fraction split)") from None
+    return find_split(data, "train"), held
+
+
 def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str = "val",
-                   robustness: str | None = None, batch_size: int = 128, workers: int = 0,
+                   val_fraction: float | None = None, robustness: str | None = None,
+                   batch_size: int = 128, workers: int = 0,
                    image_size: int | None = None, crop_pct: float | None = None,
                    amp_dtype: torch.dtype | None = None, channels_last: bool = False,
                    bad_images: str = "skip", alexnet_errors: str | Path | None = None,
@@ -292,6 +324,8 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     """Score ``loaded.model`` on ``DATA/split`` and/or the robustness sets.
 
     ``robustness`` is ``"imagenet-a=DIR,imagenet-r=DIR,sketch=DIR,imagenet-c=DIR"``.
+    A ``data`` folder without ``val/`` is scored on the images training held out of
+    ``train/`` (:func:`split_source`).
     The split also gets ``results["analysis"]``: per-class accuracy, the confusion
     matrix (up to 50 classes) and the most confident mistakes; ``report_dir``
     receives ``confusion_matrix.png`` and ``worst_mistakes.png``
@@ -303,7 +337,8 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     """
     if not data and not robustness:
         raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
-    split_dir = find_split(data, split) if data else None
+    split_dir, held_out = (split_source(data, split, loaded, val_fraction) if data
+                           else (None, None))
     robust = parse_robustness_spec(robustness) if robustness else {}
     num_classes = loaded.num_classes
     if robust and num_classes != 1000:
@@ -329,7 +364,10 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     clean_error = None
     if split_dir is not None:
         class_map = main_class_map(split_dir, num_classes, loaded.class_names)
-        row = runner.folder(split_dir, split, class_map, per_sample=True)
+        row = runner.folder(split_dir, split, class_map, per_sample=True, held_out=held_out)
+        if held_out is not None:
+            row["source"] = (f"{held_out[0]:.0%} of each class of {split_dir}/ held out "
+                             f"(no val/ folder; stratified, seed {held_out[1]})")
         names = loaded.labels if class_map is not None else class_folders(split_dir)
         results["analysis"], artifacts = _analyse(row.pop("samples"), names, split, report_dir)
         if artifacts:

@@ -29,6 +29,7 @@ from fastvit.checkpoints import (
     load_checkpoint,
     load_state_dict_into,
     num_classes_of,
+    preprocessing_from_metadata,
     read_checkpoint,
 )
 from fastvit.checkpoints.layouts import describe_layout, layout_name
@@ -199,6 +200,7 @@ def load_weights(variant: str | None, weights: Pretrained, *, strict_head: bool 
     log.info("%s weights: %s (%s)", name, source, describe_layout(layout, form))
     class_names = class_names_from_metadata(metadata) or resolved.class_names
     model.pretrained_cfg.update(resolved.pretrained_cfg)
+    model.pretrained_cfg.update(preprocessing_from_metadata(metadata))  # e.g. trained at 64
     if reset:
         log.info("%s: new %d-class classifier (the file's has %d classes)", source, classes,
                  file_classes or 0)

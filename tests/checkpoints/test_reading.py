@@ -94,3 +94,28 @@ def test_convert_names_a_corrupt_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("fastvit convert: error: cannot read checkpoint") and "\n" not in err
     assert "corrupt or truncated" in err and "arbitrary" not in err
+
+
+def test_recorded_preprocessing_travels_with_the_weights(tmp_path):
+    """A run trained at 48x48 records it; load_model (and so evaluate/predict/export) use it."""
+    from fastvit.checkpoints import preprocessing_from_metadata, save_checkpoint
+    from fastvit.factory import create_model
+    from fastvit.pipeline import eval_transform, load_model
+
+    cfg = {"input_size": [3, 48, 48], "crop_pct": 1.0, "interpolation": "bilinear",
+           "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "architecture": "ignored"}
+    path = save_checkpoint(create_model("fastvit_t8", num_classes=3), tmp_path / "w.safetensors",
+                           metadata={"pretrained_cfg": cfg, "val_split": {"fraction": 0.1,
+                                                                          "seed": 3}})
+    loaded = load_model(checkpoint=path)
+    assert loaded.image_size == 48 and loaded.cfg["crop_pct"] == 1.0
+    assert loaded.cfg["interpolation"] == "bilinear" and loaded.cfg["mean"] == (0.5, 0.5, 0.5)
+    assert loaded.cfg["architecture"] == "fastvit_t8"  # only preprocessing keys are taken
+    assert eval_transform(loaded.cfg)(torch.zeros(3, 100, 80, dtype=torch.uint8)).shape == \
+        (3, 48, 48)
+    plain = save_checkpoint(create_model("fastvit_t8", num_classes=3), tmp_path / "p.safetensors")
+    assert load_model(checkpoint=plain).image_size == 256  # nothing recorded: the variant's
+    for bad in ({"pretrained_cfg": "[1, 2"}, {"pretrained_cfg": {"input_size": [48, 48]}},
+                {"pretrained_cfg": "[3, 48, 48]"}):
+        with pytest.raises(CheckpointError, match="pretrained_cfg|input_size"):
+            preprocessing_from_metadata(bad)

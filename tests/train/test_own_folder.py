@@ -36,6 +36,13 @@ def _train(capsys, *flags: str) -> tuple[int, str]:
     return code, captured.out + captured.err
 
 
+def _evaluate(capsys, json_path: Path, *flags: str) -> dict:
+    code = main(["evaluate", *flags, "--json", str(json_path)])
+    captured = capsys.readouterr()
+    assert code == 0, (captured.out + captured.err)[-3000:]
+    return json.loads(json_path.read_text())
+
+
 @pytest.mark.timeout(600)
 def test_plain_flags_train_exactly_what_was_asked(tmp_path, capsys):
     data = _folder(tmp_path / "digits", train_per_class=60)
@@ -56,6 +63,12 @@ def test_plain_flags_train_exactly_what_was_asked(tmp_path, capsys):
     assert state["metadata"]["global_batch"] == 20  # no hidden accumulation
     # held-out digits (never trained on): well above the 10% of chance
     assert summary["best_top1"] >= 60.0, summary["history"]
+    # evaluate sees the images as training's validation did (32x32, not the variant's 256):
+    # the same score, the fused deploy form allowed one image's difference
+    report = _evaluate(capsys, tmp_path / "eval.json", "--checkpoint",
+                       str(out / "best.safetensors"), "--data", str(data))
+    assert report["image_size"] == 32 and report["sets"]["val"]["count"] == 100
+    assert abs(report["sets"]["val"]["top1"] - summary["best_top1"]) <= 1.0 + 1e-6
 
 
 @pytest.mark.timeout(600)
@@ -91,6 +104,23 @@ def test_a_folder_with_only_train_gets_a_stated_held_out_split(tmp_path, capsys)
             f"(no val/ folder; stratified, seed 0)") in text
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_images"] == 40 and summary["last_eval"]["model"]["count"] == 10
+    # evaluate scores the same 10 held-out images later (the split travels with the
+    # weights), or another fraction when asked; without a record it says what to pass
+    best = tmp_path / "run" / "best.safetensors"
+    report = _evaluate(capsys, tmp_path / "eval.json", "--checkpoint", str(best), "--data",
+                       str(data))
+    val = report["sets"]["val"]
+    assert val["count"] == 10 and "20% of each class" in val["source"]
+    assert val["top1"] == pytest.approx(summary["last_eval"]["model"]["top1"], abs=10.0 + 1e-6)
+    report = _evaluate(capsys, tmp_path / "eval40.json", "--checkpoint", str(best), "--data",
+                       str(data), "--val-fraction", "0.4")
+    assert report["sets"]["val"]["count"] == 20
+    from fastvit.checkpoints import read_checkpoint, save_checkpoint
+
+    weights, meta = read_checkpoint(best)
+    bare = save_checkpoint(weights, tmp_path / "bare.safetensors", variant="fastvit_t8")
+    assert main(["evaluate", "--checkpoint", str(bare), "--data", str(data)]) == 2
+    assert "records no held-out split of train/: pass --val-fraction F" in capsys.readouterr().err
 
 
 @pytest.mark.timeout(600)

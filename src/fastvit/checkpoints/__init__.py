@@ -18,7 +18,12 @@ from fastvit.checkpoints.layouts import (
     to_official_layout,
 )
 from fastvit.checkpoints.loading import inner_model, load_checkpoint, load_state_dict_into
-from fastvit.checkpoints.reading import class_names_from_metadata, read_checkpoint
+from fastvit.checkpoints.reading import (
+    class_names_from_metadata,
+    preprocessing_from_metadata,
+    read_checkpoint,
+    val_split_from_metadata,
+)
 from fastvit.checkpoints.writing import save_checkpoint
 
 __all__ = [
@@ -33,7 +38,9 @@ __all__ = [
     "load_checkpoint",
     "load_state_dict_into",
     "num_classes_of",
+    "preprocessing_from_metadata",
     "read_checkpoint",
     "save_checkpoint",
     "to_official_layout",
+    "val_split_from_metadata",
 ]

@@ -226,3 +226,48 @@ def class_names_from_metadata(metadata: Mapping[str, str]) -> list[str] | None:
     if not isinstance(names, list):
         raise CheckpointError("checkpoint metadata 'class_names' is not a JSON list")
     return [str(n) for n in names]
+
+
+# The preprocessing keys a training run records with its weights (timm's pretrained_cfg names).
+PREPROCESSING_KEYS = ("input_size", "crop_pct", "interpolation", "mean", "std")
+
+
+def _metadata_json(metadata: Mapping[str, Any], key: str, kind: type) -> Any:
+    raw = metadata.get(key)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"checkpoint metadata {key!r} is not a JSON {kind.__name__}")
+    return value
+
+
+def preprocessing_from_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The input size, crop ratio, interpolation and mean/std a training run recorded
+    (``metadata["pretrained_cfg"]``), so a model trained at 64x64 is evaluated, exported
+    and served at 64x64; ``{}`` when the file records none."""
+    cfg = _metadata_json(metadata, "pretrained_cfg", dict) or {}
+    out = {k: tuple(v) if isinstance(v, list) else v
+           for k, v in cfg.items() if k in PREPROCESSING_KEYS}
+    size = out.get("input_size")
+    if size is not None and (len(size) != 3 or not all(isinstance(n, int) and n > 0
+                                                         for n in size)):
+        raise CheckpointError(f"checkpoint metadata input_size {list(size)} is not "
+                              f"[channels, height, width]")
+    return out
+
+
+def val_split_from_metadata(metadata: Mapping[str, Any]) -> tuple[float, int] | None:
+    """``(val_fraction, seed)`` of the images a training run held out of ``train/``
+    (a folder without ``val/``), so ``evaluate`` can score the same images later."""
+    split = _metadata_json(metadata, "val_split", dict)
+    if not split:
+        return None
+    try:
+        return float(split["fraction"]), int(split["seed"])
+    except (KeyError, TypeError, ValueError):
+        raise CheckpointError("checkpoint metadata 'val_split' needs a fraction and a "
+                              "seed") from None

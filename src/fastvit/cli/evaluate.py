@@ -43,10 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=argparse.SUPPRESS)
     add_data(parser, split="val", batch_size=128,
              data_help="dataset root holding the split folder (DIR/val/<class>/<image>)")
+    parser.add_argument("--val-fraction", type=float, metavar="F",
+                        help="a folder without val/: score a seeded, stratified F of each class "
+                        "of train/ (default: the images the checkpoint's training held out)")
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="input side (default: the model's, 256)")
+                        help="input side (default: the checkpoint's training size, else 256)")
     parser.add_argument("--crop-pct", type=float, help="centre-crop ratio (default: the "
-                        "model's, 0.9 or 0.95)")
+                        "checkpoint's, else the variant's 0.9 or 0.95)")
     parser.add_argument("--bad-images", choices=["skip", "error"], default="skip",
                         help="unreadable images: skip and count them, or stop")
     parser.add_argument("--robustness", metavar="SET=DIR[,SET=DIR...]",
@@ -76,7 +79,8 @@ def main(args: argparse.Namespace) -> int:
                 print("note: no --checkpoint or --pretrained, evaluating randomly initialized "
                       "weights")
             results = run_evaluation(
-                loaded, data=args.data, split=args.split, robustness=args.robustness,
+                loaded, data=args.data, split=args.split, val_fraction=args.val_fraction,
+                robustness=args.robustness,
                 batch_size=args.batch_size, workers=_workers(args),
                 image_size=args.image_size, crop_pct=args.crop_pct,
                 amp_dtype=resolve_amp(args.amp, env.device), channels_last=args.channels_last,

@@ -294,3 +294,19 @@ def describe_val_split(root: str | os.PathLike, val_fraction: float, seed: int) 
         return f"{find_split(root, 'val')}/"
     return (f"{val_fraction:.0%} of each class of {find_split(root, 'train')}/ held out "
             f"(no val/ folder; stratified, seed {seed})")
+
+
+def keep_held_out(dataset: ImageFolderDataset, val_fraction: float, seed: int) -> None:
+    """Reduce ``dataset`` (a ``train/`` folder) to the images :func:`build_image_folder`
+    held out of it for ``val_fraction`` and ``seed``: the same files whatever label map
+    the dataset was built with (the split is drawn over sorted class folders, as there)."""
+    from fastvit.data.splits import stratified_split
+
+    root = Path(dataset.root)
+    order = {name: i for i, name in enumerate(list_class_dirs(root))}
+    labels = torch.tensor([order[Path(path).relative_to(root).parts[0]]
+                           for path, _ in dataset.samples])
+    _, val_idx = stratified_split(labels, val_fraction, seed)
+    dataset.samples = [dataset.samples[i] for i in val_idx.tolist()]
+    dataset.imgs = dataset.samples
+    dataset.targets = [target for _, target in dataset.samples]

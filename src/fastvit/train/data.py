@@ -8,10 +8,13 @@ accuracy printed during training is the one ``fastvit evaluate`` reports.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from torch.utils.data import Dataset
 
 from fastvit.data import build_digits, build_image_folder, build_train_transform
-from fastvit.data.datasets import describe_val_split
+from fastvit.data.datasets import describe_val_split, has_split
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import eval_transform
@@ -26,6 +29,25 @@ def val_source(cfg: TrainConfig) -> str:
     if cfg.data.path == DIGITS:
         return f"{DIGITS_VAL_FRACTION:.0%} of scikit-learn's digits held out (stratified)"
     return describe_val_split(cfg.data.path, cfg.data.val_fraction, cfg.run.seed)
+
+
+def recorded_with_weights(cfg: TrainConfig) -> dict[str, Any]:
+    """What the weights carry in their metadata so that ``evaluate``, ``predict`` and
+    ``export`` see the images the way this run's validation did: the eval preprocessing
+    (``pretrained_cfg``: input size, crop, interpolation, mean/std) and, for a folder
+    without ``val/``, which images were held out (``val_split``)."""
+    if not cfg.data.path or cfg.data.path == DIGITS:  # digits: its own 8x8 -> 32x32 pipeline
+        return {}
+    data, variant = cfg.data, cfg.model.variant
+    base = base_cfg(variant, VARIANTS[variant], 0)
+    size = data.image_size
+    recorded: dict[str, Any] = {"pretrained_cfg": {
+        "input_size": [3, size, size], "crop_pct": data.crop_pct or base["crop_pct"],
+        "interpolation": data.interpolation, "mean": list(base["mean"]),
+        "std": list(base["std"])}}
+    if Path(data.path).is_dir() and not has_split(data.path, "val"):
+        recorded["val_split"] = {"fraction": data.val_fraction, "seed": cfg.run.seed}
+    return recorded
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:

@@ -42,7 +42,7 @@ from fastvit.run.sampling import build_train_loader
 from fastvit.run.seeding import seed_all
 from fastvit.run.store import BEST_NAME, clean_stale_temp_files
 from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, to_dict, validate
-from fastvit.train.data import build_datasets, val_source
+from fastvit.train.data import build_datasets, recorded_with_weights, val_source
 from fastvit.train.memory_format import to_channels_last
 from fastvit.train.plan import Plan, header_lines, make_plan
 
@@ -142,7 +142,8 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     progress = Progress()
     metadata = {"variant": cfg.model.variant, "class_names": list(classes),
                 "num_classes": len(classes), "train_images": len(train_ds),
-                "val_images": len(val_ds), "global_batch": plan.global_batch}
+                "val_images": len(val_ds), "global_batch": plan.global_batch,
+                **recorded_with_weights(cfg)}
     checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
                                 metadata=metadata, keep_last=cfg.run.keep_last,
                                 on_best=lambda s: _export_best(s, out_dir, cfg, classes))
@@ -266,7 +267,8 @@ def _export_best(state: dict[str, Any], out_dir: Path, cfg: TrainConfig,
     top1 = (state["metrics"] or {}).get(which, {}).get("top1")
     save_weights(state[which], out_dir / BEST_WEIGHTS_NAME, variant=cfg.model.variant,
                  class_names=classes, metadata={"weights": which, "epoch": state["epoch"],
-                                                "step": state["step"], "top1": top1})
+                                                "step": state["step"], "top1": top1,
+                                                **recorded_with_weights(cfg)})
 
 
 def _finish(out_dir: Path, env: DistEnv, result: FitResult, metadata: dict[str, Any],

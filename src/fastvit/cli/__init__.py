@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "convert": ("fastvit.cli.convert", "convert any supported checkpoint layout to safetensors"),
     "train": ("fastvit.cli.train", "train or fine-tune a classifier (torchrun for DDP)"),
     "evaluate": ("fastvit.cli.evaluate", "top-1/top-5 and robustness evaluation"),
-    "export": ("fastvit.cli.export", "export the deploy form to ONNX / Core ML / TorchScript"),
+    "export": ("fastvit.cli.export", "export the deploy form: ONNX, Core ML, ExecuTorch, TorchScript, .pt2"),
     "predict": ("fastvit.cli.predict", "classify images"),
     "bench": ("fastvit.cli.bench", "latency / throughput benchmark against peers"),
     "detect": ("fastvit.cli.detect", "COCO detection / instance segmentation"),

@@ -1,5 +1,5 @@
-"""Deployment: the fused model exported to ONNX / Core ML / TorchScript / torch.export,
-verified numerically, int8 quantization with ONNX Runtime, and prediction.
+"""Deployment: the fused model exported to ONNX / Core ML / ExecuTorch / TorchScript /
+torch.export, verified numerically, int8 quantization (ONNX Runtime, XNNPACK), prediction.
 
 Modules: :mod:`.export` (the format switch), :mod:`.onnx_export`,
 :mod:`.torch_export`, :mod:`.coreml`, :mod:`.quantize`, :mod:`.onnx_runtime`

@@ -84,7 +84,7 @@ def test_cli_onnx_file_knows_its_model_and_labels(capsys) -> None:
     results = run_json(capsys, [*files, "--runtime", "onnx", "--onnx", assets.onnx,
                                 "--topk", "1"])
     assert all(r["predictions"][0]["label"].startswith("digit ") for r in results)
-    assert cli(["predict", str(files[0]), "--runtime", "onnx", "--onnx", str(assets.onnx)]) == 0
+    assert cli(["predict", str(files[0]), "--onnx", str(assets.onnx)]) == 0
     table = capsys.readouterr().out
     assert table.startswith(str(files[0])) and "1. " in table and "% " in table
 
@@ -163,7 +163,8 @@ def test_a_folder_recursively_in_batches_to_csv(tmp_path, capsys) -> None:
     (["--model", "fastvit_t8", "--checkpoint", "{missing}"], "checkpoint not found"),
     (["--model", "fastvit_sa12", "--checkpoint", "{digits}"], "holds fastvit_t8 weights"),
     (["--runtime", "onnx", "--onnx", "{missing}"], "ONNX file not found"),
-    (["--model", "fastvit_t8", "--onnx", "{digits_onnx}"], "--onnx FILE needs --runtime onnx"),
+    (["--model", "fastvit_t8", "--runtime", "eager", "--onnx", "{digits_onnx}"],
+     "--onnx FILE runs on ONNX Runtime: drop --runtime eager"),
     ([], "give --checkpoint PATH"),
 ])
 def test_cli_bad_options_are_one_clear_error(tmp_path, capsys, argv, message) -> None:

@@ -5,7 +5,7 @@ Examples::
     fastvit predict cat.jpg --checkpoint runs/t8/best.safetensors
     fastvit predict cat.jpg --model fastvit_t8 --pretrained in1k   # official ImageNet weights
     fastvit predict photos/ --checkpoint runs/t8/best.safetensors --csv preds.csv
-    fastvit predict 'photos/**/*.jpg' --runtime onnx --onnx fastvit_t8_256.onnx --json preds.json
+    fastvit predict 'photos/**/*.jpg' --onnx fastvit_t8_256.onnx --json preds.json
 """
 
 from __future__ import annotations
@@ -41,9 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "patterns ('photos/**/*.jpg'); unreadable files found in a folder are "
                         "skipped with a note, a named one is an error")
     add_model(parser, whole_model=True)
-    parser.add_argument("--runtime", choices=RUNTIMES, default="eager")
+    parser.add_argument("--runtime", choices=RUNTIMES,
+                        help="eager PyTorch, or ONNX Runtime (default: onnx with --onnx FILE, "
+                        "else eager)")
     parser.add_argument("--onnx", metavar="PATH",
-                        help="ONNX file for --runtime onnx (default: export the model now)")
+                        help="an exported ONNX file to run (implies --runtime onnx; without "
+                        "it, --runtime onnx exports the model now)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images decoded and classified at a time")
@@ -59,8 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError("--topk and --batch-size must be >= 1")
-    if args.onnx and args.runtime != "onnx":
-        raise ConfigError("--onnx FILE needs --runtime onnx")
+    if args.onnx and args.runtime == "eager":
+        raise ConfigError("--onnx FILE runs on ONNX Runtime: drop --runtime eager")
+    args.runtime = args.runtime or ("onnx" if args.onnx else "eager")
     weights = weights_source(args)
     if args.runtime == "eager" and not (args.model or weights):
         raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "

@@ -412,3 +412,26 @@ def test_eval_loader_yields_batches(tmp_path):
     batches = list(loader)
     assert [len(b.targets) for b in batches] == [4, 1]
     assert torch.cat([b.targets for b in batches]).tolist() == [0, 0, 1, 1, 1]
+
+
+def test_a_root_of_class_folders_is_its_own_train_split(tmp_path):
+    """DIR/<class>/<image> (torchvision's ImageFolder layout) trains with a held-out split;
+    a root holding split folders, or nothing usable, keeps the error with the layouts."""
+    from fastvit.data import build_image_folder
+
+    for cls in ("cat", "dog"):
+        for i in range(5):
+            write_image(tmp_path / "pets" / cls / f"{i}.png")
+    assert find_split(tmp_path / "pets", "train") == tmp_path / "pets"
+    train, val, classes = build_image_folder(tmp_path / "pets", train_transform=None,
+                                             eval_transform=None, val_fraction=0.2)
+    assert classes == ["cat", "dog"] and (len(train), len(val)) == (8, 2)
+    with pytest.raises(DataError, match="no val split"):
+        find_split(tmp_path / "pets", "val")
+    (tmp_path / "only_val" / "val" / "cat").mkdir(parents=True)
+    write_image(tmp_path / "only_val" / "val" / "cat" / "0.png")
+    with pytest.raises(DataError, match=r"expected .*train/ \(or class folders directly"):
+        find_split(tmp_path / "only_val", "train")
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(DataError, match="no train split"):
+        find_split(tmp_path / "empty", "train")

@@ -47,7 +47,12 @@ _NATIVE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".gif", ".webp"}
 
 
 def find_split(root: str | os.PathLike, split: str) -> Path:
-    """The folder of ``split`` ("train" or "val"; "val" also matches ``validation/``)."""
+    """The folder of ``split`` ("train" or "val"; "val" also matches ``validation/``).
+
+    A root of class folders without any split folder (``DIR/<class>/<image>``, the
+    layout torchvision's ``ImageFolder`` reads) is its own ``train`` split; the trainer
+    then holds a seeded fraction of it out for validation.
+    """
     root = Path(root)
     if split not in SPLIT_ALIASES:
         raise DataError(f"unknown split {split!r}; expected one of {sorted(SPLIT_ALIASES)}")
@@ -56,8 +61,19 @@ def find_split(root: str | os.PathLike, split: str) -> Path:
     for name in SPLIT_ALIASES[split]:
         if (root / name).is_dir():
             return root / name
+    if split == "train" and _is_class_root(root):
+        return root
     tried = " or ".join(f"{root / n}/" for n in SPLIT_ALIASES[split])
-    raise DataError(f"no {split} split in {root}: expected {tried}")
+    hint = " (or class folders directly: DIR/<class>/<images>)" if split == "train" else ""
+    raise DataError(f"no {split} split in {root}: expected {tried}{hint}")
+
+
+def _is_class_root(root: Path) -> bool:
+    """Class folders holding images and no split folder at all (``val/``, ``train/``)."""
+    folders = list_class_dirs(root)
+    splits = {name for names in SPLIT_ALIASES.values() for name in names}
+    return bool(folders) and not splits & set(folders) and \
+        count_images(root / folders[0], limit=1) > 0
 
 
 def list_class_dirs(folder: str | os.PathLike) -> list[str]:

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, whole_model=True)
     parser.add_argument("--format", required=True, choices=FORMATS)
     parser.add_argument("--image-size", type=int, metavar="N",
-                        help="input side (default: the model's, 256)")
+                        help="input side (default: the checkpoint's training size, else 256)")
     parser.add_argument("--features-only", action="store_true",
                         help="the backbone without head: outputs the four stage feature maps "
                         "(detection/segmentation apps)")

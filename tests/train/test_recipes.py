@@ -251,6 +251,12 @@ def test_a_run_naming_no_recipe_gets_one_that_fits_its_data(tmp_path, monkeypatc
     assert (small.model.variant, small.optim.lr_base, small.ema.enabled) == (
         "fastvit_sa12", 2e-3, False)
     assert "recipe small: 6 training images are far from ImageNet scale" in caplog.text
+    caplog.clear()
+    monkeypatch.setenv("RANK", "1")  # under torchrun the choice is said once, by rank 0
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        assert _config(["--data", str(data)]).ema.enabled is False
+    assert "recipe small" not in caplog.text
+    monkeypatch.delenv("RANK")
     tuned = _config(["--data", str(data), "--pretrained", "w.safetensors"])
     assert tuned.model.require_pretrained and tuned.model.reset_classifier
     assert tuned.data.mixup == 0 and tuned.data.randaugment_magnitude == 5

@@ -12,6 +12,7 @@ rules shared with the task recipes).
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -298,8 +299,8 @@ def default_recipe(values: dict[str, Any]) -> str:
     if count is None or count >= SMALL_DATA_IMAGES:
         return variant
     name = "finetune" if values.get("model.pretrained") else "small"
-    log.info("recipe %s: %d training images are far from ImageNet scale (the paper's "
-             "recipe is --config %s)", name, count, variant)
+    _log_on_first_rank("recipe %s: %d training images are far from ImageNet scale (the "
+                       "paper's recipe is --config %s)", name, count, variant)
     return name
 
 
@@ -309,9 +310,15 @@ def _advise(recipe: str, data: Any) -> None:
         return
     count = _count_train_images(data)
     if count is not None and count < SMALL_DATA_IMAGES:
-        log.info("note: %s is the paper's ImageNet recipe; for %d training images --config "
-                 "small (from scratch) or --config finetune --pretrained PATH would suit "
-                 "better", recipe, count)
+        _log_on_first_rank("note: %s is the paper's ImageNet recipe; for %d training images "
+                           "--config small (from scratch) or --config finetune --pretrained "
+                           "PATH would suit better", recipe, count)
+
+
+def _log_on_first_rank(message: str, *args: Any) -> None:
+    """Recipes resolve before the process group is up: under torchrun only rank 0 says so."""
+    if os.environ.get("RANK", "0") == "0":
+        log.info(message, *args)
 
 
 def _count_train_images(data: Any) -> int | None:

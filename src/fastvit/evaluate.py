@@ -21,7 +21,7 @@ from tqdm import tqdm
 from fastvit.checkpoints import val_split_from_metadata
 from fastvit.data import ImageFolderDataset, build_eval_loader, find_split
 from fastvit.data.bad_images import BadImageLog
-from fastvit.data.datasets import has_split, keep_held_out, split_batch
+from fastvit.data.datasets import describe_val_split, has_split, keep_held_out, split_batch
 from fastvit.data.loaders import dist_rank_world
 from fastvit.data.robustness import (
     CorruptionNormalizer,
@@ -298,17 +298,11 @@ def split_source(data: str | Path, split: str, loaded: Loaded,
                               f"no val/ folder; {data} has one (or --split is not val)")
         return find_split(data, split), None
     recorded = val_split_from_metadata(loaded.metadata)
-    if val_fraction is not None:
-        held = (val_fraction, recorded[1] if recorded else 0)
-    elif recorded is not None:
-        held = recorded
-    else:
-        try:
-            find_split(data, "val")
-        except DataError as err:
-            raise DataError(f"{err}; {loaded.source} records no held-out split of train/: "
-                            f"pass --val-fraction F to score a seeded F of each class "
-                            f"(the trainer's --val-fraction split)") from None
+    if val_fraction is None and recorded is None:
+        raise DataError(f"no val split in {data} (no val/ folder), and {loaded.source} "
+                        f"records no held-out split of train/: pass --val-fraction F to score "
+                        f"a seeded F of each class (the trainer's --val-fraction split)")
+    held = recorded if val_fraction is None else (val_fraction, recorded[1] if recorded else 0)
     return find_split(data, "train"), held
 
 
@@ -366,8 +360,7 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
         class_map = main_class_map(split_dir, num_classes, loaded.class_names)
         row = runner.folder(split_dir, split, class_map, per_sample=True, held_out=held_out)
         if held_out is not None:
-            row["source"] = (f"{held_out[0]:.0%} of each class of {split_dir}/ held out "
-                             f"(no val/ folder; stratified, seed {held_out[1]})")
+            row["source"] = describe_val_split(data, *held_out)
         names = loaded.labels if class_map is not None else class_folders(split_dir)
         results["analysis"], artifacts = _analyse(row.pop("samples"), names, split, report_dir)
         if artifacts:

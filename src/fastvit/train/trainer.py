@@ -140,13 +140,15 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
     if compiled:
         parts.model = compile_model(parts.model, device)
     progress = Progress()
+    recorded = recorded_with_weights(cfg)  # preprocessing and held-out split, for evaluate
     metadata = {"variant": cfg.model.variant, "class_names": list(classes),
                 "num_classes": len(classes), "train_images": len(train_ds),
                 "val_images": len(val_ds), "global_batch": plan.global_batch,
-                **recorded_with_weights(cfg)}
+                **recorded}
     checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
                                 metadata=metadata, keep_last=cfg.run.keep_last,
-                                on_best=lambda s: _export_best(s, out_dir, cfg, classes))
+                                on_best=lambda s: _export_best(s, out_dir, cfg, classes,
+                                                               recorded))
     if state is not None:
         checkpointer.restore(state)
         say(f"resumed {resume_path}: epoch {progress.epoch}, step {progress.step}, "
@@ -261,14 +263,14 @@ def _describe(metrics: dict[str, Any]) -> str:
 
 
 def _export_best(state: dict[str, Any], out_dir: Path, cfg: TrainConfig,
-                 classes: list[str]) -> None:
+                 classes: list[str], recorded: dict[str, Any]) -> None:
     """``best.safetensors``: the selected weights alone, for evaluate/export/predict."""
     which = "ema" if "ema" in state else "model"
     top1 = (state["metrics"] or {}).get(which, {}).get("top1")
     save_weights(state[which], out_dir / BEST_WEIGHTS_NAME, variant=cfg.model.variant,
                  class_names=classes, metadata={"weights": which, "epoch": state["epoch"],
                                                 "step": state["step"], "top1": top1,
-                                                **recorded_with_weights(cfg)})
+                                                **recorded})
 
 
 def _finish(out_dir: Path, env: DistEnv, result: FitResult, metadata: dict[str, Any],

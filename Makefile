@@ -26,11 +26,12 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m fastvit demo --out $(OUT)
 
+# pytest-xdist: one worker per core (each on its share of the cores, tests/conftest.py)
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -5,8 +5,12 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("OMP_NUM_THREADS", "2")
-torch.set_num_threads(2)
+# Under pytest-xdist every worker gets a share of the cores, so workers side by side
+# don't oversubscribe them (a 2-core machine: 2 workers x 1 thread).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, (os.cpu_count() or 2) // _WORKERS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)

@@ -322,3 +322,17 @@ def test_a_run_naming_no_recipe_gets_one_that_fits_its_data(tmp_path, monkeypatc
     assert _config(["--data", "digits"]).data.image_size == 32
     with pytest.raises(ConfigError, match="--pretrained"):
         validate(_config(["--config", "finetune", "--data", str(data)]))
+
+
+@pytest.mark.parametrize("recipe, noted", [("imagenet", True), ("distill", True),
+                                           ("fastvit_sa12", True), ("fastvit_t8_distill", True),
+                                           ("small", False), ("fastvit_ma36_ft384", False)])
+def test_a_paper_recipe_named_on_a_small_folder_gets_a_note(tmp_path, caplog, recipe, noted):
+    import logging
+
+    (tmp_path / "train" / "c0").mkdir(parents=True)
+    (tmp_path / "train" / "c0" / "0.png").write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        _config(["--config", recipe, "--data", str(tmp_path)])
+    assert (f"note: {recipe} is the paper's ImageNet recipe; for 1 training images"
+            in caplog.text) is noted

@@ -22,8 +22,8 @@ from fastvit.train.config import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# every packaged recipe fully resolved, captured before the recipes inherited from one base
-RESOLVED_BEFORE = Path(__file__).with_name("recipes_before.json")
+# every packaged recipe fully resolved, captured while each variant recipe was a full copy
+RESOLVED_BEFORE = Path(__file__).with_name("packaged_recipes_resolved.json")
 # the official release's training and distillation commands: drop path and mixup
 OFFICIAL = {  # variant: (drop path, mixup, distill drop path, distill mixup)
     "fastvit_t8": (0.0, 0.2, 0.0, 0.2), "fastvit_t12": (0.0, 0.2, 0.0, 0.2),

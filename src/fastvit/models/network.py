@@ -1,4 +1,4 @@
-"""The FastViT network, its seven variants and the model factory.
+"""The FastViT network and its variant table (one row per variant).
 
 A FastViT is a stride-4 stem, four stages (downsample -> optional positional
 encoding -> blocks) and a head (a 3x3 depthwise MobileOne expansion to twice

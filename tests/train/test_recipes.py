@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -21,26 +22,55 @@ from fastvit.train.config import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-# official release's distillation commands (drop path per variant)
-DISTILL_DROP_PATH = {"fastvit_t8": 0.0, "fastvit_t12": 0.0, "fastvit_s12": 0.0,
-                     "fastvit_sa12": 0.0, "fastvit_sa24": 0.05, "fastvit_sa36": 0.1,
-                     "fastvit_ma36": 0.2}
+# every packaged recipe fully resolved, captured while each variant recipe was a full copy
+RESOLVED_BEFORE = Path(__file__).with_name("packaged_recipes_resolved.json")
+# the official release's training and distillation commands: drop path and mixup
+OFFICIAL = {  # variant: (drop path, mixup, distill drop path, distill mixup)
+    "fastvit_t8": (0.0, 0.2, 0.0, 0.2), "fastvit_t12": (0.0, 0.2, 0.0, 0.2),
+    "fastvit_s12": (0.0, 0.2, 0.0, 0.2), "fastvit_sa12": (0.1, 0.2, 0.0, 0.8),
+    "fastvit_sa24": (0.1, 0.2, 0.05, 0.8), "fastvit_sa36": (0.2, 0.2, 0.1, 0.8),
+    "fastvit_ma36": (0.35, 0.8, 0.2, 0.8),
+}
 
 
 def test_packaged_recipes_are_the_only_copies():
     assert not (REPO / "configs").exists(), "recipes live in src/fastvit/configs only"
-    expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "fastvit_ma36_ft384",
-                "digits_t8", "small", "finetune"}
+    expected = {*VARIANTS, *(f"{v}_distill" for v in VARIANTS), "imagenet", "distill",
+                "fastvit_ma36_ft384", "digits_t8", "small", "finetune"}
     assert set(list_recipes()) == expected
+    # a variant's recipes come from its row of the table, never from a file of their own
+    files = {p.stem for p in recipe_dir().glob("*.yaml")}
+    assert files == {"imagenet", "distill", "fastvit_ma36_ft384", "digits_t8", "small",
+                     "finetune"}
+
+
+def test_every_packaged_recipe_resolves_to_the_values_it_had_as_a_full_copy():
+    """Inheriting changed no value a user gets from ``--config NAME`` (the recipes that
+    were full copies, and those that started from them)."""
+    before = json.loads(RESOLVED_BEFORE.read_text())
+    assert set(list_recipes()) - set(before) == {"imagenet", "distill"}  # the two new bases
+    for name, values in before.items():
+        assert to_dict(load_recipe(name)) == values, name
+
+
+def test_only_the_bases_spell_out_every_key():
+    """A recipe setting shared by the variants is one line in imagenet.yaml."""
+    sections = {"model", "data", "optim", "schedule", "ema", "distill", "run"}
+    for path in recipe_dir().glob("*.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        if path.stem == "imagenet":
+            assert set(raw) == sections
+            assert raw["model"]["drop_path"] is None and raw["data"]["crop_pct"] is None
+        else:
+            assert "base" in raw, f"{path.name} should start from a base recipe"
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_variant_recipes_carry_the_paper_values(variant):
+    spec = VARIANTS[variant]
     for name, distilled in ((variant, False), (f"{variant}_distill", True)):
-        raw = yaml.safe_load((recipe_dir() / f"{name}.yaml").read_text())
-        assert set(raw) == {"model", "data", "optim", "schedule", "ema", "distill", "run"}
         cfg = load_recipe(name)
-        assert cfg.model.variant == variant
+        assert cfg.model.variant == variant and cfg.run.out_dir == f"runs/{name}"
         # lr 1e-3 at a global batch of 1024, scaled linearly for other batches
         assert cfg.optim.lr is None and cfg.optim.lr_base == 1e-3
         assert cfg.optim.lr_base_batch == 1024
@@ -54,16 +84,42 @@ def test_variant_recipes_carry_the_paper_values(variant):
         assert cfg.data.randaugment_magnitude == 9 and cfg.data.randaugment_mstd == 0.5
         assert cfg.data.cutmix == 1.0 and cfg.data.image_size == 256
         assert cfg.data.interpolation == "bicubic"
-        assert cfg.data.crop_pct == VARIANTS[variant].crop_pct
+        assert cfg.data.crop_pct == spec.crop_pct
         assert cfg.ema.enabled and cfg.ema.decay == 0.9995
         if distilled:
             assert cfg.distill.kind == "hard" and cfg.distill.teacher == "regnet_y_16gf"
             assert cfg.distill.alpha == 0.5
-            assert cfg.model.drop_path == DISTILL_DROP_PATH[variant]
+            assert cfg.model.drop_path == spec.recipe_distill_drop_path
+            assert cfg.data.mixup == spec.recipe_distill_mixup
         else:
             assert cfg.distill.kind == "none"
-            assert cfg.model.drop_path == VARIANTS[variant].recipe_drop_path
-            assert cfg.data.mixup == (0.8 if variant == "fastvit_ma36" else 0.2)
+            assert cfg.model.drop_path == spec.recipe_drop_path
+            assert cfg.data.mixup == spec.recipe_mixup
+
+
+@pytest.mark.parametrize("variant", list(OFFICIAL))
+def test_the_table_holds_the_official_training_commands(variant):
+    spec = VARIANTS[variant]
+    assert (spec.recipe_drop_path, spec.recipe_mixup, spec.recipe_distill_drop_path,
+            spec.recipe_distill_mixup) == OFFICIAL[variant]
+
+
+def test_the_shared_base_leaves_the_variant_values_to_the_variant():
+    """``--config imagenet --model V`` trains V with V's drop path and crop ratio."""
+    cfg = _config(["--config", "imagenet", "--model", "fastvit_sa36"])
+    assert cfg.model.variant == "fastvit_sa36"
+    assert cfg.model.drop_path is None and cfg.data.crop_pct is None  # the variant's
+    assert to_dict(load_recipe("distill"))["distill"]["kind"] == "hard"
+
+
+def test_unknown_and_looping_recipes_are_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown recipe 'fastvit_xl'; packaged recipes: "
+                                          "digits_t8, distill, fastvit_ma36"):
+        load_recipe("fastvit_xl")
+    loop = tmp_path / "loop.yaml"
+    loop.write_text(f"base: {loop}\n")
+    with pytest.raises(ConfigError, match="'base' chain loops back to itself"):
+        load_recipe(str(loop))
 
 
 def test_finetune_384_recipe():
@@ -266,3 +322,17 @@ def test_a_run_naming_no_recipe_gets_one_that_fits_its_data(tmp_path, monkeypatc
     assert _config(["--data", "digits"]).data.image_size == 32
     with pytest.raises(ConfigError, match="--pretrained"):
         validate(_config(["--config", "finetune", "--data", str(data)]))
+
+
+@pytest.mark.parametrize("recipe, noted", [("imagenet", True), ("distill", True),
+                                           ("fastvit_sa12", True), ("fastvit_t8_distill", True),
+                                           ("small", False), ("fastvit_ma36_ft384", False)])
+def test_a_paper_recipe_named_on_a_small_folder_gets_a_note(tmp_path, caplog, recipe, noted):
+    import logging
+
+    (tmp_path / "train" / "c0").mkdir(parents=True)
+    (tmp_path / "train" / "c0" / "0.png").write_bytes(b"")
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        _config(["--config", recipe, "--data", str(tmp_path)])
+    assert (f"note: {recipe} is the paper's ImageNet recipe; for 1 training images"
+            in caplog.text) is noted

@@ -1,4 +1,4 @@
-"""The FastViT network, its seven variants and the model factory.
+"""The FastViT network and its variant table (one row per variant).
 
 A FastViT is a stride-4 stem, four stages (downsample -> optional positional
 encoding -> blocks) and a head (a 3x3 depthwise MobileOne expansion to twice
@@ -31,7 +31,12 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One row of the variant table (the paper's Table 1 and Section 4)."""
+    """One row of the variant table (the paper's Table 1 and Section 4).
+
+    The ``recipe_*`` fields are what the packaged training recipes of the variant
+    (``fastvit_<v>`` and ``fastvit_<v>_distill``) change from the shared ImageNet-1k
+    recipe: the official release's training and distillation commands (apple/ml-fastvit).
+    """
 
     depths: tuple[int, int, int, int]
     widths: tuple[int, int, int, int]
@@ -40,6 +45,9 @@ class VariantSpec:
     layer_scale_init: float = 1e-5
     crop_pct: float = 0.9
     recipe_drop_path: float = 0.0  # the paper's training value; the factory default is 0
+    recipe_mixup: float = 0.2
+    recipe_distill_drop_path: float = 0.0
+    recipe_distill_mixup: float = 0.2
     published: dict[str, float] = field(default_factory=dict)
 
 
@@ -51,14 +59,20 @@ VARIANTS: dict[str, VariantSpec] = {
     "fastvit_s12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, False,
                                published=dict(top1=79.9, top1_distilled=81.1, gmacs=1.79)),
     "fastvit_sa12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, True,
-                                recipe_drop_path=0.1,
+                                recipe_drop_path=0.1, recipe_distill_mixup=0.8,
                                 published=dict(top1=80.9, top1_distilled=81.9, gmacs=1.94)),
     "fastvit_sa24": VariantSpec((4, 4, 12, 4), (64, 128, 256, 512), 4, True,
-                                recipe_drop_path=0.1,
+                                recipe_drop_path=0.1, recipe_distill_drop_path=0.05,
+                                recipe_distill_mixup=0.8,
                                 published=dict(top1=82.7, top1_distilled=83.4, gmacs=3.76)),
-    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, True, 1e-6, 0.95, 0.2,
+    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, True,
+                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.2,
+                                recipe_distill_drop_path=0.1, recipe_distill_mixup=0.8,
                                 published=dict(top1=83.6, top1_distilled=84.2, gmacs=5.59)),
-    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, True, 1e-6, 0.95, 0.35,
+    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, True,
+                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.35,
+                                recipe_mixup=0.8, recipe_distill_drop_path=0.2,
+                                recipe_distill_mixup=0.8,
                                 published=dict(top1=83.9, top1_distilled=84.6, gmacs=7.82)),
 }
 

@@ -1,10 +1,12 @@
 """Recipes: YAML files in the package are the source of truth, dataclasses check them.
 
 One rule for every trainer (classification and the dense tasks): a recipe is a
-YAML file that spells out every value. It is either a packaged file
-(``fastvit/configs/NAME.yaml``, ``fastvit/configs/tasks/NAME.yaml``) or the
-user's own, which may start from another recipe with ``base: NAME`` and change
-only some keys. The recipe's dataclass (flat like the task recipes, or with
+YAML file that spells out every value, or starts from another recipe with
+``base: NAME`` and changes only some keys. It is a packaged file
+(``fastvit/configs/NAME.yaml``, ``fastvit/configs/tasks/NAME.yaml``), the paper's
+recipe of a variant derived from the variant table (``fastvit_<v>``,
+``fastvit_<v>_distill``: :mod:`fastvit.run.variant_recipes`), or the user's own.
+The recipe's dataclass (flat like the task recipes, or with
 sections like :class:`fastvit.train.config.TrainConfig`) declares each key's
 type and has a ``validate()`` method; loading converts every value to its
 declared type and refuses unknown or missing keys. Precedence, lowest first:
@@ -24,6 +26,7 @@ from typing import Any, TypeVar
 import yaml
 
 from fastvit.errors import ConfigError
+from fastvit.run.variant_recipes import variant_recipe, variant_recipe_names
 
 R = TypeVar("R")
 BASE_KEY = "base"
@@ -35,39 +38,51 @@ def recipe_dir(folder: str = "") -> Path:
 
 
 def list_recipes(folder: str = "") -> list[str]:
-    return sorted(p.stem for p in recipe_dir(folder).glob("*.yaml"))
+    """The packaged recipes of ``folder``: its YAML files and, for the classification
+    recipes, those derived from the variant table (:mod:`fastvit.run.variant_recipes`)."""
+    files = {p.stem for p in recipe_dir(folder).glob("*.yaml")}
+    return sorted(files | set(variant_recipe_names() if folder == "" else ()))
 
 
-def resolve_recipe(name_or_path: str | Path, folder: str = "") -> Path:
-    """A YAML path, or the name of a packaged recipe in ``folder``."""
+def read_recipe(name_or_path: str | Path, folder: str = "",
+                _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The nested dict of a recipe with its ``base`` chain merged in."""
+    source, key, data = _open_recipe(name_or_path, folder)
+    if key in _seen:
+        raise ConfigError(f"recipe {source}: 'base' chain loops back to itself")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    return merge(read_recipe(base, folder, (*_seen, key)), data)
+
+
+def _open_recipe(name_or_path: str | Path, folder: str) -> tuple[str, str, dict[str, Any]]:
+    """``(source, key, dict)`` of one recipe, its own ``base`` not yet merged: a YAML
+    path, a packaged file of ``folder``, or a recipe derived from the variant table.
+    ``source`` names it in messages, ``key`` tells two recipes apart in a ``base`` chain."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
         if not path.is_file():
             raise ConfigError(f"recipe file not found: {path}")
-        return path
+        return str(path), str(path.resolve()), _read_yaml(path)
     packaged = recipe_dir(folder) / f"{name_or_path}.yaml"
-    if not packaged.is_file():
+    if packaged.is_file():
+        return str(packaged), str(packaged.resolve()), _read_yaml(packaged)
+    derived = variant_recipe(str(name_or_path)) if folder == "" else None
+    if derived is None:
         raise ConfigError(f"unknown recipe {str(name_or_path)!r}; packaged recipes: "
                           f"{', '.join(list_recipes(folder))} (or pass a .yaml path)")
-    return packaged
+    return f"{name_or_path} (from the variant table)", str(name_or_path), derived
 
 
-def read_recipe(name_or_path: str | Path, folder: str = "",
-                _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """The nested dict of a recipe file with its ``base`` chain merged in."""
-    path = resolve_recipe(name_or_path, folder)
-    if path.resolve() in _seen:
-        raise ConfigError(f"recipe {path}: 'base' chain loops back to itself")
+def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of key: value")
-    base = data.pop(BASE_KEY, None)
-    if base is None:
-        return data
-    return merge(read_recipe(base, folder, (*_seen, path.resolve())), data)
+    return data
 
 
 def merge(base: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,8 +100,8 @@ def load_recipe(cls: type[R], name_or_path: str | Path, folder: str = "",
                 overrides: Iterable[str] | Mapping[str, Any] = ()) -> R:
     """Build recipe ``cls`` from a packaged name or a YAML path, then apply ``overrides``
     (``["key=value", "section.key=value"]`` strings or a ``{dotted key: value}`` dict)."""
-    path = resolve_recipe(name_or_path, folder)
-    recipe = from_dict(cls, read_recipe(path, folder), source=str(path))
+    source = _open_recipe(name_or_path, folder)[0]
+    recipe = from_dict(cls, read_recipe(name_or_path, folder), source=source)
     if isinstance(overrides, Mapping):
         for key, value in overrides.items():
             set_value(recipe, key, value, source="override")

@@ -3,8 +3,9 @@
 A recipe is ``TrainConfig`` (sections ``model``, ``data``, ``optim``,
 ``schedule``, ``ema``, ``distill``, ``run``). The packaged files
 ``fastvit/configs/*.yaml`` are the source of truth: the paper's ImageNet recipe
-per variant spelled out in full, plus smaller recipes that start from one of
-them (``base: fastvit_t8``). The dataclasses declare the type of every key and
+(``imagenet.yaml``, spelled out in full; each variant's recipe adds its row of the
+variant table), plus recipes that start from one of them (``base: fastvit_t8``).
+The dataclasses declare the type of every key and
 :func:`validate` checks the values (see :mod:`fastvit.run.recipes` for the
 rules shared with the task recipes).
 """
@@ -21,6 +22,7 @@ from fastvit.errors import ConfigError, FastVitError
 from fastvit.models import VARIANTS
 from fastvit.run import recipes
 from fastvit.run.device import AMP_CHOICES
+from fastvit.run.variant_recipes import DISTILL_RECIPE, IMAGENET_RECIPE, variant_recipe_names
 
 DISTILL_CHOICES = ("none", "hard", "soft")
 #: fewer training images than this is "far from ImageNet scale" (1.28M): a run that names
@@ -306,7 +308,7 @@ def default_recipe(values: dict[str, Any]) -> str:
 
 def _advise(recipe: str, data: Any) -> None:
     """One line when a paper ImageNet recipe meets a small folder."""
-    if recipe not in VARIANTS and recipe.removesuffix("_distill") not in VARIANTS:
+    if recipe not in (IMAGENET_RECIPE, DISTILL_RECIPE, *variant_recipe_names()):
         return
     count = _count_train_images(data)
     if count is not None and count < SMALL_DATA_IMAGES:

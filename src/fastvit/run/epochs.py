@@ -4,9 +4,8 @@ checkpoints, logging and early stops.
 :func:`fastvit.run.training.train_task` builds the data, model, optimizer and
 schedule, wraps them in :class:`~fastvit.run.loop.TrainParts` and a
 :class:`Checkpointer`, and calls :func:`run_epochs` with the task's ``step_fn`` and
-``evaluate``. Everything here is the same
-for classification, detection, segmentation and hand mesh: when to evaluate and
-save, ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), stopping
+``evaluate``. Everything here is the same for every task: when to evaluate and
+save (:class:`RunCadence`), ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), stopping
 on SIGTERM/SIGINT/SIGUSR1 with a checkpoint (:mod:`fastvit.run.preemption`),
 the progress bar and ``metrics.jsonl``.
 """
@@ -35,7 +34,7 @@ Metrics = dict[str, Any]
 
 @dataclass
 class RunCadence:
-    """When things happen, in optimizer steps and epochs."""
+    """When a run evaluates, saves, logs and stops, in optimizer steps and epochs."""
 
     total_steps: int
     steps_per_epoch: int

@@ -25,7 +25,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import Dataset
 
 from fastvit.data.bad_images import BadImageLog
-from fastvit.errors import CheckpointError, ConfigError, FastVitError
+from fastvit.errors import ConfigError, FastVitError
 from fastvit.files import atomic_write_text, write_json
 from fastvit.run.compiling import compile_model
 from fastvit.run.compiling import describe as describe_compile
@@ -138,8 +138,6 @@ def _train(task: str, recipe: Any, settings: RunSettings,
     out_dir, config, resume = Path(settings.out_dir), to_dict(recipe), settings.resume
     state, resume_path = read_resume_state(resume, out_dir, task, config, env.world_size,
                                            settings.resume_free_keys, warn=say)
-    if state is None and resume and str(resume) != "auto":
-        raise CheckpointError(f"--resume: nothing to resume at {resume}")
     seed_all(settings.seed)
     spec = build(env, state is None)
     model = spec.model.to(env.device)
@@ -164,8 +162,10 @@ def _train(task: str, recipe: Any, settings: RunSettings,
     wrapped = wrap_ddp(model, env, broadcast_buffers=False)  # the loop syncs buffers
     if settings.compiled:
         wrapped = compile_model(wrapped, env.device)
-    parts = TrainParts(wrapped, model, optimizer, scheduler, make_scaler(env.device, amp_dtype),
-                       env, spec.ema, spec.accum, settings.clip_grad, amp_dtype, settings.seed)
+    parts = TrainParts(model=wrapped, raw_model=model, optimizer=optimizer, scheduler=scheduler,
+                       scaler=make_scaler(env.device, amp_dtype), env=env, ema=spec.ema,
+                       accum=spec.accum, clip_grad=settings.clip_grad, amp_dtype=amp_dtype,
+                       seed=settings.seed)
     progress = Progress()
     checkpointer = Checkpointer(parts, progress, out_dir, task=task, config=config,
                                 metadata=spec.metadata, keep_last=settings.keep_last,

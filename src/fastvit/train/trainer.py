@@ -92,7 +92,7 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
     ``run.out_dir``; a fresh start when there is none). ``datasets`` replaces
     ``data.path`` with ready ``(train, val, classes)`` datasets (tests, notebooks).
-    Progress goes to ``log`` (default: the ``fastvit.run.training`` logger at INFO).
+    Progress goes to ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
     ``compiled`` runs the training forward/backward through ``torch.compile``
     (:mod:`fastvit.run.compiling`). SIGTERM/SIGINT/SIGUSR1 end the run after the
     current step with a checkpoint and :class:`fastvit.errors.StoppedBySignal`.

@@ -111,16 +111,16 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
                            max_steps=r.max_steps, save_every_steps=r.save_every_steps,
                            log_every=r.log_every, keep_last=r.keep_last,
                            show_progress=r.progress, compiled=compiled)
-    given = val_source(cfg) if datasets is None else "given"
+    val_text = val_source(cfg) if datasets is None else "given"
 
     def build(env: DistEnv, fresh: bool) -> TaskSpec:
-        return _classification_spec(cfg, env, train_ds, val_ds, classes, given, fresh=fresh)
+        return _classification_spec(cfg, env, train_ds, val_ds, classes, val_text, fresh=fresh)
 
     return train_task(TASK, cfg, settings, build, log=log or _logger.info)
 
 
 def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: Any,
-                         classes: list[str], given: str, *, fresh: bool) -> TaskSpec:
+                         classes: list[str], val_text: str, *, fresh: bool) -> TaskSpec:
     """The model (initial weights only for a ``fresh`` run), EMA, step, evaluation and
     outputs of a classification run."""
     plan = make_plan(cfg, env, len(train_ds))
@@ -166,7 +166,7 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
         on_best=lambda state: _export_best(state, out_dir, cfg, classes, recorded),
         eval_every_epochs=cfg.run.eval_every,
         header=header_lines(cfg, plan, classes=len(classes), train_images=len(train_ds),
-                            val_images=len(val_ds), val_source=given),
+                            val_images=len(val_ds), val_source=val_text),
         plot_metrics={"model top-1": "model.top1", "EMA top-1": "ema.top1"},
         plot_title="held-out top-1 (%)", curves_name=CURVES_NAME,
         report=lambda base: _summary(base, out_dir, len(train_ds)), report_name=SUMMARY_NAME)

@@ -1,5 +1,5 @@
-"""A tiny in-process run of the shared run layer (``fastvit.run.fit``), built the way the
-trainers build theirs: a two-layer MLP with dropout on noisy synthetic features, so a
+"""A tiny in-process run of the shared epoch loop (``fastvit.run.epochs``), built the way
+the run path builds it: a two-layer MLP with dropout on noisy synthetic features, so a
 run takes well under a second and every random component (data order, per-sample
 noise, dropout) is exercised."""
 
@@ -18,7 +18,13 @@ from torch.optim.lr_scheduler import LambdaLR
 from torch.utils.data import default_collate
 
 from fastvit.run.distributed import DistEnv, wrap_ddp
-from fastvit.run.fit import Checkpointer, FitPlan, FitResult, fit, read_resume_state
+from fastvit.run.epochs import (
+    Checkpointer,
+    EpochsResult,
+    RunCadence,
+    read_resume_state,
+    run_epochs,
+)
 from fastvit.run.loop import Progress, StepOutput, TrainParts
 from fastvit.run.metrics_log import MetricsLogger
 from fastvit.run.sampling import build_train_loader
@@ -62,7 +68,7 @@ class TinyRun:
 
 
 def run_tiny(run: TinyRun, say: Callable[[str], None] = lambda _msg: None,
-             env: DistEnv | None = None) -> FitResult:
+             env: DistEnv | None = None) -> EpochsResult:
     """One invocation (``env``: this rank of an initialized gloo group, else one process)."""
     env = env or DistEnv()
     config = {"epochs": run.epochs, "samples": run.samples, "batch_size": run.batch_size}
@@ -101,13 +107,13 @@ def run_tiny(run: TinyRun, say: Callable[[str], None] = lambda _msg: None,
             loss = nn.functional.cross_entropy(model(dataset.x), dataset.y)
         return {"loss": float(loss)}
 
-    plan = FitPlan(total, per_epoch, max_steps=run.max_steps, save_every_steps=run.save_every,
-                   log_every=1)
+    plan = RunCadence(total, per_epoch, max_steps=run.max_steps,
+                      save_every_steps=run.save_every, log_every=1)
     logger = MetricsLogger(run.out_dir, enabled=env.is_main, tensorboard=False)
     try:
-        return fit(parts, loader, progress, step_fn, plan, checkpointer, logger,
-                   evaluate=evaluate if run.evaluate else None,
-                   score=lambda m: -m["loss"], say=say, show_progress=False)
+        return run_epochs(parts, loader, progress, step_fn, plan, checkpointer, logger,
+                          evaluate=evaluate if run.evaluate else None,
+                          score=lambda m: -m["loss"], say=say, show_progress=False)
     finally:
         logger.close()
 

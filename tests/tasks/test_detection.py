@@ -23,7 +23,6 @@ from fastvit.tasks.detection import engine
 from fastvit.tasks.detection.data import coco_dataset
 from fastvit.tasks.detection.metrics import SUMMARY_NAMES, coco_evaluate, to_coco_results
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
-from fastvit.tasks.shared import with_warmup
 from fastvit.tasks.training import load_task_recipe
 from tests.helpers.tasks import make_coco, torchrun
 
@@ -302,24 +301,6 @@ def test_recipe_rejects_unknown_and_invalid(tmp_path: Path) -> None:
         load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, bad)
     with pytest.raises(ConfigError, match="lr_steps"):
         tiny_recipe(lr_steps=[11, 8]).validate()
-
-
-def test_schedule_warmup_and_steps() -> None:
-    """1x schedule shape: linear warm-up, then x0.1 after the step epochs."""
-    from torch.optim.lr_scheduler import MultiStepLR
-
-    p = torch.nn.Parameter(torch.zeros(1))
-    opt = torch.optim.AdamW([p], lr=1.0)
-    sched = with_warmup(opt, MultiStepLR(opt, [8, 11], 0.1), 4, 0.001)
-    lrs = []
-    for _ in range(12):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    assert lrs[0] == pytest.approx(0.001)
-    assert lrs[2] == pytest.approx(0.001 + (1 - 0.001) * 2 / 4)
-    assert lrs[4:8] == pytest.approx([1.0] * 4)
-    assert lrs[8:11] == pytest.approx([0.1] * 3) and lrs[11] == pytest.approx(0.01)
 
 
 # ---------------------------------------------------------------------------

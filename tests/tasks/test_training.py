@@ -5,8 +5,8 @@ real ``fastvit ... train`` process sent SIGTERM mid-run (exit 75, then ``--resum
 auto``); sharded hand evaluation counts every sample once, and every torchrun call in
 the tests is ``--standalone``.
 
-Monkeypatched here: ``fastvit.tasks.training.fit`` (the shared epoch loop the task
-runs call), wrapped to read the state a resumed loop starts from.
+Monkeypatched here: ``fastvit.run.training.run_epochs`` (the shared epoch loop the one
+run path calls), wrapped to read the state a resumed loop starts from.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import pytest
 import torch
 
 from fastvit.cli import main as cli_main
+from fastvit.run import training
 from fastvit.run.device import cpu_threads
 from fastvit.run.recipes import to_dict
 from fastvit.run.store import checkpoint_name
-from fastvit.tasks import training
 from fastvit.tasks.detection import engine as det_engine
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE as DET_RECIPE
 from fastvit.tasks.detection.recipe import DetectionRecipe
@@ -63,7 +63,7 @@ def _state_at_loop_start(train) -> dict:
         raise _Stop
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training, "fit", spy)
+        mp.setattr(training, "run_epochs", spy)
         with pytest.raises(_Stop):
             train()
     return seen

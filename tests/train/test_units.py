@@ -1,4 +1,4 @@
-"""Units of the training stack: schedule, weight-decay groups, EMA, distillation,
+"""Units of the training stack: lr scaling, weight-decay groups, EMA, distillation,
 gradient accumulation, samplers and per-sample seeding."""
 
 from __future__ import annotations
@@ -16,9 +16,6 @@ from fastvit.factory import create_model
 from fastvit.run.distributed import DistEnv
 from fastvit.run.loop import Progress, StepOutput, TrainParts, train_epoch
 from fastvit.run.optim import (
-    WarmupCosineCooldown,
-    build_optimizer,
-    build_scheduler,
     no_decay_parameter_names,
     param_groups,
     scaled_lr,
@@ -39,39 +36,6 @@ def test_linear_scaling_rule():
     assert scaled_lr(1e-3, 1024, 1024) == pytest.approx(1e-3)
     assert scaled_lr(1e-3, 256, 1024) == pytest.approx(2.5e-4)
     assert scaled_lr(5e-5, 512, 512) == pytest.approx(5e-5)
-
-
-def test_lr_at_known_steps():
-    """Warmup 10 steps from 1e-6, cosine 100 steps to 1e-5, then cooldown at 1e-5."""
-    sched = WarmupCosineCooldown(base_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, warmup_steps=10,
-                                 cosine_steps=100)
-    assert sched.lr_at(0) == pytest.approx(1e-6, rel=1e-12)            # warmup start
-    assert sched.lr_at(5) == pytest.approx((1e-6 + 1e-3) / 2, rel=1e-12)  # warmup middle
-    assert sched.lr_at(10) == pytest.approx(1e-3, rel=1e-12)           # warmup end = peak
-    assert sched.lr_at(60) == pytest.approx((1e-3 + 1e-5) / 2, rel=1e-12)  # cosine middle
-    quarter = 1e-5 + (1e-3 - 1e-5) * 0.5 * (1 + math.cos(math.pi / 4))
-    assert sched.lr_at(35) == pytest.approx(quarter, rel=1e-12)
-    assert sched.lr_at(110) == pytest.approx(1e-5, rel=1e-12)          # cosine end
-    assert sched.lr_at(150) == pytest.approx(1e-5, rel=1e-12)          # cooldown
-
-
-def test_scheduler_drives_the_optimizer_per_step():
-    model = nn.Linear(3, 2)
-    opt = build_optimizer(model, lr=1e-3, weight_decay=0.05)
-    sched = build_scheduler(opt, base_lr=1e-3, warmup_lr=1e-6, min_lr=1e-5, warmup_steps=4,
-                            cosine_steps=8)
-    seen = []
-    for _ in range(14):
-        seen.append(opt.param_groups[0]["lr"])
-        assert {g["lr"] for g in opt.param_groups} == {seen[-1]}  # every group follows
-        opt.step()
-        sched.step()
-    assert seen[0] == pytest.approx(1e-6)
-    assert seen[4] == pytest.approx(1e-3)
-    assert seen[8] == pytest.approx((1e-3 + 1e-5) / 2)
-    assert seen[12] == pytest.approx(1e-5) and seen[13] == pytest.approx(1e-5)
-    state = sched.state_dict()  # plain values only: loadable with weights_only=True
-    assert isinstance(state["lr_lambdas"][0], dict)
 
 
 # -- weight decay groups -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""AdamW with weight-decay groups and the per-step warmup / cosine / cooldown schedule.
+"""AdamW with weight-decay groups, and the linear learning-rate scaling rule.
 
 Learning-rate scaling follows the linear scaling rule: the recipe's ``lr`` is
 given at ``lr_base_batch`` images per optimizer step (the paper: 1e-3 at 1024)
@@ -8,12 +8,8 @@ and the run uses ``lr * global_batch / lr_base_batch``. ``warmup_lr`` and
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import LambdaLR
 
 from fastvit.models.layers import LayerScale2d
 
@@ -51,42 +47,3 @@ def build_optimizer(model: nn.Module, *, lr: float, weight_decay: float,
                     decay_layer_scale: bool = False) -> torch.optim.AdamW:
     groups = param_groups(model, weight_decay, decay_layer_scale=decay_layer_scale)
     return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=eps)
-
-
-@dataclass
-class WarmupCosineCooldown:
-    """lr multiplier at optimizer step ``t`` (0-based; applied to the scaled base lr).
-
-    Steps ``[0, warmup)``: linear from ``warmup_lr`` to ``lr``; ``[warmup, warmup +
-    cosine)``: cosine from ``lr`` to ``min_lr``; afterwards (cooldown): ``min_lr``.
-    A plain object of floats, so ``LambdaLR.state_dict()`` stays ``weights_only``-safe.
-    """
-
-    base_lr: float
-    warmup_lr: float
-    min_lr: float
-    warmup_steps: int
-    cosine_steps: int
-
-    def lr_at(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return self.warmup_lr + (self.base_lr - self.warmup_lr) * step / self.warmup_steps
-        t = step - self.warmup_steps
-        if t >= self.cosine_steps:
-            return self.min_lr
-        cos = 0.5 * (1.0 + math.cos(math.pi * t / self.cosine_steps))
-        return self.min_lr + (self.base_lr - self.min_lr) * cos
-
-    def __call__(self, step: int) -> float:
-        return self.lr_at(step) / self.base_lr
-
-
-def build_scheduler(optimizer: torch.optim.Optimizer, *, base_lr: float, warmup_lr: float,
-                    min_lr: float, warmup_steps: int, cosine_steps: int) -> LambdaLR:
-    """Per-step schedule; call ``scheduler.step()`` after every optimizer step."""
-    schedule = WarmupCosineCooldown(base_lr, warmup_lr, min_lr, warmup_steps,
-                                    max(cosine_steps, 1))
-    for group in optimizer.param_groups:
-        group["lr"] = base_lr
-        group["initial_lr"] = base_lr
-    return LambdaLR(optimizer, schedule)

@@ -3,7 +3,7 @@
 Cluster schedulers send SIGTERM (Kubernetes, SLURM at preemption and at the time
 limit, ``torchrun`` forwarding its own), or a signal the job asks for such as
 SIGUSR1 (``sbatch --signal``), some time before they kill a job; Ctrl-C is
-SIGINT. While :func:`fastvit.run.fit.fit` runs, such a signal only raises a
+SIGINT. While :func:`fastvit.run.epochs.run_epochs` runs, such a signal only raises a
 flag: the optimizer step in progress finishes, a checkpoint is written
 atomically, and :class:`~fastvit.errors.StoppedBySignal` ends the run (the CLI
 exits with its code, 75, and says how to continue: ``--resume auto``).

@@ -85,12 +85,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def resolve_resume(resume: str | Path, out_dir: str | Path) -> Path | None:
-    """``auto``: the newest checkpoint in ``out_dir`` (None when there is none); else a path."""
-    candidates = resume_candidates(resume, out_dir)
-    return candidates[0] if candidates else None
-
-
 def resume_candidates(resume: str | Path, out_dir: str | Path) -> list[Path]:
     """The files ``--resume`` tries, in order.
 

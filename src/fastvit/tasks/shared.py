@@ -1,7 +1,7 @@
-"""Small pieces the three dense tasks share (the run itself is :mod:`fastvit.tasks.training`).
+"""Small pieces the three dense tasks share (the run itself is :mod:`fastvit.run.training`).
 
-Loaders of variable-sized samples, sharded evaluation, warm-up schedules,
-readable errors from DataLoader workers, and image files in and out.
+Loaders of variable-sized samples, sharded evaluation, the run settings a task
+recipe gives, and image files in and out.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import ChainedScheduler, LinearLR, LRScheduler
 from torch.utils.data import DataLoader, Dataset
 
 from fastvit.data.loaders import ShardedEvalSampler, SignalSafeLoader
-from fastvit.errors import DataError, FastVitError
+from fastvit.errors import DataError
 from fastvit.files import atomic_path
 from fastvit.run.distributed import DistEnv
+from fastvit.run.training import RunSettings
 
 
 def list_collate(batch: list) -> tuple:
@@ -36,26 +36,17 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, env: DistEnv, *
                             pin_memory=env.device.type == "cuda")
 
 
-def clean_worker_error(err: FastVitError) -> FastVitError:
-    """A ``FastVitError`` raised in a DataLoader worker comes back with the worker's
-    traceback in its message; recover the one-line original message."""
-    text = str(err)
-    if "Original Traceback" not in text:
-        return err
-    last = [line for line in text.strip().splitlines() if line.strip()][-1]
-    prefix = f"{type(err).__module__}.{type(err).__name__}: "
-    return type(err)(last[len(prefix):] if last.startswith(prefix) else last)
-
-
-def with_warmup(optimizer: torch.optim.Optimizer, main: LRScheduler, warmup_iters: int,
-                warmup_ratio: float) -> LRScheduler:
-    """Linear warm-up from ``warmup_ratio * lr`` over ``warmup_iters`` iterations,
-    multiplied into ``main`` (both step once per iteration)."""
-    if warmup_iters <= 0:
-        return main
-    warmup = LinearLR(optimizer, start_factor=warmup_ratio, end_factor=1.0,
-                      total_iters=warmup_iters)
-    return ChainedScheduler([warmup, main], optimizer)
+def run_settings(recipe: Any, *, out_dir: str | Path, device: str | None,
+                 resume: str | Path | None, max_steps: int | None, threads: int | None,
+                 compiled: bool) -> RunSettings:
+    """The :class:`~fastvit.run.training.RunSettings` of a dense-task recipe (its ``seed``,
+    ``batch_size``, ``workers``, ``amp``, ``clip_grad``, ``deterministic``,
+    ``log_every`` and ``keep_last``) and the command's flags."""
+    return RunSettings(out_dir, recipe.batch_size, seed=recipe.seed, workers=recipe.workers,
+                       amp=recipe.amp, clip_grad=recipe.clip_grad,
+                       deterministic=recipe.deterministic, device=device, threads=threads,
+                       resume=resume, max_steps=max_steps, log_every=recipe.log_every,
+                       keep_last=recipe.keep_last, compiled=compiled)
 
 
 def read_rgb(path: str | os.PathLike) -> Any:

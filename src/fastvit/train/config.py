@@ -170,10 +170,6 @@ def to_dict(cfg: TrainConfig) -> dict[str, Any]:
     return recipes.to_dict(cfg)
 
 
-def dump_yaml(cfg: TrainConfig) -> str:
-    return recipes.dump_yaml(cfg)
-
-
 def validate(cfg: TrainConfig) -> None:
     """Checks that need no data or devices; raises ConfigError."""
     if cfg.model.variant not in VARIANTS:

@@ -7,7 +7,6 @@ can be evaluated (and reparameterized) on its own.
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -24,7 +23,3 @@ def build_ema(model: nn.Module, decay: float = 0.9995) -> AveragedModel:
         p.requires_grad_(False)
     return ema
 
-
-@torch.no_grad()
-def update_ema(ema: AveragedModel, model: nn.Module) -> None:
-    ema.update_parameters(model)

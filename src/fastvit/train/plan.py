@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from fastvit.errors import ConfigError
 from fastvit.run.device import default_workers
 from fastvit.run.distributed import DistEnv
+from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.optim import scaled_lr
 from fastvit.train.config import DataConfig, TrainConfig
 
@@ -28,7 +29,7 @@ MAX_WARMUP_COOLDOWN_SHARE = 0.5
 
 
 @dataclass
-class Plan:
+class ClassificationPlan:
     """Sizes derived from the recipe, the data and the number of processes."""
 
     world_size: int
@@ -60,8 +61,15 @@ class Plan:
     def cosine_steps(self) -> int:
         return self.total_steps - self.warmup_steps - self.cooldown_steps
 
+    def lr_schedule(self, warmup_lr: float, min_lr: float) -> LrSchedule:
+        """timm's: linear warmup from ``warmup_lr``, cosine from ``lr`` to ``min_lr``, then
+        ``min_lr`` for the cooldown (``warmup_lr`` and ``min_lr`` are absolute)."""
+        return LrSchedule("cosine", main_steps=max(self.cosine_steps, 1),
+                          main_start=self.warmup_steps, min_ratio=min_lr / self.lr,
+                          warmup_steps=self.warmup_steps, warmup_start=warmup_lr / self.lr)
 
-def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> Plan:
+
+def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> ClassificationPlan:
     """The plan of a run on ``train_len`` training images; ConfigError when it cannot run."""
     batch, world = cfg.data.batch_size, env.world_size
     world_batch = batch * world
@@ -90,14 +98,14 @@ def make_plan(cfg: TrainConfig, env: DistEnv, train_len: int) -> Plan:
         assert o.lr_base is not None  # validate() guarantees one of the two
         lr = scaled_lr(o.lr_base, global_batch, o.lr_base_batch)
         rule = f"lr_base {o.lr_base:g} x {global_batch} / {o.lr_base_batch}"
-    plan = Plan(world, batch, accum, global_batch, steps, cfg.schedule.epochs, lr, rule,
-                workers=cfg.data.workers if cfg.data.workers is not None
-                else default_workers(world))
+    plan = ClassificationPlan(world, batch, accum, global_batch, steps, cfg.schedule.epochs,
+                              lr, rule, workers=cfg.data.workers if cfg.data.workers is not None
+                              else default_workers(world))
     _fit_warmup_and_cooldown(plan, cfg.schedule.warmup_epochs, cfg.schedule.cooldown_epochs)
     return plan
 
 
-def _fit_warmup_and_cooldown(plan: Plan, warmup: float, cooldown: float) -> None:
+def _fit_warmup_and_cooldown(plan: ClassificationPlan, warmup: float, cooldown: float) -> None:
     """Scale warmup and cooldown down together when they take more than half the run."""
     budget = plan.total_epochs * MAX_WARMUP_COOLDOWN_SHARE
     if warmup + cooldown <= budget:
@@ -130,10 +138,10 @@ def augmentation_text(data: DataConfig) -> str:
     return ", ".join(parts)
 
 
-def header_lines(cfg: TrainConfig, plan: Plan, *, classes: int, train_images: int,
-                 val_images: int, val_source: str, device: str, threads: int,
-                 amp: str, compiled: str = "eager") -> list[str]:
-    """The start-of-run statement of everything the run will do."""
+def header_lines(cfg: TrainConfig, plan: ClassificationPlan, *, classes: int,
+                 train_images: int, val_images: int, val_source: str) -> list[str]:
+    """The start-of-run statement of what the run will train, how long and on what
+    (the run path adds the device, AMP and compile line)."""
     s = cfg.schedule
     start = f"from {cfg.model.pretrained}" if cfg.model.pretrained else "from random weights"
     warm = (f"warmup {plan.warmup_epochs:.3g} epoch(s) from {s.warmup_lr:g}"
@@ -152,8 +160,5 @@ def header_lines(cfg: TrainConfig, plan: Plan, *, classes: int, train_images: in
         f"  batch: {batch}; lr {plan.lr:.3g} ({plan.lr_rule}), weight decay "
         f"{cfg.optim.weight_decay:g}",
         f"  augmentation: {augmentation_text(cfg.data)}; {ema}",
-        f"  device {device} ({threads} CPU threads), amp {amp}, "
-        f"{'channels_last' if cfg.run.channels_last else 'contiguous'}, {compiled}, "
-        f"{plan.workers} DataLoader worker(s)",
         *plan.notes,
     ]

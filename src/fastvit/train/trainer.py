@@ -1,16 +1,17 @@
 """``fit(config)``: train a FastViT classifier from a recipe (under torchrun: DDP).
 
-Reads top to bottom like torchvision's reference script: data, plan, resume
-check, model, optimizer and schedule, EMA, loaders, then the shared epoch loop
-(:func:`fastvit.run.fit.fit`) with this task's step and evaluation. The recipe
-and the data are checked (``ConfigError`` / ``DataError``) before a model is
-built or a file is written, and a resumed run is compared with its
-checkpoint's recipe before anything is loaded.
+Classification is a task like detection, segmentation and hand mesh: this module
+describes it -- data, plan, model, EMA, MixUp/CutMix step, evaluation, the
+``best.safetensors`` export, ``summary.json`` -- as a
+:class:`~fastvit.run.training.TaskSpec`, and the one run path
+(:func:`fastvit.run.training.train_task`) runs it. The recipe and the data are
+checked (``ConfigError`` / ``DataError``) before a model is built or a file is
+written, and a resumed run is compared with its checkpoint's recipe before
+anything is loaded.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -23,28 +24,19 @@ from torch import nn
 from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
 from fastvit.data.bad_images import SKIPPED_IMAGES_NAME, BadImageLog
-from fastvit.errors import CheckpointError, ConfigError
+from fastvit.errors import ConfigError
 from fastvit.evaluate import evaluate
-from fastvit.files import atomic_write_text
 from fastvit.models import VARIANTS
 from fastvit.pipeline import load_model
-from fastvit.run.compiling import compile_model
-from fastvit.run.compiling import describe as describe_compile
-from fastvit.run.device import make_scaler, process_settings, resolve_amp
-from fastvit.run.distributed import DistEnv, barrier, cleanup, init_distributed, wrap_ddp
-from fastvit.run.fit import Checkpointer, FitPlan, FitResult, read_resume_state
-from fastvit.run.fit import fit as run_fit
-from fastvit.run.loop import Progress, StepOutput, TrainParts
-from fastvit.run.metrics_log import MetricsLogger, plot_curves, read_metrics
-from fastvit.run.optim import build_optimizer, build_scheduler
-from fastvit.run.recipes import dump_yaml
-from fastvit.run.sampling import build_train_loader
-from fastvit.run.seeding import seed_all
-from fastvit.run.store import BEST_NAME, clean_stale_temp_files
-from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, to_dict, validate
+from fastvit.run.device import resolve_amp
+from fastvit.run.distributed import DistEnv
+from fastvit.run.loop import StepOutput
+from fastvit.run.store import BEST_NAME
+from fastvit.run.training import RunSettings, TaskSpec, train_task
+from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, validate
 from fastvit.train.data import build_datasets, recorded_with_weights, val_source
 from fastvit.train.memory_format import to_channels_last
-from fastvit.train.plan import Plan, header_lines, make_plan
+from fastvit.train.plan import header_lines, make_plan
 
 TASK = "classification"
 SUMMARY_NAME = "summary.json"
@@ -95,7 +87,7 @@ def build_criterion(cfg: TrainConfig, num_classes: int, device: torch.device
 def fit(cfg: TrainConfig, *, resume: str | None = None,
         datasets: tuple[Any, Any, list[str]] | None = None,
         log: Callable[[str], None] | None = None, compiled: bool = False) -> dict[str, Any]:
-    """Train according to ``cfg`` and return a summary dict.
+    """Train according to ``cfg`` and return a summary dict (also ``summary.json``).
 
     ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
     ``run.out_dir``; a fresh start when there is none). ``datasets`` replaces
@@ -106,134 +98,89 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     current step with a checkpoint and :class:`fastvit.errors.StoppedBySignal`.
     """
     validate(cfg)
-    env = init_distributed(cfg.run.device)
-    try:
-        with process_settings(env.device, threads=cfg.run.threads,
-                              deterministic=cfg.run.deterministic):
-            return _train(cfg, env, resume, datasets, log or _logger.info, compiled)
-    finally:
-        cleanup()
-
-
-def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
-           datasets: tuple[Any, Any, list[str]] | None,
-           log: Callable[[str], None], compiled: bool = False) -> dict[str, Any]:
-    say = log if env.is_main else (lambda _msg: None)
-    out_dir, device = Path(cfg.run.out_dir), env.device
-    amp_dtype = resolve_amp(cfg.run.amp, device)
-
-    # -- data first: bad folders fail before anything is built or written --------------------
+    # data first: bad folders fail before anything is built or written
     train_ds, val_ds, classes = datasets if datasets is not None else build_datasets(cfg)
     if cfg.model.num_classes is not None and cfg.model.num_classes != len(classes):
         raise ConfigError(f"model.num_classes={cfg.model.num_classes} but the data has "
                           f"{len(classes)} classes")
+    r = cfg.run
+    settings = RunSettings(r.out_dir, cfg.data.batch_size, seed=r.seed, workers=cfg.data.workers,
+                           amp=r.amp, clip_grad=cfg.optim.clip_grad,
+                           deterministic=r.deterministic, device=r.device, threads=r.threads,
+                           resume=resume, resume_free_keys=RESUME_FREE_KEYS,
+                           max_steps=r.max_steps, save_every_steps=r.save_every_steps,
+                           log_every=r.log_every, keep_last=r.keep_last,
+                           show_progress=r.progress, compiled=compiled)
+    val_text = val_source(cfg) if datasets is None else "given"
+
+    def build(env: DistEnv, fresh: bool) -> TaskSpec:
+        return _classification_spec(cfg, env, train_ds, val_ds, classes, val_text, fresh=fresh)
+
+    return train_task(TASK, cfg, settings, build, log=log or _logger.info)
+
+
+def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: Any,
+                         classes: list[str], val_text: str, *, fresh: bool) -> TaskSpec:
+    """The model (initial weights only for a ``fresh`` run), EMA, step, evaluation and
+    outputs of a classification run."""
     plan = make_plan(cfg, env, len(train_ds))
-    bad_images = BadImageLog(out_dir / SKIPPED_IMAGES_NAME if env.is_main else None)
-    config = to_dict(cfg)
-    state, resume_path = read_resume_state(resume, out_dir, TASK, config, env.world_size,
-                                           RESUME_FREE_KEYS, warn=say)
-    if state is None and resume and resume != "auto":
-        raise CheckpointError(f"--resume: nothing to resume at {resume}")
-
-    # -- model, optimizer, schedule, EMA, checkpoints -----------------------------------------
-    parts = _build_parts(cfg, env, plan, len(classes), amp_dtype, fresh=state is None)
-    if compiled:
-        parts.model = compile_model(parts.model, device)
-    progress = Progress()
-    recorded = recorded_with_weights(cfg)  # preprocessing and held-out split, for evaluate
-    metadata = {"variant": cfg.model.variant, "class_names": list(classes),
-                "num_classes": len(classes), "train_images": len(train_ds),
-                "val_images": len(val_ds), "global_batch": plan.global_batch,
-                **recorded}
-    checkpointer = Checkpointer(parts, progress, out_dir, task=TASK, config=config,
-                                metadata=metadata, keep_last=cfg.run.keep_last,
-                                on_best=lambda s: _export_best(s, out_dir, cfg, classes,
-                                                               recorded))
-    if state is not None:
-        checkpointer.restore(state)
-        say(f"resumed {resume_path}: epoch {progress.epoch}, step {progress.step}, "
-            f"batch {progress.batch_in_epoch} of the epoch")
-
-    # -- loaders, the per-batch work, evaluation ----------------------------------------------
-    d, pin = cfg.data, device.type == "cuda"
-    train_loader = build_train_loader(train_ds, batch_size=d.batch_size, workers=plan.workers,
-                                      seed=cfg.run.seed, rank=env.rank,
-                                      world_size=env.world_size, batch_multiple=plan.accum,
-                                      pin_memory=pin)
-    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, plan.workers,
-                                   distributed=env.distributed, pin_memory=pin)
-    step_fn = _step_function(cfg, parts, len(classes), bad_images)
-
-    def run_eval() -> dict[str, Any]:
-        kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
-        raw = evaluate(parts.raw_model, val_loader, **kwargs)
-        skipped = raw.get("skipped", [])
-        if env.is_main:
-            bad_images.add(skipped)
-        metrics = {"model": {**_numeric(raw), "skipped": len(skipped)}}
-        if parts.ema is not None:
-            metrics["ema"] = _numeric(evaluate(parts.ema.module, val_loader, **kwargs))
-        return metrics
-
-    # -- run ----------------------------------------------------------------------------------
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temp_files(out_dir)
-        atomic_write_text(out_dir / "config.yaml", dump_yaml(cfg))
-    for line in header_lines(cfg, plan, classes=len(classes), train_images=len(train_ds),
-                             val_images=len(val_ds),
-                             val_source=val_source(cfg) if datasets is None else "given",
-                             device=str(device), threads=torch.get_num_threads(),
-                             amp=str(amp_dtype).replace("torch.", "") if amp_dtype
-                             else "none", compiled=describe_compile(compiled, device)):
-        say(line)
-    fit_plan = FitPlan(plan.total_steps, plan.steps_per_epoch, max_steps=cfg.run.max_steps,
-                       save_every_steps=cfg.run.save_every_steps,
-                       eval_every_epochs=cfg.run.eval_every, log_every=cfg.run.log_every)
-    logger = MetricsLogger(out_dir, enabled=env.is_main)
-    try:
-        result = run_fit(parts, train_loader, progress, step_fn, fit_plan, checkpointer, logger,
-                         evaluate=run_eval, score=lambda m: (m.get("ema") or m["model"])["top1"],
-                         describe=_describe, say=say, show_progress=cfg.run.progress,
-                         bad_images=bad_images)
-    finally:
-        logger.close()
-    return _finish(out_dir, env, result, metadata, logger)
-
-
-def _build_parts(cfg: TrainConfig, env: DistEnv, plan: Plan, num_classes: int,
-                 amp_dtype: torch.dtype | None, *, fresh: bool) -> TrainParts:
-    """Model (initial weights only for a fresh run), AdamW, the per-step schedule, EMA, DDP."""
-    device = env.device
-    seed_all(cfg.run.seed)
-    model = build_model(cfg, num_classes, load_weights=fresh).to(device)
+    out_dir, device = Path(cfg.run.out_dir), env.device
+    model = build_model(cfg, len(classes), load_weights=fresh).to(device)
     if cfg.run.channels_last:
         model = to_channels_last(model, device)
-    optimizer = build_optimizer(model, lr=plan.lr, weight_decay=cfg.optim.weight_decay,
-                                betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
-                                decay_layer_scale=cfg.optim.decay_layer_scale)
-    scheduler = build_scheduler(optimizer, base_lr=plan.lr, warmup_lr=cfg.schedule.warmup_lr,
-                                min_lr=cfg.schedule.min_lr, warmup_steps=plan.warmup_steps,
-                                cosine_steps=plan.cosine_steps)
     ema = None
     if cfg.ema.enabled:
         from fastvit.train.ema import build_ema
 
         ema = build_ema(model, cfg.ema.decay)
-    ddp_model = wrap_ddp(model, env, broadcast_buffers=False)  # the loop syncs buffers
-    return TrainParts(ddp_model, model, optimizer, scheduler, make_scaler(device, amp_dtype),
-                      env, ema, plan.accum, cfg.optim.clip_grad, amp_dtype, cfg.run.seed)
+    bad_images = BadImageLog(out_dir / SKIPPED_IMAGES_NAME if env.is_main else None)
+    recorded = recorded_with_weights(cfg)  # preprocessing and held-out split, for evaluate
+    d = cfg.data
+    val_loader = build_eval_loader(val_ds, d.eval_batch_size or 2 * d.batch_size, plan.workers,
+                                   distributed=env.distributed,
+                                   pin_memory=device.type == "cuda")
+    amp_dtype = resolve_amp(cfg.run.amp, device)
+
+    def run_eval(net: nn.Module) -> dict[str, Any]:
+        kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
+        raw = evaluate(net, val_loader, **kwargs)
+        skipped = raw.get("skipped", [])
+        if env.is_main:
+            bad_images.add(skipped)
+        metrics = {"model": {**_numeric(raw), "skipped": len(skipped)}}
+        if ema is not None:
+            metrics["ema"] = _numeric(evaluate(ema.module, val_loader, **kwargs))
+        return metrics
+
+    metadata = {"variant": cfg.model.variant, "class_names": list(classes),
+                "num_classes": len(classes), "train_images": len(train_ds),
+                "val_images": len(val_ds), "global_batch": plan.global_batch, **recorded}
+    o, lr_schedule = cfg.optim, plan.lr_schedule(cfg.schedule.warmup_lr, cfg.schedule.min_lr)
+    return TaskSpec(
+        model, train_ds, _step_function(cfg, len(classes), bad_images, device),
+        lambda per_epoch, total: lr_schedule, plan.lr, o.weight_decay, metadata,
+        epochs=plan.total_epochs, adam_betas=tuple(o.betas), adam_eps=o.eps,
+        decay_layer_scale=o.decay_layer_scale, accum=plan.accum, ema=ema,
+        channels_last=cfg.run.channels_last, bad_images=bad_images, evaluate=run_eval,
+        score=lambda m: (m.get("ema") or m["model"])["top1"], describe=_describe,
+        on_best=lambda state: _export_best(state, out_dir, cfg, classes, recorded),
+        eval_every_epochs=cfg.run.eval_every,
+        header=header_lines(cfg, plan, classes=len(classes), train_images=len(train_ds),
+                            val_images=len(val_ds), val_source=val_text),
+        plot_metrics={"model top-1": "model.top1", "EMA top-1": "ema.top1"},
+        plot_title="held-out top-1 (%)", curves_name=CURVES_NAME,
+        report=lambda base: _summary(base, out_dir, len(train_ds)), report_name=SUMMARY_NAME)
 
 
-def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int,
-                   bad_images: BadImageLog) -> Callable[[Any], StepOutput]:
+def _step_function(cfg: TrainConfig, num_classes: int, bad_images: BadImageLog,
+                   device: torch.device) -> Callable[[nn.Module, Any], StepOutput]:
     """One micro-batch: drop unreadable images, MixUp/CutMix, forward, loss."""
-    d, device = cfg.data, parts.env.device
+    d = cfg.data
     mixing = MixupCutmix(num_classes, d.mixup, d.cutmix, d.mix_prob, d.switch_prob,
                          d.label_smoothing)
     criterion = build_criterion(cfg, num_classes, device)
 
-    def step_fn(batch: Any) -> StepOutput:
+    def step(model: nn.Module, batch: Any) -> StepOutput:
         images, targets, skipped = split_batch(batch)
         bad_images.add(skipped, write=False)  # one line per file, the first time
         if images is None:
@@ -243,10 +190,10 @@ def _step_function(cfg: TrainConfig, parts: TrainParts, num_classes: int,
         images, targets = mixing(images, targets)
         if cfg.run.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss = criterion(images, parts.model(images), targets)
+        loss = criterion(images, model(images), targets)
         return StepOutput({"loss": loss}, images.shape[0], skipped)
 
-    return step_fn
+    return step
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
@@ -273,26 +220,15 @@ def _export_best(state: dict[str, Any], out_dir: Path, cfg: TrainConfig,
                                                 **recorded})
 
 
-def _finish(out_dir: Path, env: DistEnv, result: FitResult, metadata: dict[str, Any],
-            logger: MetricsLogger) -> dict[str, Any]:
-    prog = result.progress
-    best = out_dir / BEST_NAME
-    summary = {"stopped": result.stopped, "epoch": prog.epoch, "step": prog.step,
-               "train_images": metadata["train_images"], "best_top1": prog.best_score,
-               "last_eval": result.last_eval,
-               "checkpoint": str(result.checkpoint) if result.checkpoint else None,
-               "best_checkpoint": str(best) if best.is_file() else None,
-               "best_weights": str(out_dir / BEST_WEIGHTS_NAME)
-               if (out_dir / BEST_WEIGHTS_NAME).is_file() else None}
-    if env.is_main:
-        summary["history"] = [
-            {"epoch": r["epoch"], "step": r["step"], "top1": r["model"]["top1"],
-             "ema_top1": (r.get("ema") or {}).get("top1")}
-            for r in read_metrics(logger.path) if r.get("kind") == "eval"]
-        png = plot_curves(logger.path, out_dir / CURVES_NAME,
-                          {"model top-1": "model.top1", "EMA top-1": "ema.top1"},
-                          "held-out top-1 (%)")
-        summary["curves"] = str(png) if png else None
-        atomic_write_text(out_dir / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
-    barrier(env)
-    return summary
+def _summary(report: dict[str, Any], out_dir: Path, train_images: int) -> dict[str, Any]:
+    """``summary.json``: where the run ended, its best top-1, its files, its history."""
+    best, weights = out_dir / BEST_NAME, out_dir / BEST_WEIGHTS_NAME
+    return {"stopped": report["stopped"], "epoch": report["epoch"], "step": report["step"],
+            "train_images": train_images, "best_top1": report["best_score"],
+            "last_eval": report["last_eval"], "checkpoint": report["checkpoint"],
+            "best_checkpoint": str(best) if best.is_file() else None,
+            "best_weights": str(weights) if weights.is_file() else None,
+            "history": [{"epoch": r["epoch"], "step": r["step"], "top1": r["model"]["top1"],
+                         "ema_top1": (r.get("ema") or {}).get("top1")}
+                        for r in report["eval"]],
+            "curves": report["curves"]}

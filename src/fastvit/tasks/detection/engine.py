@@ -8,21 +8,23 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.optim.lr_scheduler import MultiStepLR
 from torchvision.models.detection import MaskRCNN
 from tqdm import tqdm
 
 from fastvit.errors import DataError
 from fastvit.run.device import autocast
 from fastvit.run.distributed import DistEnv, broadcast_object, gather_lists
+from fastvit.run.loop import StepOutput
+from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
 from fastvit.run.store import load_run_checkpoint, resolve_trained
+from fastvit.run.training import TaskSpec, train_task
+from fastvit.run.worker_errors import clean_worker_error
 from fastvit.tasks.detection.data import CocoInstances, coco_dataset
 from fastvit.tasks.detection.metrics import coco_evaluate, to_coco_results
 from fastvit.tasks.detection.model import build_mask_rcnn
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
-from fastvit.tasks.shared import clean_worker_error, eval_loader, list_collate, with_warmup
-from fastvit.tasks.training import TaskSpec, train_task
+from fastvit.tasks.shared import eval_loader, list_collate, run_settings
 
 TASK = "detection"
 
@@ -134,39 +136,47 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
         if base_dataset(val_set).category_ids != base.category_ids:
             raise DataError(f"categories of {val_ann} differ from those of {train_ann}")
 
-    def build(env: DistEnv) -> TaskSpec:
+    def build(env: DistEnv, fresh: bool) -> TaskSpec:
         from fastvit.run.device import resolve_amp
 
         model = build_detector(recipe, len(base.category_ids))
         amp_dtype = resolve_amp(recipe.amp, env.device)
 
-        def losses(net: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
+        def step(net: nn.Module, batch: tuple) -> StepOutput:
             images, targets = _to_device(*batch, env.device)
             parts = net(images, targets)
-            return {"loss": sum(parts.values()), **parts}
-
-        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
-            steps = MultiStepLR(optimizer, [e * per_epoch for e in recipe.lr_steps],
-                                recipe.lr_gamma)
-            return with_warmup(optimizer, steps, min(recipe.warmup_iters, total),
-                               recipe.warmup_ratio)
+            return StepOutput({"loss": sum(parts.values()), **parts}, len(images))
 
         def run_eval(net: nn.Module) -> dict:
             return evaluate(net, val_set, env, batch_size=eval_batch_size,
                             workers=recipe.workers, amp_dtype=amp_dtype, verbose=False)
 
-        return TaskSpec(model, train_set, losses, schedule,
+        return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
+                            recipe, per_epoch, total), recipe.lr, recipe.weight_decay,
                         metadata={"variant": recipe.model, "class_names": base.class_names,
                                   "category_ids": base.category_ids},
-                        collate_fn=list_collate,
+                        epochs=recipe.epochs, collate_fn=list_collate,
                         evaluate=run_eval if val_set is not None else None,
                         score=lambda m: m["bbox"]["AP"] if m else float("-inf"),
-                        epochs=recipe.epochs, eval_every_epochs=recipe.eval_every_epochs,
+                        eval_every_epochs=recipe.eval_every_epochs,
+                        header=[f"fastvit {TASK} train: {recipe.model}, "
+                                f"{len(train_set)} training images, {env.world_size} "
+                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}",
+                                recipe.describe()],
                         plot_metrics={"box AP": "bbox.AP", "mask AP": "segm.AP"},
-                        plot_title="COCO AP", header=[recipe.describe()])
+                        plot_title="COCO AP")
 
-    return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                      max_steps=max_steps, threads=threads, compiled=compiled)
+    return train_task(TASK, recipe, run_settings(recipe, out_dir=out_dir, device=device,
+                                                 resume=resume, max_steps=max_steps,
+                                                 threads=threads, compiled=compiled), build)
+
+
+def lr_schedule(recipe: DetectionRecipe, steps_per_epoch: int, total_steps: int) -> LrSchedule:
+    """mmdet's 1x: linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps,
+    multiplied into a step decay (x ``lr_gamma`` after each of the ``lr_steps`` epochs)."""
+    return LrSchedule("step", warmup_steps=min(recipe.warmup_iters, total_steps),
+                      warmup_start=recipe.warmup_ratio, gamma=recipe.lr_gamma,
+                      milestones=tuple(e * steps_per_epoch for e in recipe.lr_steps))
 
 
 # ---------------------------------------------------------------------------

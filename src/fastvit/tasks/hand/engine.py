@@ -1,29 +1,31 @@
 """Train, evaluate and predict with the FreiHAND hand-mesh regressor.
 
 The run itself (AMP, DDP, resumable data order, checkpoints, tqdm) is the
-shared one (:func:`fastvit.tasks.training.train_task`); this module supplies
+shared one (:func:`fastvit.run.training.train_task`); this module supplies
 the model, the data, the loss and the benchmark evaluation.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import LambdaLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from fastvit.errors import DataError
 from fastvit.files import write_json
 from fastvit.run.device import autocast, resolve_amp
 from fastvit.run.distributed import DistEnv, cleanup, init_distributed
+from fastvit.run.loop import StepOutput
+from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
 from fastvit.run.store import load_run_checkpoint, resolve_trained
+from fastvit.run.training import TaskSpec, train_task
+from fastvit.run.worker_errors import clean_worker_error
 from fastvit.tasks.hand.data import Augmentation, FreiHandDataset, ImageListDataset
 from fastvit.tasks.hand.losses import LossWeights, hand_mesh_loss
 from fastvit.tasks.hand.mano import ManoLayer, build_mano_layer
@@ -31,8 +33,7 @@ from fastvit.tasks.hand.metrics import HandMeshMeter, sample_metrics
 from fastvit.tasks.hand.model import HandMeshNet, decode_mesh
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
 from fastvit.tasks.hand.report import examples_from_batch, save_examples_png, write_report
-from fastvit.tasks.shared import clean_worker_error, eval_loader, with_warmup
-from fastvit.tasks.training import TaskSpec, train_task
+from fastvit.tasks.shared import eval_loader, run_settings
 
 TASK = "hand"
 log = logging.getLogger(__name__)
@@ -145,13 +146,12 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike,
 # -- training --------------------------------------------------------------------------
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, total: int, min_ratio: float) -> LambdaLR:
-    """Cosine decay from lr to ``lr * min_ratio`` over ``total`` iterations."""
-    def factor(step: int) -> float:
-        progress = min(step, total) / max(total, 1)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return LambdaLR(optimizer, factor)
+def lr_schedule(recipe: HandRecipe, total_steps: int) -> LrSchedule:
+    """Linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps (at most half
+    the run), multiplied into a cosine decay to ``min_lr_ratio`` x lr over the run."""
+    return LrSchedule("cosine", main_steps=total_steps, min_ratio=recipe.min_lr_ratio,
+                      warmup_steps=min(recipe.warmup_iters, total_steps // 2),
+                      warmup_start=recipe.warmup_ratio)
 
 
 def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.PathLike,
@@ -171,20 +171,17 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
     eval_set = _optional_eval_set(data, eval_split, recipe)
     last: dict[str, Any] = {}
 
-    def build(env: DistEnv) -> TaskSpec:
+    def build(env: DistEnv, fresh: bool) -> TaskSpec:
         mano = build_mano(recipe, mano_path).to(env.device)
         net = build_net(recipe, recipe.pretrained)
         weights, root = loss_weights(recipe), recipe.root_joint
         amp_dtype = resolve_amp(recipe.amp, env.device)
 
-        def losses(model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        def step(model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
             batch = to_device(batch, env.device)
             pred = decode_mesh(model(batch["image"]), mano, root)
-            return hand_mesh_loss(pred, batch, weights, root)
-
-        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
-            return with_warmup(optimizer, cosine_schedule(optimizer, total, recipe.min_lr_ratio),
-                               min(recipe.warmup_iters, total // 2), recipe.warmup_ratio)
+            return StepOutput(hand_mesh_loss(pred, batch, weights, root),
+                              batch["image"].shape[0])
 
         def run_eval(model: torch.nn.Module) -> dict[str, float]:
             metrics, examples = evaluate_model(model, mano, eval_set, env,
@@ -194,16 +191,23 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
             last.update(metrics=metrics, examples=examples, faces=mano.faces.cpu(), env=env)
             return metrics
 
-        return TaskSpec(net, train_set, losses, schedule, metadata={"variant": recipe.model},
+        return TaskSpec(net, train_set, step, lambda per_epoch, total: lr_schedule(
+                            recipe, total), recipe.lr, recipe.weight_decay,
+                        metadata={"variant": recipe.model}, epochs=recipe.epochs,
+                        collate_fn=default_collate,
                         evaluate=run_eval if eval_set is not None else None,
-                        score=lambda m: -m["pa_mpjpe_mm"], epochs=recipe.epochs,
+                        score=lambda m: -m["pa_mpjpe_mm"],
                         eval_every_epochs=recipe.eval_every_epochs,
+                        header=[f"fastvit {TASK} train: {recipe.model}, "
+                                f"{len(train_set)} training samples, {env.world_size} "
+                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}"],
                         plot_metrics={"PA-MPJPE (mm)": "pa_mpjpe_mm",
                                       "PA-MPVPE (mm)": "pa_mpvpe_mm"},
                         plot_title=f"FreiHAND {eval_split}")
 
-    result = train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                        max_steps=max_steps, threads=threads, compiled=compiled)
+    result = train_task(TASK, recipe, run_settings(recipe, out_dir=out_dir, device=device,
+                                                   resume=resume, max_steps=max_steps,
+                                                   threads=threads, compiled=compiled), build)
     if last and last["env"].is_main:
         report = {"split": eval_split, "checkpoint": result["checkpoint"],
                   "model": recipe.model, "metrics": last["metrics"]}

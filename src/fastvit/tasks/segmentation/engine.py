@@ -7,14 +7,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.optim.lr_scheduler import PolynomialLR
+from torch.utils.data import default_collate
 from tqdm import tqdm
 
 from fastvit.errors import DataError
 from fastvit.run.device import autocast, resolve_amp
 from fastvit.run.distributed import DistEnv, all_reduce_sum
+from fastvit.run.loop import StepOutput
+from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
 from fastvit.run.store import load_run_checkpoint, resolve_trained
+from fastvit.run.training import TaskSpec, train_task
+from fastvit.run.worker_errors import clean_worker_error
 from fastvit.tasks.segmentation.data import (
     IGNORE_INDEX,
     ADE20KSegmentation,
@@ -24,8 +28,7 @@ from fastvit.tasks.segmentation.data import (
 from fastvit.tasks.segmentation.metrics import ConfusionMatrix
 from fastvit.tasks.segmentation.model import SemanticFPN, build_semantic_fpn
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
-from fastvit.tasks.shared import clean_worker_error, eval_loader, with_warmup
-from fastvit.tasks.training import TaskSpec, train_task
+from fastvit.tasks.shared import eval_loader, run_settings
 
 TASK = "segmentation"
 
@@ -148,21 +151,17 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
         val_set = ADE20KSegmentation(root, val_split, recipe.num_classes,
                                      EvalTransform(recipe.scale))
 
-    def build(env: DistEnv) -> TaskSpec:
+    def build(env: DistEnv, fresh: bool) -> TaskSpec:
         model = build_segmenter(recipe)
         if env.distributed and recipe.head_norm == "bn":
             model.head = nn.SyncBatchNorm.convert_sync_batchnorm(model.head)
         amp_dtype = resolve_amp(recipe.amp, env.device)
 
-        def losses(net: nn.Module, batch: tuple) -> dict[str, torch.Tensor]:
+        def step(net: nn.Module, batch: tuple) -> StepOutput:
             images, labels = (t.to(env.device, non_blocking=True) for t in batch)
             logits = net(images)
-            return {"loss": F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)}
-
-        def schedule(optimizer: torch.optim.Optimizer, per_epoch: int, total: int):
-            poly = PolynomialLR(optimizer, total_iters=total, power=recipe.poly_power)
-            return with_warmup(optimizer, poly, min(recipe.warmup_iters, total),
-                               recipe.warmup_ratio)
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+            return StepOutput({"loss": loss}, images.shape[0])
 
         def run_eval(net: nn.Module) -> dict:
             return evaluate(net, val_set, env, num_classes=recipe.num_classes,
@@ -170,16 +169,31 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
                             stride=recipe.eval_stride, workers=recipe.workers,
                             amp_dtype=amp_dtype)
 
-        return TaskSpec(model, train_set, losses, schedule,
+        return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
+                            recipe, total), recipe.lr, recipe.weight_decay,
                         metadata={"variant": recipe.model, "num_classes": recipe.num_classes},
+                        iters=recipe.iters, collate_fn=default_collate,
                         evaluate=run_eval if val_set is not None else None,
-                        score=lambda m: m["mIoU"], iters=recipe.iters, eval_every_epochs=0,
+                        score=lambda m: m["mIoU"], eval_every_epochs=0,
                         eval_every_steps=recipe.eval_every,
+                        header=[f"fastvit {TASK} train: {recipe.model}, "
+                                f"{len(train_set)} training images, {env.world_size} "
+                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}",
+                                recipe.describe()],
                         plot_metrics={"mIoU": "mIoU", "pixel accuracy": "aAcc"},
-                        plot_title="ADE20K validation", header=[recipe.describe()])
+                        plot_title="ADE20K validation")
 
-    return train_task(TASK, recipe, build, out_dir=out_dir, device=device, resume=resume,
-                      max_steps=max_steps, threads=threads, compiled=compiled)
+    return train_task(TASK, recipe, run_settings(recipe, out_dir=out_dir, device=device,
+                                                 resume=resume, max_steps=max_steps,
+                                                 threads=threads, compiled=compiled), build)
+
+
+def lr_schedule(recipe: SegmentationRecipe, total_steps: int) -> LrSchedule:
+    """mmseg's: linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps,
+    multiplied into a polynomial decay ``(1 - t / total_steps) ** poly_power`` to 0."""
+    return LrSchedule("poly", main_steps=total_steps, power=recipe.poly_power,
+                      warmup_steps=min(recipe.warmup_iters, total_steps),
+                      warmup_start=recipe.warmup_ratio)
 
 
 def load_segmenter(checkpoint: str | Path, device: torch.device | str = "cpu"

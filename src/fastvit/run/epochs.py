@@ -1,11 +1,11 @@
-"""``fit``: epochs of :func:`~fastvit.run.loop.train_epoch` with evaluation, checkpoints,
-logging and early stops -- the part of a training run every trainer shares.
+"""``run_epochs``: epochs of :func:`~fastvit.run.loop.train_epoch` with evaluation,
+checkpoints, logging and early stops.
 
-A trainer builds its data, model, optimizer and schedule, wraps them in
-:class:`~fastvit.run.loop.TrainParts` and a :class:`Checkpointer`, and calls
-:func:`fit` with its ``step_fn`` and ``evaluate``. Everything here is the same
-for classification, detection, segmentation and hand mesh: when to evaluate and
-save, ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), stopping
+:func:`fastvit.run.training.train_task` builds the data, model, optimizer and
+schedule, wraps them in :class:`~fastvit.run.loop.TrainParts` and a
+:class:`Checkpointer`, and calls :func:`run_epochs` with the task's ``step_fn`` and
+``evaluate``. Everything here is the same for every task: when to evaluate and
+save (:class:`RunCadence`), ``best.pt`` bookkeeping, stopping at ``max_steps`` (resumable), stopping
 on SIGTERM/SIGINT/SIGUSR1 with a checkpoint (:mod:`fastvit.run.preemption`),
 the progress bar and ``metrics.jsonl``.
 """
@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import DataLoader
 
 from fastvit.data.bad_images import BadImageLog
@@ -34,8 +33,8 @@ Metrics = dict[str, Any]
 
 
 @dataclass
-class FitPlan:
-    """When things happen, in optimizer steps and epochs."""
+class RunCadence:
+    """When a run evaluates, saves, logs and stops, in optimizer steps and epochs."""
 
     total_steps: int
     steps_per_epoch: int
@@ -51,7 +50,7 @@ class FitPlan:
 
 
 @dataclass
-class FitResult:
+class EpochsResult:
     progress: Progress
     stopped: bool  # ended before ``total_steps`` (max_steps); resumable
     last_eval: Metrics = field(default_factory=dict)
@@ -154,13 +153,13 @@ class Checkpointer:
             restore_rng(rng[self.env.rank])
 
 
-def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: StepFn,
-        plan: FitPlan, checkpointer: Checkpointer, logger: MetricsLogger, *,
-        evaluate: Callable[[], Metrics] | None = None,
-        score: Callable[[Metrics], float] | None = None,
-        describe: Callable[[Metrics], str] | None = None,
-        say: Callable[[str], None] = print, show_progress: bool = True,
-        bad_images: BadImageLog | None = None) -> FitResult:
+def run_epochs(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: StepFn,
+               plan: RunCadence, checkpointer: Checkpointer, logger: MetricsLogger, *,
+               evaluate: Callable[[], Metrics] | None = None,
+               score: Callable[[Metrics], float] | None = None,
+               describe: Callable[[Metrics], str] | None = None,
+               say: Callable[[str], None] = print, show_progress: bool = True,
+               bad_images: BadImageLog | None = None) -> EpochsResult:
     """Train until ``plan.total_steps`` (or ``plan.max_steps``), evaluating and saving.
 
     ``evaluate()`` returns the metrics of the current weights (collective under
@@ -195,11 +194,11 @@ def fit(parts: TrainParts, loader: DataLoader, progress: Progress, step_fn: Step
                 run.save_if_needed()
                 say(f"stopped at step {progress.step} of {plan.total_steps} (--max-steps); "
                     f"continue with --resume auto")
-                return FitResult(progress, True, run.last_eval, checkpointer.last_path)
+                return EpochsResult(progress, True, run.last_eval, checkpointer.last_path)
         if run.evaluated_at != progress.step and evaluate is not None:
             run.evaluate_and_save()
         run.save_if_needed()
-    return FitResult(progress, False, run.last_eval, checkpointer.last_path)
+    return EpochsResult(progress, False, run.last_eval, checkpointer.last_path)
 
 
 def _report_skipped(skipped: list[str], epoch: int, env: DistEnv,
@@ -216,9 +215,9 @@ def _report_skipped(skipped: list[str], epoch: int, env: DistEnv,
 
 
 class _Run:
-    """What :func:`fit` does at each step and epoch end: log, evaluate, save."""
+    """What :func:`run_epochs` does at each step and epoch end: log, evaluate, save."""
 
-    def __init__(self, parts: TrainParts, progress: Progress, plan: FitPlan,
+    def __init__(self, parts: TrainParts, progress: Progress, plan: RunCadence,
                  checkpointer: Checkpointer, logger: MetricsLogger,
                  evaluate: Callable[[], Metrics] | None,
                  score: Callable[[Metrics], float] | None, say: Callable[[str], None],
@@ -342,10 +341,3 @@ def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
         raise ConfigError(f"{path} was written mid-epoch by {state['world_size']} "
                           f"process(es); resume it with the same number of processes")
     return state, path
-
-
-def torch_state_summary(model: torch.nn.Module) -> str:
-    """``12.3M parameters (4.5M trainable)`` for run headers."""
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return f"{total / 1e6:.1f}M parameters ({trainable / 1e6:.1f}M trainable)"

@@ -24,7 +24,7 @@ from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
 from fastvit.data.bad_images import SKIPPED_IMAGES_NAME, BadImageLog
 from fastvit.errors import CheckpointError, ConfigError
-from fastvit.evaluate import evaluate
+from fastvit.evaluate import evaluate_classifier
 from fastvit.files import atomic_write_text
 from fastvit.models import VARIANTS
 from fastvit.pipeline import load_model
@@ -166,13 +166,13 @@ def _train(cfg: TrainConfig, env: DistEnv, resume: str | None,
 
     def run_eval() -> dict[str, Any]:
         kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
-        raw = evaluate(parts.raw_model, val_loader, **kwargs)
+        raw = evaluate_classifier(parts.raw_model, val_loader, **kwargs)
         skipped = raw.get("skipped", [])
         if env.is_main:
             bad_images.add(skipped)
         metrics = {"model": {**_numeric(raw), "skipped": len(skipped)}}
         if parts.ema is not None:
-            metrics["ema"] = _numeric(evaluate(parts.ema.module, val_loader, **kwargs))
+            metrics["ema"] = _numeric(evaluate_classifier(parts.ema.module, val_loader, **kwargs))
         return metrics
 
     # -- run ----------------------------------------------------------------------------------

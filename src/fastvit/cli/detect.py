@@ -164,10 +164,12 @@ def _predict(args: argparse.Namespace) -> int:
     from fastvit.run.device import resolve_device
     from fastvit.tasks.detection.engine import load_detector
     from fastvit.tasks.detection.predict import predict_detections
+    from fastvit.tasks.inputs import input_images
 
+    images = input_images(args.images)  # a bad input is reported before the model loads
     with cpu_threads(args.threads):
         loaded = load_detector(args.checkpoint, resolve_device(args.device))
-        predict_detections(loaded, args.images, args.out, score_threshold=args.score_threshold)
+        predict_detections(loaded, images, args.out, score_threshold=args.score_threshold)
     return 0
 
 

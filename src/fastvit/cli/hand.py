@@ -149,9 +149,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from fastvit.tasks.hand.engine import load_hand_mesh
     from fastvit.tasks.hand.predict import predict_freihand_submission, predict_hand_meshes
+    from fastvit.tasks.inputs import input_images
 
     if not args.inputs and args.freihand is None:
         raise ConfigError("give image files/folders/patterns or --freihand ROOT")
+    images = input_images(args.inputs) if args.freihand is None else []  # before loading
     with cpu_threads(args.threads):
         loaded = load_hand_mesh(args.checkpoint, resolve_device(args.device),
                                 mano_path=args.mano)
@@ -161,7 +163,7 @@ def _predict(args: argparse.Namespace) -> int:
                                                   workers=args.workers)
             files = {"pred": os.path.join(args.out, "pred.json")}
         else:
-            records = predict_hand_meshes(loaded, args.inputs, args.out,
+            records = predict_hand_meshes(loaded, images, args.out,
                                           batch_size=args.batch_size, workers=args.workers,
                                           num_examples=args.num_examples)
             files = {"predictions": os.path.join(args.out, "predictions.json")}

@@ -121,12 +121,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from fastvit.tasks.inputs import input_images
     from fastvit.tasks.segmentation.engine import load_segmenter
     from fastvit.tasks.segmentation.predict import predict_label_maps
 
+    images = input_images(args.images)  # a bad input is reported before the model loads
     with cpu_threads(args.threads):
         loaded = load_segmenter(args.checkpoint, resolve_device(args.device))
-        predict_label_maps(loaded, args.images, args.out, mode=args.mode, overlay=args.overlay)
+        predict_label_maps(loaded, images, args.out, mode=args.mode, overlay=args.overlay)
     return 0
 
 

@@ -72,6 +72,24 @@ def test_top1_top5_and_loss_on_known_logits():
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-6)
 
 
+class ModeSpy(TableModel):
+    """A TableModel that records whether each forward ran in train mode."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(table)
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return super().forward(x)
+
+
+def test_a_wrapped_model_in_train_mode_is_scored_in_eval_mode_and_handed_back():
+    spy = ModeSpy(ranked_logits([[0, 1], [1, 0]], 2)).train()
+    out = evaluate_classifier(nn.DataParallel(spy), loader_for([0, 1]))
+    assert out["top1"] == 100.0 and spy.modes == [False] and spy.training
+
+
 def test_class_indices_restrict_logits_and_renumber_labels():
     subset = [1, 2, 5]
     orders = [[0, 5, 1, 2, 3, 4, 6],   # label 5: full top-1 is 0, within the subset 5 wins

@@ -26,12 +26,12 @@ from fastvit.data.robustness import (
     subset_wnids,
 )
 from fastvit.errors import ConfigError, DataError
-from fastvit.evaluate import Evaluator, evaluate, main_class_map
+from fastvit.evaluate import Evaluator, evaluate_classifier, main_class_map
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import eval_transform
 from tests.helpers.images import make_image_folder, write_image
 
-# -- evaluate() on known logits ----------------------------------------------------------------
+# -- evaluate_classifier() on known logits ---------------------------------------------------
 
 
 class TableModel(nn.Module):
@@ -66,10 +66,28 @@ def test_top1_top5_and_loss_on_known_logits():
               [0, 1, 3, 4, 5, 2, 6],   # label 2 ranked 6th: miss
               [3, 0, 1, 2, 4, 5, 6]]   # label 3 ranked 1st: hit
     table, labels = ranked_logits(orders, 7), [0, 1, 2, 3]
-    out = evaluate(TableModel(table), loader_for(labels))
+    out = evaluate_classifier(TableModel(table), loader_for(labels))
     assert out["top1"] == 50.0 and out["top5"] == 75.0 and out["count"] == 4
     expected_loss = F.cross_entropy(table, torch.tensor(labels)).item()
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-6)
+
+
+class ModeSpy(TableModel):
+    """A TableModel that records whether each forward ran in train mode."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__(table)
+        self.modes: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.modes.append(self.training)
+        return super().forward(x)
+
+
+def test_a_wrapped_model_in_train_mode_is_scored_in_eval_mode_and_handed_back():
+    spy = ModeSpy(ranked_logits([[0, 1], [1, 0]], 2)).train()
+    out = evaluate_classifier(nn.DataParallel(spy), loader_for([0, 1]))
+    assert out["top1"] == 100.0 and spy.modes == [False] and spy.training
 
 
 def test_class_indices_restrict_logits_and_renumber_labels():
@@ -78,24 +96,24 @@ def test_class_indices_restrict_logits_and_renumber_labels():
               [1, 2, 0, 3, 4, 5, 6],   # label 2: subset winner is 1 -> miss
               [1, 0, 2, 3, 4, 5, 6]]   # label 1: hit
     table, labels = ranked_logits(orders, 7), [5, 2, 1]
-    out = evaluate(TableModel(table), loader_for(labels), class_indices=subset)
+    out = evaluate_classifier(TableModel(table), loader_for(labels), class_indices=subset)
     assert out["top1"] == pytest.approx(200 / 3) and out["top5"] == 100.0
     restricted = table[:, subset]
     expected_loss = F.cross_entropy(restricted, torch.tensor([2, 1, 0])).item()
     assert out["loss"] == pytest.approx(expected_loss, rel=1e-6)
     with pytest.raises(DataError, match="outside the evaluated class subset"):
-        evaluate(TableModel(table), loader_for([0, 1, 2]), class_indices=subset)
+        evaluate_classifier(TableModel(table), loader_for([0, 1, 2]), class_indices=subset)
 
 
 def test_evaluate_counts_skipped_images_and_autocasts():
     table = ranked_logits([[0, 1, 2], [2, 1, 0]], 3)
     batches = [Batch(torch.tensor([[0.0], [1.0]]), torch.tensor([0, 0]), ("bad.jpg",)),
                Batch(None, None, ("worse.jpg",))]
-    out = evaluate(TableModel(table), batches, amp_dtype=torch.bfloat16)
+    out = evaluate_classifier(TableModel(table), batches, amp_dtype=torch.bfloat16)
     assert out["top1"] == 50.0 and out["count"] == 2
     assert out["skipped"] == ["bad.jpg", "worse.jpg"]
     with pytest.raises(DataError, match="no images"):
-        evaluate(TableModel(table), [Batch(None, None, ("x",))])
+        evaluate_classifier(TableModel(table), [Batch(None, None, ("x",))])
 
 
 # -- ImageNet-C metrics ------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Classification evaluation: top-1/top-5 on an ImageFolder and the ImageNet robustness sets.
 
-The reusable piece is :func:`evaluate`: it sums correct predictions, loss and
+The reusable piece is :func:`evaluate_classifier`: it sums correct predictions, loss and
 sample counts and all-reduces the sums when a process group is up, so under
 ``torchrun`` (with :func:`fastvit.data.build_eval_loader`'s unpadded shards)
 every image counts exactly once and the result equals a single-process run.
@@ -38,6 +38,7 @@ from fastvit.errors import ConfigError, DataError
 from fastvit.models import is_fused
 from fastvit.pipeline import Loaded, eval_transform
 from fastvit.run.compiling import compile_model
+from fastvit.run.evaluation import evaluation_mode
 
 
 def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.Tensor:
@@ -49,10 +50,12 @@ def _label_lookup(class_indices: Sequence[int], device: torch.device) -> torch.T
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device = "cpu",
-             amp_dtype: torch.dtype | None = None, class_indices: Sequence[int] | None = None,
-             channels_last: bool = False, progress: bool = False,
-             desc: str = "eval", per_sample: bool = False) -> dict[str, Any]:
+def evaluate_classifier(model: nn.Module, loader: Iterable, *,
+                        device: str | torch.device = "cpu",
+                        amp_dtype: torch.dtype | None = None,
+                        class_indices: Sequence[int] | None = None,
+                        channels_last: bool = False, progress: bool = False,
+                        desc: str = "eval", per_sample: bool = False) -> dict[str, Any]:
     """Top-1/top-5 accuracy (percent), mean cross-entropy and sample count of ``model``.
 
     ``class_indices`` keeps only those logits (e.g. ImageNet-R's 200 classes)
@@ -61,21 +64,17 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: str | torch.device =
     :class:`~fastvit.data.Batch` reports are counted in ``skipped``. With
     ``per_sample``, ``"samples"`` holds this process's ``labels``, top-1
     ``predictions`` and their ``confidence`` (softmax) in loader order (tensors).
-    The model's train/eval mode is restored afterwards.
+    A DDP wrapper is looked through; the model's train/eval mode is restored afterwards.
     """
-    was_training = model.training
-    try:
-        return _evaluate(model, loader, torch.device(device), amp_dtype, class_indices,
+    with evaluation_mode(model) as net:
+        return _evaluate(net, loader, torch.device(device), amp_dtype, class_indices,
                          channels_last, progress, desc, per_sample)
-    finally:
-        model.train(was_training)
 
 
 def _evaluate(model: nn.Module, loader: Iterable, device: torch.device,
               amp_dtype: torch.dtype | None, class_indices: Sequence[int] | None,
               channels_last: bool, progress: bool, desc: str,
               per_sample: bool = False) -> dict[str, Any]:
-    model.eval()
     samples: dict[str, list[torch.Tensor]] = {"labels": [], "predictions": [], "confidence": []}
     lookup = _label_lookup(class_indices, device) if class_indices is not None else None
     subset = (torch.as_tensor(list(class_indices), device=device)
@@ -189,9 +188,10 @@ class Evaluator:
         if held_out is not None:
             keep_held_out(dataset, *held_out)
         loader = build_eval_loader(dataset, self.batch_size, self.workers, self.distributed)
-        out = evaluate(self.model, loader, device=self.device, amp_dtype=self.amp_dtype,
-                       class_indices=class_indices, channels_last=self.channels_last,
-                       progress=True, desc=desc, per_sample=per_sample)
+        out = evaluate_classifier(self.model, loader, device=self.device,
+                                  amp_dtype=self.amp_dtype, class_indices=class_indices,
+                                  channels_last=self.channels_last, progress=True, desc=desc,
+                                  per_sample=per_sample)
         if dist_rank_world()[0] == 0:
             BadImageLog().add(out["skipped"])  # one line per unreadable file
         if per_sample:

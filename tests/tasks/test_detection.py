@@ -18,10 +18,12 @@ from pycocotools.coco import COCO
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import DataError
+from fastvit.run.distributed import DistEnv
 from fastvit.run.store import checkpoint_name, load_run_checkpoint
 from fastvit.tasks.detection import engine
 from fastvit.tasks.detection.data import coco_dataset
 from fastvit.tasks.detection.metrics import SUMMARY_NAMES, coco_evaluate, to_coco_results
+from fastvit.tasks.detection.predict import predict_detections
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
 from fastvit.tasks.training import load_task_recipe
 from tests.helpers.tasks import make_coco, torchrun
@@ -344,6 +346,41 @@ def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None
     (entry,) = json.loads((pred_dir / "predictions.json").read_text())
     assert entry["detections"] and {d["label"] for d in entry["detections"]} <= {"square",
                                                                                  "disc"}
+
+
+def test_library_load_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None:
+    """The functions behind the command: ``load_detector`` -> ``LoadedDetector``,
+    ``evaluate_detector`` on a model in train mode (scored in eval mode, handed back in
+    train mode), ``predict_detections`` over a folder and a glob pattern."""
+    _, images, ann = coco
+    loaded = engine.load_detector(trained)
+    assert isinstance(loaded, engine.LoadedDetector)
+    assert loaded.category_ids == [3, 7] and loaded.class_names == ["square", "disc"]
+    assert loaded.recipe.model == "fastvit_t8" and not loaded.model.training
+    loaded.model.train()
+    metrics = engine.evaluate_detector(loaded.model, coco_dataset(images, ann, train=False),
+                                       DistEnv(), workers=0, verbose=False)
+    assert loaded.model.training
+    report = json.loads((trained / "metrics.json").read_text())
+    assert metrics["bbox"]["AP"] == pytest.approx(report["eval"][-1]["bbox"]["AP"], abs=1e-6)
+
+    loaded.model.eval()
+    results = predict_detections(loaded, [images, str(images / "train_000[01].png")],
+                                 tmp_path, score_threshold=0.05, log=lambda line: None)
+    names = sorted(p.name for p in images.glob("*.png"))
+    assert [Path(r["image"]).name for r in results] == [*names, *names[:2]]
+    assert {Path(r["drawing"]).name for r in results} == set(names)
+    assert json.loads((tmp_path / "predictions.json").read_text()) == results
+
+
+def test_predict_without_images_is_one_line(trained: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    for inputs in ([str(tmp_path / "empty")], [str(tmp_path / "*.jpg")]):
+        rc = cli_main(["detect", "predict", "--checkpoint", str(trained), *inputs,
+                       "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.count("\n") == 0 and "no images in" in err, err
+    assert not (tmp_path / "out").exists()
 
 
 def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:

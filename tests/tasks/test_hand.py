@@ -408,12 +408,45 @@ def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp
     assert (tmp_path / "examples.png").stat().st_size > 10_000
 
 
+def test_library_load_evaluate_predict(trained, freihand, mano_npz, tmp_path):
+    """The functions behind the commands: ``load_hand_mesh`` -> ``LoadedHandMesh``,
+    ``evaluate_hand_mesh`` on a model in train mode (scored in eval mode, handed back in
+    train mode), ``predict_hand_meshes`` over a glob pattern."""
+    from fastvit.run.distributed import DistEnv
+    from fastvit.tasks.hand import engine
+    from fastvit.tasks.hand.predict import predict_hand_meshes
+
+    loaded = engine.load_hand_mesh(trained, mano_path=mano_npz)
+    assert isinstance(loaded, engine.LoadedHandMesh) and not loaded.model.training
+    assert loaded.metadata["variant"] == loaded.recipe.model == "fastvit_t8"
+    dataset = engine.eval_dataset(freihand, "evaluation", loaded.recipe)
+    loaded.model.train()
+    metrics = engine.evaluate_hand_mesh(loaded.model, dataset, DistEnv(), mano=loaded.mano,
+                                        batch_size=3, root=loaded.recipe.root_joint)
+    assert loaded.model.training
+    saved = json.loads((trained / "evaluation.json").read_text())["metrics"]
+    assert metrics == pytest.approx(saved)
+    examples = engine.example_predictions(loaded.model, dataset, mano=loaded.mano, count=9,
+                                          device=loaded.device)
+    assert len(examples) == 4 and loaded.model.training
+    assert all("gt_joints_2d" in e for e in examples)
+
+    loaded.model.eval()
+    pattern = str(freihand / "evaluation" / "rgb" / "*[02].jpg")
+    records = predict_hand_meshes(loaded, [pattern], tmp_path, workers=0, num_examples=0)
+    assert [Path(r["image"]).name for r in records] == ["00000000.jpg", "00000002.jpg"]
+    assert not (tmp_path / "examples.png").exists()
+    written = json.loads((tmp_path / "predictions.json").read_text())["predictions"]
+    assert written == records
+
+
 def test_predict_images_and_freihand_submission(trained, freihand, mano_npz, tmp_path, capsys):
     ckpt, images = str(trained / "best.pt"), freihand / "evaluation" / "rgb"
     assert cli_main(["hand", "predict", "--checkpoint", ckpt, "--mano", str(mano_npz),
                      str(images), "--out", str(tmp_path / "p"), "--workers", "0",
                      "--device", "cpu"]) == 0
-    capsys.readouterr()
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["num_images"] == 4 and set(printed["files"]) == {"predictions", "examples"}
     preds = json.loads((tmp_path / "p" / "predictions.json").read_text())["predictions"]
     assert len(preds) == 4 and np.asarray(preds[0]["joints_3d"]).shape == (21, 3)
     assert np.asarray(preds[0]["vertices"]).shape == (778, 3)

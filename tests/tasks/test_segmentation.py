@@ -20,6 +20,7 @@ from torch import nn
 
 from fastvit.cli import main as cli_main
 from fastvit.errors import ConfigError, DataError
+from fastvit.run.distributed import DistEnv
 from fastvit.run.recipes import to_dict
 from fastvit.run.store import checkpoint_name, load_run_checkpoint
 from fastvit.tasks.segmentation import engine
@@ -35,6 +36,7 @@ from fastvit.tasks.segmentation.metrics import (
     metrics_from_confusion,
 )
 from fastvit.tasks.segmentation.model import build_semantic_fpn
+from fastvit.tasks.segmentation.predict import predict_label_maps
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
 from fastvit.tasks.training import load_task_recipe
 from tests.helpers.tasks import make_ade, torchrun
@@ -324,17 +326,55 @@ def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     assert rc == 2
 
 
+def untrained_checkpoint(path: Path) -> Path:
+    """A checkpoint of the tiny recipe's untrained model (in an earlier release's layout:
+    still read, upgraded on load)."""
+    recipe = tiny_recipe()
+    torch.manual_seed(1)
+    model = engine.build_segmenter(recipe, with_pretrained=False)
+    torch.save({"task": "segmentation", "recipe": to_dict(recipe), "step": 0, "extra": {},
+                "model": model.state_dict()}, path)
+    return path
+
+
+def test_library_load_evaluate_predict(ade: Path, tmp_path: Path) -> None:
+    """The functions behind the command: ``load_segmenter`` -> ``LoadedSegmenter``,
+    ``evaluate_segmenter`` on a model in train mode (scored in eval mode, handed back in
+    train mode), ``predict_label_maps`` over a folder and a glob pattern."""
+    loaded = engine.load_segmenter(untrained_checkpoint(tmp_path / "model.pt"))
+    assert isinstance(loaded, engine.LoadedSegmenter) and loaded.recipe.num_classes == 3
+    dataset = ADE20KSegmentation(ade, "validation", 3, EvalTransform(64))
+    before = engine.evaluate_segmenter(loaded.model, dataset, DistEnv(), num_classes=3,
+                                       workers=0)
+    loaded.model.train()
+    again = engine.evaluate_segmenter(loaded.model, dataset, DistEnv(), num_classes=3,
+                                      workers=0)
+    assert loaded.model.training and again["aAcc"] == before["aAcc"] > 0
+    loaded.model.eval()
+    folder = ade / "images" / "validation"
+    written = predict_label_maps(loaded, [folder, str(ade / "images" / "training" / "*.jpg")],
+                                 tmp_path / "pred", log=lambda line: None)
+    names = [*sorted(folder.glob("*.jpg")), *sorted((ade / "images" / "training").glob("*"))]
+    assert [r["image"] for r in written] == [str(p) for p in names] and len(names) == 7
+    assert {p.name for p in (tmp_path / "pred").iterdir()} == {f"{p.stem}.png" for p in names}
+
+
+def test_predict_without_images_is_one_line(ade: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    checkpoint = str(tmp_path / "not-even-read.pt")
+    for inputs in ([str(tmp_path / "empty")], [str(tmp_path / "*.png")]):
+        rc = cli_main(["segment", "predict", "--checkpoint", checkpoint, *inputs,
+                       "--out", str(tmp_path / "out")])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and err.count("\n") == 0 and "no images in" in err, err
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_torchrun_evaluate_matches_single_process(ade: Path, tmp_path: Path) -> None:
     """2 gloo processes score 3 images (2 + 1) and all-reduce their confusion matrices:
     exactly the single-process metrics."""
-    recipe = tiny_recipe()
-    torch.manual_seed(1)
-    ckpt = tmp_path / "untrained.pt"
-    model = engine.build_segmenter(recipe, with_pretrained=False)
-    # the checkpoint layout of earlier releases: still read (upgraded on load)
-    torch.save({"task": "segmentation", "recipe": to_dict(recipe), "step": 0, "extra": {},
-                "model": model.state_dict()}, ckpt)
+    ckpt = untrained_checkpoint(tmp_path / "untrained.pt")
     args = ["segment", "evaluate", "--checkpoint", str(ckpt), "--data", str(ade),
             "--workers", "0", "--device", "cpu"]
     assert cli_main([*args, "--out", str(tmp_path / "single.json")]) == 0

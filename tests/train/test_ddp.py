@@ -36,7 +36,7 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
 @pytest.mark.timeout(600)
 def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
     from fastvit.data import build_eval_loader
-    from fastvit.evaluate import evaluate
+    from fastvit.evaluate import evaluate_classifier
     from fastvit.factory import create_model
     from fastvit.run.metrics_log import read_metrics
     from fastvit.train.data import build_datasets
@@ -66,7 +66,7 @@ def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
     for name in ("model", "ema"):
         model = create_model("fastvit_t8", num_classes=len(classes))
         model.load_state_dict(final[name])
-        single = evaluate(model, loader)
+        single = evaluate_classifier(model, loader)
         distributed = logged[-1][name]
         assert distributed["count"] == single["count"] == len(val_ds) == 9
         assert distributed["top1"] == pytest.approx(single["top1"], abs=1e-9)

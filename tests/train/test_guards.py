@@ -159,8 +159,8 @@ def test_best_checkpoint_is_the_argmax_epoch_and_keep_last_rotates(tmp_path, mon
         calls.append(epoch)
         return {"top1": SCRIPTED_TOP1[epoch], "top5": 100.0, "loss": 1.0, "count": 6}
 
-    # monkeypatched: fastvit.train.trainer.evaluate (the evaluation the trainer runs per epoch)
-    monkeypatch.setattr("fastvit.train.trainer.evaluate", scripted_evaluate)
+    # monkeypatched: fastvit.train.trainer.evaluate_classifier (what the trainer runs per epoch)
+    monkeypatch.setattr("fastvit.train.trainer.evaluate_classifier", scripted_evaluate)
     keep = 4
     cfg = tiny_config(tmp_path / "out", "unused", **{
         "schedule.epochs": 3, "schedule.warmup_epochs": 0, "run.save_every_steps": 1,

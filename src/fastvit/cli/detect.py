@@ -7,7 +7,7 @@ Examples::
         --val-images imgs/ --val-ann val.json --model fastvit_t8 --image-size 256 --out runs/s
     torchrun --nproc-per-node 8 -m fastvit detect train --data /data/coco --out runs/det
     fastvit detect evaluate --checkpoint runs/det --data /data/coco --json det_val.json
-    fastvit detect predict --checkpoint runs/det img1.jpg --out preds/
+    fastvit detect predict --checkpoint runs/det img1.jpg photos/ 'more/*.jpg' --out preds/
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
+    add_val_options,
     legacy_out_json,
     print_train_report,
     recipe_values,
+    val_split,
 )
 from fastvit.errors import ConfigError
 from fastvit.run.device import cpu_threads, resolve_amp
@@ -50,11 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "train", help="train Mask R-CNN (torchrun for DDP)", formatter_class=formatter,
         description=TRAIN_DESCRIPTION)
     _add_data(train, "train", default_split="train2017")
-    train.add_argument("--val-split", default="val2017",
-                       help="split evaluated after each epoch (with --data)")
+    add_val_options(train, "val2017", "split evaluated after each epoch (with --data)")
     train.add_argument("--val-images", type=Path, help="validation image folder")
     train.add_argument("--val-ann", type=Path, help="validation annotation JSON")
-    train.add_argument("--no-val", action="store_true", help="skip evaluation during training")
     add_train_options(train)
     train.add_argument("--image-size", type=int, metavar="N",
                        help="scale of the data: shorter side N fed to the network, longer "
@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         formatter_class=formatter)
     pr.add_argument("--checkpoint", required=True,
                     help="a checkpoint of detect train, or its run folder (best.pt)")
-    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="image files, folders (searched recursively) or quoted glob patterns")
     pr.add_argument("--out", type=Path, required=True, help="folder for PNGs + predictions.json")
     pr.add_argument("--score-threshold", type=float, default=0.5)
     pr.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:N")
@@ -120,8 +121,9 @@ def _train(args: argparse.Namespace) -> int:
                               args.overrides)
     train_images, train_ann = _paths(args, args.train_images, args.train_ann, args.train_split)
     val_images = val_ann = None
-    if not args.no_val:
-        val_images, val_ann = _paths(args, args.val_images, args.val_ann, args.val_split)
+    split = val_split(args)
+    if split is not None:
+        val_images, val_ann = _paths(args, args.val_images, args.val_ann, split)
     report = engine.train(recipe, train_images=train_images, train_ann=train_ann,
                           val_images=val_images, val_ann=val_ann, out_dir=args.out,
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
@@ -138,17 +140,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     env = init_distributed(args.device)
     try:
         with cpu_threads(args.threads):
-            model, meta = engine.load_detector(args.checkpoint, env.device)
+            loaded = engine.load_detector(args.checkpoint, env.device)
             images, ann = _paths(args, args.images, args.ann, args.split)
             dataset = coco_dataset(images, ann, train=False)
-            if engine.base_dataset(dataset).category_ids != meta["category_ids"]:
+            if engine.base_dataset(dataset).category_ids != loaded.category_ids:
                 raise ConfigError(f"the categories of {ann} differ from those the model was "
                                   f"trained on")
-            workers = meta["recipe"].workers if args.workers is None else args.workers
-            metrics = engine.evaluate(model, dataset, env, batch_size=args.batch_size,
-                                      workers=workers,
-                                      amp_dtype=resolve_amp(args.amp, env.device),
-                                      verbose=False)
+            workers = loaded.recipe.workers if args.workers is None else args.workers
+            metrics = engine.evaluate_detector(loaded.model, dataset, env,
+                                               batch_size=args.batch_size, workers=workers,
+                                               amp_dtype=resolve_amp(args.amp, env.device),
+                                               verbose=False)
     finally:
         cleanup()
     if env.is_main:
@@ -160,12 +162,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from fastvit.run.device import resolve_device
-    from fastvit.tasks.detection.predict import predict_images
+    from fastvit.tasks.detection.engine import load_detector
+    from fastvit.tasks.detection.predict import predict_detections
+    from fastvit.tasks.inputs import input_images
 
+    images = input_images(args.images)  # a bad input is reported before the model loads
     with cpu_threads(args.threads):
-        predict_images(args.checkpoint, args.images, args.out,
-                       score_threshold=args.score_threshold,
-                       device=resolve_device(args.device))
+        loaded = load_detector(args.checkpoint, resolve_device(args.device))
+        predict_detections(loaded, images, args.out, score_threshold=args.score_threshold)
     return 0
 
 

@@ -22,9 +22,10 @@ import argparse
 import os
 
 from fastvit.cli.arguments import add_compute, emit_json
-from fastvit.cli.tasks import add_train_options, recipe_values
+from fastvit.cli.tasks import add_train_options, add_val_options, recipe_values, val_split
 from fastvit.errors import ConfigError
-from fastvit.run.device import cpu_threads
+from fastvit.run.device import cpu_threads, resolve_device
+from fastvit.run.distributed import cleanup, init_distributed
 
 FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "image_size": "input_size",
              "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
@@ -42,9 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, help="square input side, a multiple of 32")
     p.add_argument("--input-size", dest="image_size", type=int, help=argparse.SUPPRESS)
     p.add_argument("--weight-decay", type=float)
-    p.add_argument("--val-split", default="evaluation",
-                   help="split scored every eval_every_epochs epochs and at the end "
-                   "('none' to skip; skipped when its xyz/verts files are absent)")
+    add_val_options(p, "evaluation", "split scored every eval_every_epochs epochs and at the "
+                    "end (skipped when its xyz/verts files are absent)")
     p.add_argument("--eval-split", dest="val_split", help=argparse.SUPPRESS)
 
     p = sub.add_parser("evaluate", help="PA-MPJPE / PA-MPVPE / F@5 / F@15 on a split",
@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("predict", help="meshes for images, or a FreiHAND pred.json",
                        formatter_class=formatter)
-    p.add_argument("inputs", nargs="*", help="image files or folders")
+    p.add_argument("inputs", nargs="*", metavar="IMAGE",
+                   help="image files, folders (searched recursively) or quoted glob patterns")
     p.add_argument("--checkpoint", required=True,
                    help="a checkpoint of hand train, or its run folder (best.pt)")
     p.add_argument("--mano", required=True, help="converted MANO .npz (see convert-mano)")
@@ -92,6 +93,86 @@ def _print(result: object) -> None:
         emit_json("-", result)
 
 
+def _train(args: argparse.Namespace) -> int:
+    from fastvit.tasks.hand import engine
+    from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
+    from fastvit.tasks.training import load_task_recipe
+
+    recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, args.config,
+                              recipe_values(args, FLAG_KEYS), args.overrides)
+    result = engine.train(recipe, data=args.data, mano_path=args.mano, out_dir=args.out,
+                          device=args.device, resume=args.resume, eval_split=val_split(args),
+                          max_steps=args.max_steps, threads=args.threads,
+                          compiled=args.compile)
+    summary = {k: result.get(k) for k in ("checkpoint", "step", "total_steps", "stopped",
+                                         "metrics", "files")}
+    if result["train"]:
+        summary["first_loss"] = result["train"][0].get("loss")
+        summary["last_loss"] = result["train"][-1].get("loss")
+    _print(summary)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from fastvit.tasks.hand import engine
+    from fastvit.tasks.hand.report import write_report
+
+    env = init_distributed(args.device)
+    try:
+        with cpu_threads(args.threads):
+            loaded = engine.load_hand_mesh(args.checkpoint, env.device, mano_path=args.mano)
+            recipe = loaded.recipe
+            dataset = engine.eval_dataset(args.data, args.split, recipe)
+            metrics = engine.evaluate_hand_mesh(loaded.model, dataset, env, mano=loaded.mano,
+                                                batch_size=args.batch_size,
+                                                workers=args.workers, root=recipe.root_joint)
+            examples = []
+            if env.is_main and args.out is not None:
+                examples = engine.example_predictions(loaded.model, dataset, mano=loaded.mano,
+                                                      count=args.num_examples,
+                                                      device=env.device, root=recipe.root_joint)
+    finally:
+        cleanup()
+    if not env.is_main:
+        return 0
+    result = {"split": args.split, "checkpoint": str(args.checkpoint), "model": recipe.model,
+              "metrics": metrics}
+    if args.out is not None:
+        result["files"] = write_report(args.out, result, examples, loaded.mano.faces.cpu(),
+                                       recipe.input_size)
+    emit_json("-", result)
+    if args.json not in (None, "-"):
+        emit_json(args.json, result)
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from fastvit.tasks.hand.engine import load_hand_mesh
+    from fastvit.tasks.hand.predict import predict_freihand_submission, predict_hand_meshes
+    from fastvit.tasks.inputs import input_images
+
+    if not args.inputs and args.freihand is None:
+        raise ConfigError("give image files/folders/patterns or --freihand ROOT")
+    images = input_images(args.inputs) if args.freihand is None else []  # before loading
+    with cpu_threads(args.threads):
+        loaded = load_hand_mesh(args.checkpoint, resolve_device(args.device),
+                                mano_path=args.mano)
+        if args.freihand is not None:
+            records = predict_freihand_submission(loaded, args.freihand, args.out,
+                                                  batch_size=args.batch_size,
+                                                  workers=args.workers)
+            files = {"pred": os.path.join(args.out, "pred.json")}
+        else:
+            records = predict_hand_meshes(loaded, images, args.out,
+                                          batch_size=args.batch_size, workers=args.workers,
+                                          num_examples=args.num_examples)
+            files = {"predictions": os.path.join(args.out, "predictions.json")}
+            if args.num_examples > 0:
+                files["examples"] = os.path.join(args.out, "examples.png")
+    _print({"num_images": len(records), "files": files})
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.action == "convert-mano":
         from fastvit.tasks.hand.mano import convert_mano
@@ -99,40 +180,4 @@ def main(args: argparse.Namespace) -> int:
         out = convert_mano(args.source, args.output)
         print(f"wrote {out} (plain numeric arrays; loaded with allow_pickle=False)")
         return 0
-    from fastvit.tasks.hand import engine
-
-    if args.action == "train":
-        from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
-        from fastvit.tasks.training import load_task_recipe
-
-        recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, args.config,
-                                  recipe_values(args, FLAG_KEYS), args.overrides)
-        split = None if args.val_split == "none" else args.val_split
-        result = engine.train(recipe, data=args.data, mano_path=args.mano, out_dir=args.out,
-                              device=args.device, resume=args.resume, eval_split=split,
-                              max_steps=args.max_steps, threads=args.threads,
-                              compiled=args.compile)
-        summary = {k: result.get(k) for k in ("checkpoint", "step", "total_steps", "stopped",
-                                             "metrics", "files")}
-        if result["train"]:
-            summary["first_loss"] = result["train"][0].get("loss")
-            summary["last_loss"] = result["train"][-1].get("loss")
-        _print(summary)
-        return 0
-    with cpu_threads(args.threads):
-        if args.action == "evaluate":
-            result = engine.evaluate(args.checkpoint, args.data, args.mano, split=args.split,
-                                     out_dir=args.out, device=args.device,
-                                     batch_size=args.batch_size, workers=args.workers,
-                                     num_examples=args.num_examples)
-            _print(result)
-            if args.json not in (None, "-") and int(os.environ.get("RANK", "0")) == 0:
-                emit_json(args.json, result)
-            return 0
-        if not args.inputs and args.freihand is None:
-            raise ConfigError("give image files/folders or --freihand ROOT")
-        _print(engine.predict(args.checkpoint, args.mano, args.inputs, out_dir=args.out,
-                              freihand=args.freihand, device=args.device,
-                              batch_size=args.batch_size, workers=args.workers,
-                              num_examples=args.num_examples))
-    return 0
+    return {"train": _train, "evaluate": _evaluate, "predict": _predict}[args.action](args)

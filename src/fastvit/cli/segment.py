@@ -6,7 +6,7 @@ Examples::
         --out runs/seg
     torchrun --nproc-per-node 8 -m fastvit segment train --data ... --out runs/seg
     fastvit segment evaluate --checkpoint runs/seg --data ... --mode slide
-    fastvit segment predict --checkpoint runs/seg img.jpg --out masks/
+    fastvit segment predict --checkpoint runs/seg img.jpg photos/ 'more/*.jpg' --out masks/
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
+    add_val_options,
     legacy_out_json,
     print_train_report,
     recipe_values,
+    val_split,
 )
 from fastvit.run.device import cpu_threads, resolve_amp, resolve_device
 from fastvit.run.distributed import cleanup, init_distributed
@@ -40,8 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--data", type=Path, required=True,
                        help="ADE20K-layout root (images/SPLIT/*.jpg, annotations/SPLIT/*.png)")
     train.add_argument("--train-split", default="training")
-    train.add_argument("--val-split", default="validation")
-    train.add_argument("--no-val", action="store_true", help="skip evaluation during training")
+    add_val_options(train, "validation", "split evaluated every eval_every iterations")
     add_train_options(train, length="iters")
     train.add_argument("--num-classes", type=int)
     train.add_argument("--crop-size", type=int,
@@ -64,7 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         formatter_class=formatter)
     pr.add_argument("--checkpoint", required=True,
                     help="a checkpoint of segment train, or its run folder (best.pt)")
-    pr.add_argument("images", nargs="+", type=Path)
+    pr.add_argument("images", nargs="+", metavar="IMAGE",
+                    help="image files, folders (searched recursively) or quoted glob patterns")
     pr.add_argument("--out", type=Path, required=True, help="output folder")
     pr.add_argument("--mode", choices=("whole", "slide"))
     pr.add_argument("--overlay", action="store_true",
@@ -82,7 +84,7 @@ def _train(args: argparse.Namespace) -> int:
                               recipe_values(args, FLAG_KEYS), args.overrides)
     report = engine.train(recipe, data_root=args.data, out_dir=args.out,
                           train_split=args.train_split,
-                          val_split=None if args.no_val else args.val_split,
+                          val_split=val_split(args),
                           device=args.device, resume=args.resume, max_steps=args.max_steps,
                           threads=args.threads, compiled=args.compile)
     print_train_report(report, args.out, engine.summary_line, unit="iter")
@@ -97,16 +99,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     env = init_distributed(args.device)
     try:
         with cpu_threads(args.threads):
-            model, recipe = engine.load_segmenter(args.checkpoint, env.device)
+            loaded = engine.load_segmenter(args.checkpoint, env.device)
+            recipe = loaded.recipe
             dataset = ADE20KSegmentation(args.data, args.split, recipe.num_classes,
                                          EvalTransform(recipe.scale))
             mode = args.mode or recipe.eval_mode
             workers = recipe.workers if args.workers is None else args.workers
-            metrics = engine.evaluate(model, dataset, env, num_classes=recipe.num_classes,
-                                      mode=mode, window=recipe.crop_size,
-                                      stride=args.stride or recipe.eval_stride,
-                                      workers=workers,
-                                      amp_dtype=resolve_amp(args.amp, env.device))
+            metrics = engine.evaluate_segmenter(loaded.model, dataset, env,
+                                                num_classes=recipe.num_classes, mode=mode,
+                                                window=recipe.crop_size,
+                                                stride=args.stride or recipe.eval_stride,
+                                                workers=workers,
+                                                amp_dtype=resolve_amp(args.amp, env.device))
     finally:
         cleanup()
     if env.is_main:
@@ -117,11 +121,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fastvit.tasks.segmentation.predict import predict_images
+    from fastvit.tasks.inputs import input_images
+    from fastvit.tasks.segmentation.engine import load_segmenter
+    from fastvit.tasks.segmentation.predict import predict_label_maps
 
+    images = input_images(args.images)  # a bad input is reported before the model loads
     with cpu_threads(args.threads):
-        predict_images(args.checkpoint, args.images, args.out, mode=args.mode,
-                       overlay=args.overlay, device=resolve_device(args.device))
+        loaded = load_segmenter(args.checkpoint, resolve_device(args.device))
+        predict_label_maps(loaded, images, args.out, mode=args.mode, overlay=args.overlay)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -62,6 +63,24 @@ def add_eval_options(p: argparse.ArgumentParser, split: str) -> None:
     add_compute(p, device_default=None)
 
 
+def add_val_options(p: argparse.ArgumentParser, split: str, what: str) -> None:
+    """``--val-split SPLIT`` and ``--no-val``, spelled the same by all three tasks.
+    ``--val-split none`` (the old ``hand train`` spelling) still means ``--no-val``."""
+    p.add_argument("--val-split", default=split, metavar="SPLIT",
+                   help=f"{what} (default: {split})")
+    p.add_argument("--no-val", action="store_true", help="train without evaluation")
+
+
+def val_split(args: argparse.Namespace) -> str | None:
+    """The split evaluated during training, or None under ``--no-val``."""
+    if args.no_val:
+        return None
+    if args.val_split.lower() == "none":
+        print("fastvit: --val-split none is spelled --no-val now", file=sys.stderr)
+        return None
+    return args.val_split
+
+
 def legacy_out_json(args: argparse.Namespace) -> None:
     """``evaluate --out FILE.json`` (the old spelling) means ``--json FILE.json``."""
     out = getattr(args, "out", None)
@@ -69,8 +88,8 @@ def legacy_out_json(args: argparse.Namespace) -> None:
         args.json, args.out = str(out), None
 
 
-__all__ = ["HIDDEN", "add_eval_options", "add_train_options", "legacy_out_json",
-           "recipe_values"]
+__all__ = ["HIDDEN", "add_eval_options", "add_train_options", "add_val_options",
+           "legacy_out_json", "recipe_values", "val_split"]
 
 
 def print_train_report(report: dict, out: str | Path, summary_line: Callable[[dict], str],

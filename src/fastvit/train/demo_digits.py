@@ -30,7 +30,7 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
     paths of the checkpoint and the curves PNG.
     """
     from fastvit.data import build_digits, build_eval_loader
-    from fastvit.evaluate import evaluate
+    from fastvit.evaluate import evaluate_classifier
     from fastvit.models import deploy_form, is_fused
     from fastvit.pipeline import load_model
     from fastvit.run.store import BEST_NAME, load_run_checkpoint
@@ -54,9 +54,9 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
     model = load_model(checkpoint=best_path, ema="ema" in state, fused=False).model.eval()
     _, val_ds, _ = build_digits(cfg.data.image_size, seed=0, val_fraction=0.2, augment=False)
     loader = build_eval_loader(val_ds, batch_size=cfg.data.eval_batch_size or 256)
-    before = evaluate(model, loader)
+    before = evaluate_classifier(model, loader)
     fused = deploy_form(model)
-    after = evaluate(fused, loader)
+    after = evaluate_classifier(fused, loader)
     with torch.inference_mode():
         images = torch.stack([val_ds[i][0] for i in range(min(len(val_ds), 64))])
         diff = float((model(images) - fused(images)).abs().max())

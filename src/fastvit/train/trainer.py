@@ -25,7 +25,7 @@ from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
 from fastvit.data.bad_images import SKIPPED_IMAGES_NAME, BadImageLog
 from fastvit.errors import ConfigError
-from fastvit.evaluate import evaluate
+from fastvit.evaluate import evaluate_classifier
 from fastvit.models import VARIANTS
 from fastvit.pipeline import load_model
 from fastvit.run.device import resolve_amp
@@ -143,13 +143,13 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
 
     def run_eval(net: nn.Module) -> dict[str, Any]:
         kwargs = dict(device=device, amp_dtype=amp_dtype, channels_last=cfg.run.channels_last)
-        raw = evaluate(net, val_loader, **kwargs)
+        raw = evaluate_classifier(net, val_loader, **kwargs)
         skipped = raw.get("skipped", [])
         if env.is_main:
             bad_images.add(skipped)
         metrics = {"model": {**_numeric(raw), "skipped": len(skipped)}}
         if ema is not None:
-            metrics["ema"] = _numeric(evaluate(ema.module, val_loader, **kwargs))
+            metrics["ema"] = _numeric(evaluate_classifier(ema.module, val_loader, **kwargs))
         return metrics
 
     metadata = {"variant": cfg.model.variant, "class_names": list(classes),

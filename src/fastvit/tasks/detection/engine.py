@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from tqdm import tqdm
 from fastvit.errors import DataError
 from fastvit.run.device import autocast
 from fastvit.run.distributed import DistEnv, broadcast_object, gather_lists
+from fastvit.run.evaluation import evaluation_mode
 from fastvit.run.loop import StepOutput
 from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
@@ -59,30 +61,26 @@ def predict_coco(model: nn.Module, dataset: Any, env: DistEnv, *, batch_size: in
     """COCO-format detections for this rank's share of ``dataset``."""
     category_ids = base_dataset(dataset).category_ids
     loader = eval_loader(dataset, batch_size, workers, env, collate_fn=list_collate)
-    was_training = model.training
-    model.eval()
     results: list[dict] = []
-    try:
-        for images, targets in tqdm(loader, desc="evaluate", disable=not env.is_main,
-                                    dynamic_ncols=True, leave=False):
-            with autocast(env.device, amp_dtype):
-                outputs = model([im.to(env.device, non_blocking=True) for im in images])
-            for target, output in zip(targets, outputs, strict=True):
-                results += to_coco_results(target["image_id"], output, category_ids)
-    except DataError as err:
-        raise clean_worker_error(err) from None
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model) as net:
+        try:
+            for images, targets in tqdm(loader, desc="evaluate", disable=not env.is_main,
+                                        dynamic_ncols=True, leave=False):
+                with autocast(env.device, amp_dtype):
+                    outputs = net([im.to(env.device, non_blocking=True) for im in images])
+                for target, output in zip(targets, outputs, strict=True):
+                    results += to_coco_results(target["image_id"], output, category_ids)
+        except DataError as err:
+            raise clean_worker_error(err) from None
     return results
 
 
-def evaluate(model: nn.Module, dataset: Any, env: DistEnv, *, batch_size: int = 2,
-             workers: int = 2, amp_dtype: torch.dtype | None = None,
-             verbose: bool = True) -> dict:
+def evaluate_detector(model: nn.Module, dataset: Any, env: DistEnv, *, batch_size: int = 2,
+                      workers: int = 2, amp_dtype: torch.dtype | None = None,
+                      verbose: bool = True) -> dict:
     """Box and mask AP on ``dataset``: predictions are gathered on rank 0, which alone
     runs COCOeval, and the metrics are shared with every rank."""
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    results = predict_coco(inner, dataset, env, batch_size=batch_size, workers=workers,
+    results = predict_coco(model, dataset, env, batch_size=batch_size, workers=workers,
                            amp_dtype=amp_dtype)
     results = gather_lists(results, env)
     metrics = {}
@@ -148,8 +146,9 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
             return StepOutput({"loss": sum(parts.values()), **parts}, len(images))
 
         def run_eval(net: nn.Module) -> dict:
-            return evaluate(net, val_set, env, batch_size=eval_batch_size,
-                            workers=recipe.workers, amp_dtype=amp_dtype, verbose=False)
+            return evaluate_detector(net, val_set, env, batch_size=eval_batch_size,
+                                     workers=recipe.workers, amp_dtype=amp_dtype,
+                                     verbose=False)
 
         return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
                             recipe, per_epoch, total), recipe.lr, recipe.weight_decay,
@@ -184,15 +183,33 @@ def lr_schedule(recipe: DetectionRecipe, steps_per_epoch: int, total_steps: int)
 # ---------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LoadedDetector:
+    """A trained detector in eval mode, with what it was trained with."""
+
+    model: MaskRCNN
+    recipe: DetectionRecipe
+    metadata: dict  # class_names, category_ids (COCO ids of labels 1..K), variant
+    device: torch.device
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.metadata["class_names"])
+
+    @property
+    def category_ids(self) -> list[int]:
+        return list(self.metadata["category_ids"])
+
+
 def load_detector(checkpoint: str | Path, device: torch.device | str = "cpu"
-                  ) -> tuple[MaskRCNN, dict]:
+                  ) -> LoadedDetector:
     """Rebuild a trained detector from its checkpoint (a file, or a run folder: its
-    ``best.pt``, else its newest checkpoint); returns it in eval mode with its
-    metadata (``class_names``, ``category_ids``, ``recipe``)."""
+    ``best.pt``, else its newest checkpoint)."""
     path = resolve_trained(checkpoint)
     state = load_run_checkpoint(path, TASK)
     recipe = stored_recipe(DetectionRecipe, state["config"], DEFAULT_RECIPE, "tasks", str(path))
     meta = dict(state["metadata"])
     model = build_detector(recipe, len(meta["category_ids"]), with_pretrained=False)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), {**meta, "recipe": recipe}
+    device = torch.device(device)
+    return LoadedDetector(model.to(device).eval(), recipe, meta, device)

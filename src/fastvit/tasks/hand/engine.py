@@ -1,4 +1,4 @@
-"""Train, evaluate and predict with the FreiHAND hand-mesh regressor.
+"""Train, load and evaluate the FreiHAND hand-mesh regressor (prediction: :mod:`.predict`).
 
 The run itself (AMP, DDP, resumable data order, checkpoints, tqdm) is the
 shared one (:func:`fastvit.run.training.train_task`); this module supplies
@@ -9,30 +9,30 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from fastvit.errors import DataError
-from fastvit.files import write_json
 from fastvit.run.device import autocast, resolve_amp
-from fastvit.run.distributed import DistEnv, cleanup, init_distributed
+from fastvit.run.distributed import DistEnv
+from fastvit.run.evaluation import evaluation_mode
 from fastvit.run.loop import StepOutput
 from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
 from fastvit.run.store import load_run_checkpoint, resolve_trained
 from fastvit.run.training import TaskSpec, train_task
 from fastvit.run.worker_errors import clean_worker_error
-from fastvit.tasks.hand.data import Augmentation, FreiHandDataset, ImageListDataset
+from fastvit.tasks.hand.data import Augmentation, FreiHandDataset
 from fastvit.tasks.hand.losses import LossWeights, hand_mesh_loss
 from fastvit.tasks.hand.mano import ManoLayer, build_mano_layer
 from fastvit.tasks.hand.metrics import HandMeshMeter, sample_metrics
 from fastvit.tasks.hand.model import HandMeshNet, decode_mesh
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
-from fastvit.tasks.hand.report import examples_from_batch, save_examples_png, write_report
+from fastvit.tasks.hand.report import examples_from_batch, write_report
 from fastvit.tasks.shared import eval_loader, run_settings
 
 TASK = "hand"
@@ -60,10 +60,22 @@ def loss_weights(recipe: HandRecipe) -> LossWeights:
                        recipe.w_pose, recipe.w_shape)
 
 
-def load_trained(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
-                 device: torch.device) -> tuple[HandRecipe, HandMeshNet, ManoLayer]:
-    """Network (eval mode) and MANO layer from a ``fastvit hand train`` checkpoint (a file,
-    or a run folder: its ``best.pt``, else its newest checkpoint)."""
+@dataclass(frozen=True)
+class LoadedHandMesh:
+    """A trained hand-mesh regressor in eval mode, with what it was trained with and the
+    MANO layer that turns its parameters into a mesh."""
+
+    model: HandMeshNet
+    recipe: HandRecipe
+    metadata: dict  # variant
+    device: torch.device
+    mano: ManoLayer
+
+
+def load_hand_mesh(checkpoint: str | os.PathLike, device: torch.device | str = "cpu", *,
+                   mano_path: str | os.PathLike) -> LoadedHandMesh:
+    """Rebuild a ``fastvit hand train`` model from its checkpoint (a file, or a run folder:
+    its ``best.pt``, else its newest checkpoint), with the MANO layer of ``mano_path``."""
     path = resolve_trained(checkpoint)
     state = load_run_checkpoint(path, TASK)
     recipe = stored_recipe(HandRecipe, state["config"], DEFAULT_RECIPE, "tasks", str(path))
@@ -73,8 +85,10 @@ def load_trained(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
     except RuntimeError as err:
         raise DataError(f"{path} does not match a {recipe.model} hand model: "
                         f"{str(err).splitlines()[0]}") from None
-    mano = build_mano(recipe, mano_path)
-    return recipe, net.to(device).eval(), mano.to(device)
+    device = torch.device(device)
+    mano = build_mano(recipe, mano_path).to(device)
+    return LoadedHandMesh(net.to(device).eval(), recipe, dict(state.get("metadata", {})),
+                          device, mano)
 
 
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
@@ -82,7 +96,8 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for k, v in batch.items()}
 
 
-def _eval_dataset(data: str | os.PathLike, split: str, recipe: HandRecipe) -> FreiHandDataset:
+def eval_dataset(data: str | os.PathLike, split: str, recipe: HandRecipe) -> FreiHandDataset:
+    """A FreiHAND split as scored: the evaluation split has one version of each image."""
     return FreiHandDataset(data, split, input_size=recipe.input_size,
                            versions=(0,) if split == "evaluation" else recipe.versions)
 
@@ -91,56 +106,41 @@ def _eval_dataset(data: str | os.PathLike, split: str, recipe: HandRecipe) -> Fr
 
 
 @torch.no_grad()
-def evaluate_model(net: torch.nn.Module, mano: ManoLayer, dataset: Dataset, env: DistEnv, *,
-                   batch_size: int, workers: int = 0, root: int = 9,
-                   amp_dtype: torch.dtype | None = None, num_examples: int = 0
-                   ) -> tuple[dict[str, float], list[dict]]:
-    """Benchmark metrics over ``dataset`` (sharded across ranks, exact totals) and
-    up to ``num_examples`` visual examples from rank 0."""
-    if isinstance(net, torch.nn.parallel.DistributedDataParallel):
-        net = net.module
-    was_training = net.training
-    net.eval()
+def evaluate_hand_mesh(model: torch.nn.Module, dataset: Dataset, env: DistEnv, *,
+                       mano: ManoLayer, batch_size: int, workers: int = 0, root: int = 9,
+                       amp_dtype: torch.dtype | None = None) -> dict[str, float]:
+    """Benchmark metrics (PA-MPJPE, PA-MPVPE, F-scores) over ``dataset``, sharded across
+    ranks with exact totals."""
     loader = eval_loader(dataset, batch_size, workers, env)
-    meter, examples = HandMeshMeter(), []
-    try:
-        for batch in loader:
-            batch = to_device(batch, env.device)
-            with autocast(env.device, amp_dtype):
-                params = net(batch["image"])
-            pred = decode_mesh(params, mano, root)
-            meter.update(sample_metrics(pred["joints_3d"], batch["joints_3d"],
-                                        pred["vertices"], batch["vertices"], root=root))
-            if env.is_main and len(examples) < num_examples:
-                examples += examples_from_batch(batch, pred, num_examples - len(examples))
-    except DataError as err:
-        raise clean_worker_error(err) from None
-    finally:
-        net.train(was_training)
+    meter = HandMeshMeter()
+    with evaluation_mode(model) as net:
+        try:
+            for batch in loader:
+                batch = to_device(batch, env.device)
+                with autocast(env.device, amp_dtype):
+                    params = net(batch["image"])
+                pred = decode_mesh(params, mano, root)
+                meter.update(sample_metrics(pred["joints_3d"], batch["joints_3d"],
+                                            pred["vertices"], batch["vertices"], root=root))
+        except DataError as err:
+            raise clean_worker_error(err) from None
     meter.all_reduce(env.device)
-    return meter.compute(), examples
+    return meter.compute()
 
 
-def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike,
-             mano_path: str | os.PathLike, *, split: str = "evaluation",
-             out_dir: str | os.PathLike | None = None, device: str | None = None,
-             batch_size: int = 32, workers: int = 4, num_examples: int = 8) -> dict[str, Any]:
-    """Score a checkpoint on a FreiHAND split; writes metrics.json + examples PNG."""
-    env = init_distributed(device)
-    try:
-        recipe, net, mano = load_trained(checkpoint, mano_path, env.device)
-        dataset = _eval_dataset(data, split, recipe)
-        metrics, examples = evaluate_model(net, mano, dataset, env, batch_size=batch_size,
-                                           workers=workers, root=recipe.root_joint,
-                                           num_examples=num_examples)
-        result = {"split": split, "checkpoint": str(checkpoint), "model": recipe.model,
-                  "metrics": metrics}
-        if out_dir is not None and env.is_main:
-            result["files"] = write_report(out_dir, result, examples, mano.faces.cpu(),
-                                           recipe.input_size)
-        return result
-    finally:
-        cleanup()
+@torch.no_grad()
+def example_predictions(model: torch.nn.Module, dataset: Dataset, *, mano: ManoLayer,
+                        count: int, device: torch.device, root: int = 9,
+                        amp_dtype: torch.dtype | None = None) -> list[dict]:
+    """What :func:`~fastvit.tasks.hand.report.save_examples_png` draws for the first
+    ``count`` samples of ``dataset``: predicted mesh and keypoints, and the ground truth."""
+    count = min(count, len(dataset))
+    if count <= 0:
+        return []
+    batch = to_device(default_collate([dataset[i] for i in range(count)]), device)
+    with evaluation_mode(model) as net, autocast(device, amp_dtype):
+        pred = decode_mesh(net(batch["image"]), mano, root)
+    return examples_from_batch(batch, pred, count)
 
 
 # -- training --------------------------------------------------------------------------
@@ -184,10 +184,12 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                               batch["image"].shape[0])
 
         def run_eval(model: torch.nn.Module) -> dict[str, float]:
-            metrics, examples = evaluate_model(model, mano, eval_set, env,
-                                               batch_size=recipe.batch_size,
-                                               workers=recipe.workers, root=root,
-                                               amp_dtype=amp_dtype, num_examples=num_examples)
+            metrics = evaluate_hand_mesh(model, eval_set, env, mano=mano,
+                                         batch_size=recipe.batch_size, workers=recipe.workers,
+                                         root=root, amp_dtype=amp_dtype)
+            examples = (example_predictions(model, eval_set, mano=mano, count=num_examples,
+                                            device=env.device, root=root, amp_dtype=amp_dtype)
+                        if env.is_main else [])
             last.update(metrics=metrics, examples=examples, faces=mano.faces.cpu(), env=env)
             return metrics
 
@@ -228,92 +230,4 @@ def _optional_eval_set(data: str | os.PathLike, split: str | None, recipe: HandR
         missing = ", ".join(str(p) for p in needed if not p.is_file())
         log.warning("fastvit hand train: no evaluation (%s missing)", missing)
         return None
-    return _eval_dataset(data, split, recipe)
-
-
-# -- prediction ------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def predict_batches(net: HandMeshNet, mano: ManoLayer, loader: DataLoader,
-                    device: torch.device, root: int, num_examples: int = 0
-                    ) -> tuple[list[dict[str, Any]], list[dict]]:
-    """Per-image predictions (root-relative metres, [-1, 1] image units) and up to
-    ``num_examples`` drawable examples."""
-    out, examples = [], []
-    for batch in loader:
-        params = net(batch["image"].to(device))
-        pred = decode_mesh(params, mano, root)
-        if len(examples) < num_examples:
-            examples += examples_from_batch(batch, pred, num_examples - len(examples))
-        for i in range(batch["image"].shape[0]):
-            out.append({k: pred[k][i].cpu() for k in
-                        ("joints_3d", "vertices", "joints_2d", "vertices_2d", "pose", "shape",
-                         "camera")})
-    return out, examples
-
-
-def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Expand files and folders (sorted, image extensions only)."""
-    from fastvit.data.datasets import IMAGE_EXTENSIONS
-
-    paths: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            paths += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise DataError(f"input {item} does not exist")
-    if not paths:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))}")
-    return paths
-
-
-def predict(checkpoint: str | os.PathLike, mano_path: str | os.PathLike,
-            inputs: Sequence[str | os.PathLike] = (), *, out_dir: str | os.PathLike,
-            freihand: str | os.PathLike | None = None, device: str | None = None,
-            batch_size: int = 32, workers: int = 2, num_examples: int = 8) -> dict[str, Any]:
-    """Predict hand meshes for image files/folders (``predictions.json`` + ``examples.png``)
-    or, with ``freihand=ROOT``, for the FreiHAND evaluation split as the Codalab
-    submission file ``pred.json`` ([joints list, vertices list], root-relative metres:
-    the server's aligned scores are the ones that apply)."""
-    env = init_distributed(device)
-    out_dir = Path(out_dir)
-    recipe, net, mano = load_trained(checkpoint, mano_path, env.device)
-    if freihand is not None:
-        dataset: Dataset = FreiHandDataset(freihand, "evaluation", input_size=recipe.input_size,
-                                           require_targets=False)
-    else:
-        paths = image_paths(inputs)
-        dataset = ImageListDataset(paths, recipe.input_size)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
-    try:
-        preds, examples = predict_batches(net, mano, loader, env.device,
-                                          recipe.root_joint, num_examples)
-    except DataError as err:
-        raise clean_worker_error(err) from None
-    files: dict[str, str] = {}
-    if freihand is not None:
-        pred_json = [[p["joints_3d"].tolist() for p in preds],
-                     [p["vertices"].tolist() for p in preds]]
-        files["pred"] = str(write_json(out_dir / "pred.json", pred_json))
-        return {"num_images": len(preds), "files": files}
-    records = []
-    for path, p in zip(paths, preds, strict=True):
-        records.append({"image": str(path), "camera": p["camera"].tolist(),
-                        "pose": p["pose"].tolist(), "shape": p["shape"].tolist(),
-                        "joints_3d": p["joints_3d"].tolist(),
-                        "joints_2d_normalized": p["joints_2d"].tolist(),
-                        "vertices": p["vertices"].tolist()})
-    files["predictions"] = str(write_json(out_dir / "predictions.json", {
-        "model": recipe.model, "units": {"joints_3d": "metres, relative to joint "
-                                         f"{recipe.root_joint}", "joints_2d_normalized":
-                                         "[-1, 1] of the image width/height"},
-        "joint_order": "FreiHAND (wrist, thumb, index, middle, ring, little)",
-        "predictions": records}))
-    if examples:
-        files["examples"] = str(save_examples_png(out_dir / "examples.png", examples,
-                                                  mano.faces.cpu(), recipe.input_size,
-                                                  title=f"{recipe.model} predictions"))
-    return {"num_images": len(preds), "files": files}
+    return eval_dataset(data, split, recipe)

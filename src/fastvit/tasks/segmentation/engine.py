@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from fastvit.errors import DataError
 from fastvit.run.device import autocast, resolve_amp
 from fastvit.run.distributed import DistEnv, all_reduce_sum
+from fastvit.run.evaluation import evaluation_mode
 from fastvit.run.loop import StepOutput
 from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.recipes import stored_recipe
@@ -91,30 +93,26 @@ def infer_logits(model: nn.Module, image: torch.Tensor, mode: str = "whole",
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, dataset: ADE20KSegmentation, env: DistEnv, *,
-             num_classes: int, mode: str = "whole", window: int = 512, stride: int = 341,
-             workers: int = 2, amp_dtype: torch.dtype | None = None) -> dict:
+def evaluate_segmenter(model: nn.Module, dataset: ADE20KSegmentation, env: DistEnv, *,
+                       num_classes: int, mode: str = "whole", window: int = 512,
+                       stride: int = 341, workers: int = 2,
+                       amp_dtype: torch.dtype | None = None) -> dict:
     """mIoU / per-class IoU / pixel accuracy at the labels' original resolution; each
     rank scores its own images and the confusion matrices are summed."""
-    if isinstance(model, nn.parallel.DistributedDataParallel):
-        model = model.module
     loader = eval_loader(dataset, 1, workers, env)
-    was_training = model.training
-    model.eval()
     conf = ConfusionMatrix(num_classes, IGNORE_INDEX)
-    try:
-        for image, label in tqdm(loader, desc="evaluate", disable=not env.is_main,
-                                 dynamic_ncols=True, leave=False):
-            image, label = image.to(env.device), label.to(env.device)
-            with autocast(env.device, amp_dtype):
-                logits = infer_logits(model, image, mode, window, stride)
-            logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear",
-                                   align_corners=False)
-            conf.update(logits.argmax(1), label)
-    except DataError as err:
-        raise clean_worker_error(err) from None
-    finally:
-        model.train(was_training)
+    with evaluation_mode(model) as net:
+        try:
+            for image, label in tqdm(loader, desc="evaluate", disable=not env.is_main,
+                                     dynamic_ncols=True, leave=False):
+                image, label = image.to(env.device), label.to(env.device)
+                with autocast(env.device, amp_dtype):
+                    logits = infer_logits(net, image, mode, window, stride)
+                logits = F.interpolate(logits.float(), size=label.shape[-2:],
+                                       mode="bilinear", align_corners=False)
+                conf.update(logits.argmax(1), label)
+        except DataError as err:
+            raise clean_worker_error(err) from None
     matrix = conf.matrix if conf.matrix is not None else torch.zeros(
         num_classes, num_classes, dtype=torch.int64, device=env.device)
     conf.matrix = all_reduce_sum(matrix, env)
@@ -164,10 +162,10 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
             return StepOutput({"loss": loss}, images.shape[0])
 
         def run_eval(net: nn.Module) -> dict:
-            return evaluate(net, val_set, env, num_classes=recipe.num_classes,
-                            mode=recipe.eval_mode, window=recipe.crop_size,
-                            stride=recipe.eval_stride, workers=recipe.workers,
-                            amp_dtype=amp_dtype)
+            return evaluate_segmenter(net, val_set, env, num_classes=recipe.num_classes,
+                                      mode=recipe.eval_mode, window=recipe.crop_size,
+                                      stride=recipe.eval_stride, workers=recipe.workers,
+                                      amp_dtype=amp_dtype)
 
         return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
                             recipe, total), recipe.lr, recipe.weight_decay,
@@ -196,14 +194,26 @@ def lr_schedule(recipe: SegmentationRecipe, total_steps: int) -> LrSchedule:
                       warmup_start=recipe.warmup_ratio)
 
 
+@dataclass(frozen=True)
+class LoadedSegmenter:
+    """A trained segmenter in eval mode, with what it was trained with."""
+
+    model: SemanticFPN
+    recipe: SegmentationRecipe
+    metadata: dict  # variant, num_classes
+    device: torch.device
+
+
 def load_segmenter(checkpoint: str | Path, device: torch.device | str = "cpu"
-                   ) -> tuple[SemanticFPN, SegmentationRecipe]:
+                   ) -> LoadedSegmenter:
     """Rebuild a trained model from its checkpoint (a file, or a run folder: its
-    ``best.pt``, else its newest checkpoint) in eval mode, and its recipe."""
+    ``best.pt``, else its newest checkpoint)."""
     path = resolve_trained(checkpoint)
     state = load_run_checkpoint(path, TASK)
     recipe = stored_recipe(SegmentationRecipe, state["config"], DEFAULT_RECIPE, "tasks",
                            str(path))
     model = build_segmenter(recipe, with_pretrained=False)
     model.load_state_dict(state["model"])
-    return model.to(device).eval(), recipe
+    device = torch.device(device)
+    return LoadedSegmenter(model.to(device).eval(), recipe, dict(state.get("metadata", {})),
+                           device)

@@ -136,7 +136,8 @@ def check_coreml_tensor_spec(path: Path, precision: str) -> None:
     assert tensor.name == "input"
     assert list(tensor.type.multiArrayType.shape) == [1, 3, SIZE, SIZE]
     assert tensor.type.multiArrayType.dataType == tensor.type.multiArrayType.FLOAT32
-    assert [o.name for o in spec.description.output] == ["logits"]  # no labels: logits
+    # ImageNet's class names (random weights): a Core ML classifier
+    assert [o.name for o in spec.description.output] == ["classLabel", "classLabel_probs"]
     assert spec.description.metadata.userDefined["fastvit.image_size"] == str(SIZE)
     assert path.suffix == ".mlpackage" and (path / "Manifest.json").exists(), precision
 

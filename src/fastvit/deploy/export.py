@@ -86,11 +86,12 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
                                 raw_pixels=raw_pixels, image_input=image_input,
                                 features_only=getattr(loaded.model, "features_only", False))
     size = image_size or loaded.image_size
-    job = ExportJob(loaded, exported_module(loaded, raw_pixels),
-                    Path(path) if path is not None else default_export_path(loaded.variant,
-                                                                           size, fmt),
-                    size, export_metadata(loaded, size, raw_pixels or image_input), opset,
-                    exporter, coreml_precision, dynamic_batch, raw_pixels, image_input)
+    out = Path(path) if path is not None else default_export_path(loaded.variant, size, fmt)
+    job = ExportJob(loaded=loaded, module=exported_module(loaded, raw_pixels), path=out,
+                    image_size=size,
+                    metadata=export_metadata(loaded, size, raw_pixels or image_input),
+                    opset=opset, exporter=exporter, coreml_precision=coreml_precision,
+                    dynamic_batch=dynamic_batch, raw_pixels=raw_pixels, image_input=image_input)
     check = spec.export(job)
     return ExportResult(job.path, fmt, spec.description(job), loaded.variant, size,
                         dynamic_batch, raw_pixels or image_input, check, job)
@@ -106,6 +107,6 @@ def quantize_export(result: ExportResult, calibration: str | Path, *,
     spec = check_export_options(result.format, int8=True, features_only=getattr(
         result.job.loaded.model, "features_only", False))
     assert spec.quantize is not None  # check_export_options refused a format without int8
-    return spec.quantize(Int8Job(result.job, Path(calibration), calibration_size,
-                                 Path(eval_dir) if eval_dir is not None else None,
-                                 min_agreement))
+    return spec.quantize(Int8Job(
+        fp32=result.job, calibration=Path(calibration), calibration_size=calibration_size,
+        eval_dir=Path(eval_dir) if eval_dir is not None else None, min_agreement=min_agreement))

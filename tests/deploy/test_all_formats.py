@@ -1,46 +1,174 @@
-"""Every export format passes its numeric check for all seven variants (slow).
+"""Every registered format writes a verified file; every variant in the formats where a
+variant can fail on its own.
 
-ONNX Runtime (<= 1e-4), TorchScript and torch.export (<= 1e-5) and ExecuTorch
-(<= 1e-4) run the written file against the fused eager model, dynamic batch
-(1 and 4); Core ML converts here (its predictions run on macOS only, where
-``export_model`` checks them too). 64x64 inputs keep the 35 exports short; BN
-statistics and layer scales are randomized before fusing so folding errors show.
+One fastvit_t8 (BN statistics and layer scales randomized before fusing, so folding
+errors show) is exported once per format at 64x64 with a dynamic batch, and the
+round-trip tests below share those files. The slow test converts every variant to
+Core ML and exports the other six to the formats whose exporters meet each variant's
+layers anew (ONNX, ExecuTorch, Core ML: operator by operator; TorchScript: a fresh
+trace); the torch.export program those three start from is also checked as a ``.pt2``
+for fastvit_sa12 (attention), the one structure fastvit_t8 lacks.
+Tolerances: ONNX Runtime and ExecuTorch <= 1e-4, TorchScript and torch.export <= 1e-5.
 """
 
 from __future__ import annotations
 
-import pytest
+import importlib.util
+from pathlib import Path
 
-from fastvit.deploy.executorch_export import export_executorch
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from fastvit.deploy.coreml import export_coreml
+from fastvit.deploy.executorch_export import export_executorch, pte_runner, read_pte_metadata
 from fastvit.deploy.export import export_model
+from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.onnx_export import export_onnx
-from fastvit.deploy.torch_export import export_program, export_torchscript
+from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
+from fastvit.deploy.registry import FORMATS
+from fastvit.deploy.torch_export import export_program
+from fastvit.deploy.torchscript_export import export_torchscript
 from fastvit.models import list_models
 from fastvit.pipeline import load_model
-from tests.deploy.test_export import fused_randomized
+from tests.deploy.test_export import coreml_spec, fused_randomized
 
 SIZE = 64
-EXPORTERS = {
-    "onnx": (export_onnx, ".onnx", 1e-4),
-    "torchscript": (export_torchscript, ".ts.pt", 1e-5),
-    "torch-export": (export_program, ".pt2", 1e-5),
-    "executorch": (export_executorch, ".pte", 1e-4),
-}
+META = {"fastvit.variant": "fastvit_t8"}
+EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript,
+             "torch-export": export_program, "executorch": export_executorch}
+TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "torch-export": 1e-5, "executorch": 1e-4}
+#: formats every variant is exported to; torch.export (.pt2) once more for attention
+EVERY_VARIANT = ("onnx", "torchscript", "executorch")
+HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
+needs_executorch = pytest.mark.skipif(not HAS_EXECUTORCH,
+                                      reason="pip install 'fastvit[executorch]'")
+
+
+@pytest.fixture(scope="module")
+def t8(tmp_path_factory) -> tuple[torch.nn.Module, dict[str, Path], dict]:
+    """fastvit_t8 exported once to every tensor format (dynamic batch): the model, the
+    files and their verification results."""
+    folder = tmp_path_factory.mktemp("t8")
+    model = fused_randomized("fastvit_t8", seed=11)
+    files, checks = {}, {}
+    for fmt, export in EXPORTERS.items():
+        if fmt == "executorch" and not HAS_EXECUTORCH:
+            continue
+        files[fmt] = folder / f"t8{FORMATS[fmt].suffix}"
+        checks[fmt] = export(model, files[fmt], image_size=SIZE, dynamic_batch=True,
+                             metadata=META)
+    return model, files, checks
+
+
+def test_every_tensor_format_verifies_with_a_dynamic_batch(t8) -> None:
+    _, _, checks = t8
+    assert set(checks) == set(EXPORTERS) - (set() if HAS_EXECUTORCH else {"executorch"})
+    for fmt, check in checks.items():
+        assert check.batches == (1, 4), fmt
+        assert check.max_abs_diff <= TOLERANCE[fmt], (fmt, check.max_abs_diff)
+
+
+def fresh(batch: int) -> torch.Tensor:
+    return torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch + 7))
+
+
+def test_onnx_file_is_portable_and_takes_unseen_batches(t8) -> None:
+    model, files, _ = t8
+    path = files["onnx"]
+    onnx.checker.check_model(str(path))
+    proto = onnx.load(str(path))
+    assert proto.opset_import[0].version == 18
+    assert {o.domain for o in proto.opset_import} <= {"", "ai.onnx"}  # portable ops only
+    assert read_onnx_metadata(path)["fastvit.variant"] == "fastvit_t8"
+    session = ort_session(path)
+    for batch in (1, 3):  # one file, batch sizes the check did not use
+        got = session.run(None, {"input": fresh(batch).numpy()})[0]
+        with torch.no_grad():
+            expected = model(fresh(batch)).numpy()
+        assert got.shape == (batch, 1000)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_gelu_is_fused_by_onnx_runtime(t8, tmp_path) -> None:
+    """The exported erf-GELU must reach ORT in the operand order it fuses (3x on CPU)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(t8[1]["onnx"]), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "opt.onnx")).graph.node]
+    # every block's GELU is fused; ORT leaves the head's one (after squeeze-excite, 8x8)
+    assert ops.count("Gelu") >= 16 and ops.count("Erf") <= 1
+
+
+def test_torchscript_and_pt2_files_reload_for_unseen_batches(t8) -> None:
+    model, files, _ = t8
+    with open(files["torch-export"], "rb") as fh:
+        program = torch.export.load(fh).module()
+    scripted = torch.jit.load(str(files["torchscript"]))
+    x = fresh(3)
+    with torch.no_grad():
+        expected = model(x)
+        assert (program(x) - expected).abs().max() <= 1e-5
+        assert (scripted(x) - expected).abs().max() <= 1e-5
+
+
+@needs_executorch
+def test_pte_file_takes_batches_it_never_saw(t8) -> None:
+    model, files, _ = t8
+    assert read_pte_metadata(files["executorch"]) == META
+    run = pte_runner(files["executorch"])
+    # 17: past a CPU-backend heuristic (batch >= 16) that would otherwise cap the planned
+    # batch at 15
+    for batch in (1, 3, 17):
+        x = fresh(batch)
+        with torch.no_grad():
+            expected = model(x)
+        got = run(x)
+        assert len(got) == 1 and got[0].shape == (batch, 1000)
+        assert (got[0] - expected).abs().max() <= 1e-4
+
+
+def check_coreml_tensor_spec(path: Path, classifier: bool) -> None:
+    spec = coreml_spec(path)
+    (tensor,) = spec.description.input
+    assert tensor.name == "input"
+    assert list(tensor.type.multiArrayType.shape) == [1, 3, SIZE, SIZE]
+    assert tensor.type.multiArrayType.dataType == tensor.type.multiArrayType.FLOAT32
+    outputs = [o.name for o in spec.description.output]
+    assert outputs == (["classLabel", "classLabel_probs"] if classifier else ["logits"])
+    assert spec.description.metadata.userDefined["fastvit.image_size"] == str(SIZE)
+    assert (path / "Manifest.json").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("name", list_models())
-def test_every_format_verifies_for_every_variant(tmp_path, name: str) -> None:
-    pytest.importorskip("executorch.runtime")
+def test_every_variant_verifies(tmp_path, name: str) -> None:
     pytest.importorskip("coremltools")
     assert len(list_models()) == 7
     model = fused_randomized(name, seed=11)
-    for fmt, (export, suffix, tolerance) in EXPORTERS.items():
-        check = export(model, tmp_path / f"{name}{suffix}", image_size=SIZE, dynamic_batch=True)
+    formats = (() if name == "fastvit_t8" else EVERY_VARIANT)  # t8: the shared files above
+    formats += ("torch-export",) if name == "fastvit_sa12" else ()
+    for fmt in formats:
+        if fmt == "executorch" and not HAS_EXECUTORCH:
+            continue
+        check = EXPORTERS[fmt](model, tmp_path / f"{name}{FORMATS[fmt].suffix}",
+                               image_size=SIZE, dynamic_batch=True)
         assert check.batches == (1, 4), fmt
-        assert check.max_abs_diff <= tolerance, (fmt, check.max_abs_diff)
-    coreml = export_model(load_model(name), "coreml", tmp_path / f"{name}.mlpackage",
-                          image_size=SIZE)
-    assert coreml.path.is_dir() and (coreml.path / "Manifest.json").exists()
+        assert check.max_abs_diff <= TOLERANCE[fmt], (fmt, check.max_abs_diff)
+    loaded = load_model(name)  # random weights, ImageNet's class names
+    path = tmp_path / f"{name}.mlpackage"
+    if name == "fastvit_sa12":  # fp32 compute, plain logits output
+        assert export_coreml(loaded, path, image_size=SIZE, precision="fp32",
+                             metadata=export_metadata(loaded, SIZE, False),
+                             classifier=False) is None  # Core ML predicts on macOS only
+        check_coreml_tensor_spec(path, classifier=False)
+    else:  # what fastvit export writes: fp16, a classifier
+        coreml = export_model(loaded, "coreml", path, image_size=SIZE)
+        assert coreml.description == "Core ML mlprogram (fp16)"
+        check_coreml_tensor_spec(coreml.path, classifier=True)

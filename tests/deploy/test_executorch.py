@@ -1,15 +1,19 @@
-"""ExecuTorch export: the ``.pte`` file run in ``executorch.runtime`` against eager.
+"""ExecuTorch export: the ``.pte`` file run in ``executorch.runtime`` against eager
+(the dynamic-batch round trip: ``test_all_formats``).
 
-fp32: max |diff| <= 1e-4 (measured ~1e-8); int8 (PT2E, XNNPACK quantizer): top-1
-agreement with the fp32 ``.pte`` >= 80% on the held-out digits (measured 99.0%), top-1
-within 1 point of fp32 (measured 88.9% fp32, 88.5% int8).
+fp32: max |diff| <= 1e-4 (measured ~1e-8); int8 (PT2E, XNNPACK quantizer), one
+quantization shared by this module's int8 tests: top-1 agreement with the fp32 ``.pte``
+>= 80% on the held-out digits (measured 99.0%), top-1 within 1 point of fp32 (measured
+88.9% fp32, 88.5% int8), and the report recomputed from the files' predictions.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,36 +22,19 @@ from fastvit.cli import main as cli
 from fastvit.deploy.executorch_export import (
     export_executorch,
     pte_runner,
+    quantize_executorch_int8,
     read_pte_metadata,
 )
 from fastvit.deploy.export import export_model
+from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.verification import ExportVerificationError
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import fused_randomized, normalize
+from tests.deploy.test_quantize import check_report_describes_the_files, int8_cli
 from tests.helpers.digits import DIGITS_SIZE, digits_assets
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
                                       reason="pip install 'fastvit[executorch]'")
-
-
-@needs_executorch
-def test_fp32_pte_dynamic_batch_round_trip(tmp_path) -> None:
-    model = fused_randomized("fastvit_t8", seed=2)
-    path = tmp_path / "t8.pte"
-    check = export_executorch(model, path, image_size=64, dynamic_batch=True,
-                              metadata={"fastvit.variant": "fastvit_t8"})
-    assert check.batches == (1, 4) and check.max_abs_diff <= 1e-4
-    assert read_pte_metadata(path) == {"fastvit.variant": "fastvit_t8"}
-    run = pte_runner(path)
-    # batches the export never saw; 17: past a CPU-backend heuristic (batch >= 16) that
-    # would otherwise cap the planned batch at 15
-    for batch in (1, 3, 17):
-        x = torch.randn(batch, 3, 64, 64, generator=torch.Generator().manual_seed(batch + 9))
-        with torch.no_grad():
-            expected = model(x)
-        got = run(x)
-        assert len(got) == 1 and got[0].shape == (batch, 1000)
-        assert (got[0] - expected).abs().max() <= 1e-4
 
 
 @needs_executorch
@@ -89,35 +76,44 @@ def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-@needs_executorch
-def test_int8_pte_keeps_fp32_top1_on_labelled_digits(tmp_path, capsys) -> None:
-    assets = digits_assets()
-    out = tmp_path / "digits.pte"
-    code = cli(["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
-                "--format", "executorch", "--image-size", str(DIGITS_SIZE), "--output",
-                str(out), "--int8", "--calibration", str(assets.calibration),
-                "--calibration-size", "60", "--eval", str(assets.val), "--min-agreement", "0.8"])
-    assert code == 0
-    report = json.loads((tmp_path / "digits.int8.json").read_text())
+@pytest.fixture(scope="module")
+def pte_int8(tmp_path_factory) -> tuple[Path, dict, str]:
+    if importlib.util.find_spec("executorch") is None:
+        pytest.skip("pip install 'fastvit[executorch]'")
+    return int8_cli("executorch", tmp_path_factory.mktemp("pte_int8"), "--min-agreement", "0.8")
+
+
+def test_int8_pte_keeps_fp32_top1_on_labelled_digits(pte_int8) -> None:
+    out, report, printed = pte_int8
     assert report["calibration_images"] == 60 and report["images"] >= 250
     assert report["top1_agreement"] >= 0.80 and report["fp32_top1"] >= 0.80
     assert abs(report["top1_difference"]) <= 0.01  # within 1 point (measured -0.3)
-    int8 = tmp_path / "digits.int8.pte"
+    int8 = out.with_name("digits.int8.pte")
+    assert report["int8"] == str(int8)
     # int8 weights: the file is a fraction of the fp32 one (4 bytes -> 1 per weight)
     assert int8.stat().st_size < 0.4 * out.stat().st_size
     assert "PT2E" in read_pte_metadata(int8)["fastvit.quantization"]
-    assert "top-1 agreement with fp32" in capsys.readouterr().out
+    assert "top-1 agreement with fp32" in printed
 
 
-@needs_executorch
-def test_int8_min_agreement_failure_writes_nothing(tmp_path) -> None:
+def test_reported_agreement_is_what_the_files_predict(pte_int8) -> None:
+    out, report, _ = pte_int8
+    fp32, int8 = pte_runner(out), pte_runner(report["int8"])
+    check_report_describes_the_files(report, lambda x: fp32(x)[0], lambda x: int8(x)[0])
+
+
+def test_int8_min_agreement_failure_writes_nothing(pte_int8, tmp_path) -> None:
+    out, _, _ = pte_int8
+    fp32 = tmp_path / "d.pte"
+    shutil.copy(out, fp32)  # the verified fp32 file, quantized again (10 images)
     assets = digits_assets()
-    args = ["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),
-            "--format", "executorch", "--image-size", str(DIGITS_SIZE), "--output",
-            str(tmp_path / "d.pte"), "--int8", "--calibration", str(assets.calibration),
-            "--calibration-size", "10", "--min-agreement", "1.01"]
-    assert cli(args) == 2
-    assert not (tmp_path / "d.int8.pte").exists() and (tmp_path / "d.pte").exists()
+    loaded = load_model(checkpoint=assets.checkpoint)
+    with pytest.raises(ExportVerificationError, match="below --min-agreement 101.0%"):
+        quantize_executorch_int8(
+            loaded, loaded.model, fp32, assets.calibration, image_size=DIGITS_SIZE,
+            metadata=export_metadata(loaded, DIGITS_SIZE, raw_pixels=False),
+            calibration_size=10, min_agreement=1.01)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pte"]
 
 
 def test_missing_executorch_is_one_line_naming_the_install(tmp_path, monkeypatch,
@@ -131,7 +127,8 @@ def test_missing_executorch_is_one_line_naming_the_install(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize(("argv", "message"), [
-    (["--format", "torchscript", "--int8", "--calibration", "x"], "--int8 needs --format onnx"),
+    (["--format", "torchscript", "--int8", "--calibration", "x"],
+     "--format torchscript has no --int8"),
     (["--format", "onnx", "--features-only", "--int8", "--calibration", "x"],
      "not --features-only"),
 ])

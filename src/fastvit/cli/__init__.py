@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fastvit.cli.train", "train or fine-tune a classifier (torchrun for DDP)"),
     "evaluate": ("fastvit.cli.evaluate", "top-1/top-5 and robustness evaluation"),
     "export": ("fastvit.cli.export",
-               "export the deploy form: ONNX, Core ML, ExecuTorch, TorchScript, .pt2"),
+               "export the deploy form as a verified file, optionally int8 (see --format)"),
     "predict": ("fastvit.cli.predict", "classify images"),
     "bench": ("fastvit.cli.bench", "latency / throughput benchmark against peers"),
     "detect": ("fastvit.cli.detect", "COCO detection / instance segmentation"),

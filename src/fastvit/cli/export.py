@@ -1,6 +1,6 @@
 """``fastvit export``: the deploy form (reparameterized, BatchNorms folded) as a verified
-ONNX, Core ML, TorchScript, torch.export or ExecuTorch file, optionally int8 (ONNX Runtime,
-ExecuTorch).
+file in one of the registered formats (:mod:`fastvit.deploy.registry`: ``--format``, its
+help and the option refusals come from there), optionally int8.
 
 Examples::
 
@@ -25,16 +25,10 @@ from fastvit.cli.arguments import (
     weights_source,
 )
 from fastvit.deploy.calibration import int8_summary
-from fastvit.deploy.export import (
-    COREML_PRECISIONS,
-    FORMATS,
-    INT8_FORMATS,
-    check_export_options,
-    default_export_path,
-    export_model,
-    quantize_export,
-)
+from fastvit.deploy.coreml import COREML_PRECISIONS
+from fastvit.deploy.export import default_export_path, export_model, quantize_export
 from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET
+from fastvit.deploy.registry import FORMATS, check_export_options, formats_for, formats_help
 from fastvit.errors import ConfigError
 from fastvit.pipeline import RANDOM_WEIGHTS, load_model
 from fastvit.run.device import cpu_threads
@@ -42,30 +36,29 @@ from fastvit.run.device import cpu_threads
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model(parser, whole_model=True)
-    parser.add_argument("--format", required=True, choices=FORMATS)
+    parser.add_argument("--format", required=True, choices=list(FORMATS), help=formats_help())
     parser.add_argument("--image-size", type=int, metavar="N",
                         help="input side (default: the checkpoint's training size, else 256)")
     parser.add_argument("--features-only", action="store_true",
                         help="the backbone without head: outputs the four stage feature maps "
                         "(detection/segmentation apps)")
     parser.add_argument("--dynamic-batch", action="store_true",
-                        help="variable batch axis (ONNX, TorchScript, torch.export; "
-                        "ExecuTorch up to batch 64)")
+                        help=f"variable batch axis ({formats_for('dynamic_batch')})")
     parser.add_argument("--raw-pixels", action="store_true",
                         help="bake ImageNet normalization in: the input is raw 0-255 RGB "
-                        "(ONNX, TorchScript, torch.export, ExecuTorch)")
+                        f"({formats_for('raw_pixels')})")
     parser.add_argument("--image-input", action="store_true",
-                        help="Core ML: take an RGB image (normalization baked in)")
+                        help="take an RGB image, normalization baked in "
+                        f"({formats_for('image_input')})")
     parser.add_argument("--opset", type=int, default=ONNX_OPSET, help="ONNX opset")
     parser.add_argument("--exporter", choices=EXPORTERS, default="dynamo",
                         help="ONNX exporter (torchscript: the legacy one)")
     parser.add_argument("--coreml-precision", choices=COREML_PRECISIONS, default="fp16",
                         help="Core ML compute precision (fp16 runs on the Neural Engine)")
-    group = parser.add_argument_group("int8 (static quantization: ONNX Runtime or ExecuTorch)")
+    group = parser.add_argument_group(f"int8 (static quantization: {formats_for('int8')})")
     group.add_argument("--int8", action="store_true",
-                       help="also write <name>.int8.onnx (ONNX Runtime QDQ) or <name>.int8.pte "
-                       "(PT2E, XNNPACK quantizer), per-channel weights, and report fp32/int8 "
-                       "agreement")
+                       help="also write <name>.int8<suffix> (static quantization, per-channel "
+                       "int8 weights) and report fp32/int8 top-1 agreement")
     group.add_argument("--calibration", metavar="DIR",
                        help="ImageFolder (DIR/<class>/<image>) of calibration images")
     group.add_argument("--calibration-size", type=int, default=128, metavar="N",
@@ -82,13 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    check_export_options(args.format, raw_pixels=args.raw_pixels, image_input=args.image_input,
-                         dynamic_batch=args.dynamic_batch, image_size=args.image_size)
-    if args.int8 and args.format not in INT8_FORMATS:
-        raise ConfigError("--int8 needs --format onnx (ONNX Runtime) or executorch")
-    if args.int8 and args.features_only:
-        raise ConfigError("--int8 scores top-1 agreement: it needs a classifier, not "
-                          "--features-only")
+    check_export_options(args.format, image_size=args.image_size, int8=args.int8,
+                         dynamic_batch=args.dynamic_batch, raw_pixels=args.raw_pixels,
+                         image_input=args.image_input, features_only=args.features_only)
     if args.int8 and not args.calibration:
         raise ConfigError("--int8 needs --calibration DIR (an ImageFolder of images)")
     if (args.calibration or args.eval) and not args.int8:
@@ -115,7 +104,7 @@ def main(args: argparse.Namespace) -> int:
         print(result.summary())
         report = {"export": result.as_dict()}
         if args.int8:
-            report["int8"] = quantize_export(loaded, result, args.calibration,
+            report["int8"] = quantize_export(result, args.calibration,
                                              calibration_size=args.calibration_size,
                                              eval_dir=args.eval, min_agreement=args.min_agreement)
             print(int8_summary(report["int8"]))

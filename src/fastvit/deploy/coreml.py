@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fastvit.deploy.formats import ExportFormat, ExportJob, scientific
 from fastvit.deploy.normalization import bake_normalization
 from fastvit.deploy.verification import (
     Verification,
@@ -31,6 +32,7 @@ from fastvit.deploy.verification import (
     example_input,
     output_names,
 )
+from fastvit.errors import ConfigError
 from fastvit.extras import require
 from fastvit.labels import unique_labels
 from fastvit.pipeline import Loaded
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 COREML_FP32_TOLERANCE = 1e-4  # probabilities / logits, fp32 compute
 COREML_FP16_TOLERANCE = 2e-2  # fp16 compute: ~3 significant digits
 IMAGE_INPUT, TENSOR_INPUT, LABEL_NAME = "image", "input", "classLabel"
+COREML_PRECISIONS = ("fp16", "fp32")
 
 
 def coreml_can_predict() -> tuple[bool, str]:
@@ -73,7 +76,8 @@ def coreml_network(loaded: Loaded, image_input: bool, classifier: bool = True
     if image_input:  # the image's mean is subtracted by Core ML's preprocessing bias
         model = bake_normalization(model, loaded.cfg["mean"], loaded.cfg["std"], 255.0,
                                    subtract_mean=False)
-    classifier = classifier and loaded.labels is not None
+    classifier = (classifier and loaded.labels is not None
+                  and not getattr(loaded.model, "features_only", False))
     return (_Probabilities(model) if classifier else model).eval(), classifier
 
 
@@ -173,3 +177,24 @@ def verify_coreml(path: Path, network: nn.Module, example: torch.Tensor, image_i
     diff = float((got.float() - expected.float()).abs().max())
     tolerance = COREML_FP16_TOLERANCE if precision == "fp16" else COREML_FP32_TOLERANCE
     return check_tolerance("Core ML", diff, tolerance, (1,))
+
+
+def _export(job: ExportJob) -> Verification | None:
+    if job.coreml_precision not in COREML_PRECISIONS:
+        raise ConfigError(f"Core ML precision must be fp16 or fp32, got {job.coreml_precision!r}")
+    return export_coreml(job.loaded, job.path, image_size=job.image_size,
+                         image_input=job.image_input, precision=job.coreml_precision,
+                         metadata=job.metadata)
+
+
+FORMAT = ExportFormat(
+    name="coreml", title="Core ML mlprogram", suffix=".mlpackage", extra="export",
+    requires=("coremltools",),
+    verified_by="prediction on macOS only (Core ML cannot run models elsewhere; the reason "
+                "is logged); conversion everywhere",
+    tolerance=(f"{scientific(COREML_FP32_TOLERANCE)} fp32, "
+               f"{scientific(COREML_FP16_TOLERANCE)} fp16"),
+    export=_export, dynamic_batch=False, raw_pixels=False, image_input=True,
+    describe=lambda job: f"Core ML mlprogram ({job.coreml_precision})",
+    hints={"raw_pixels": "use --image-input: Core ML's image input bakes the normalization in",
+           "dynamic_batch": "Core ML export is batch 1: batch through Core ML's predict API"})

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from fastvit.deploy.calibration import agreement, int8_sets
+from fastvit.deploy.formats import ExportFormat, ExportJob, Int8Job, scientific
 from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.verification import (
     Verification,
@@ -35,12 +36,11 @@ from fastvit.deploy.verification import (
     verify_batches,
 )
 from fastvit.errors import ConfigError
+from fastvit.extras import MissingExtraError
 from fastvit.files import atomic_path, atomic_write_text
 from fastvit.pipeline import Loaded
 
 EXECUTORCH_TOLERANCE = 1e-4  # max |executorch.runtime - eager|, fp32
-INSTALL_HINT = ("--format executorch needs the executorch package: "
-                "pip install 'fastvit[executorch]' (or pip install executorch)")
 METADATA_METHOD = "fastvit_metadata"
 MAX_BATCH = 64  # dynamic batch: the runtime plans memory for the largest batch
 
@@ -48,10 +48,9 @@ MAX_BATCH = 64  # dynamic batch: the runtime plans memory for the largest batch
 def require_executorch() -> None:
     """Raise a one-line :class:`ConfigError` naming the install when ExecuTorch is missing."""
     try:
-        import executorch.exir  # noqa: F401
-        import executorch.runtime  # noqa: F401
-    except ImportError as err:
-        raise ConfigError(INSTALL_HINT) from err
+        FORMAT.require_installed()
+    except MissingExtraError as err:
+        raise ConfigError(str(err)) from None
 
 
 def batch_dims(dynamic_batch: bool) -> tuple[dict, ...] | None:
@@ -223,3 +222,27 @@ def quantize_executorch_int8(loaded: Loaded, model: nn.Module, fp32_path: str | 
                   calibration_images=len(sets.picked), method=method)
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _export(job: ExportJob) -> Verification:
+    return export_executorch(job.module, job.path, image_size=job.image_size,
+                             dynamic_batch=job.dynamic_batch, raw_pixels=job.raw_pixels,
+                             metadata=job.metadata)
+
+
+def _quantize(job: Int8Job) -> dict:
+    fp32 = job.fp32
+    return quantize_executorch_int8(
+        fp32.loaded, fp32.module, fp32.path, job.calibration, metadata=fp32.metadata,
+        image_size=fp32.image_size, dynamic_batch=fp32.dynamic_batch,
+        raw_pixels=fp32.raw_pixels, calibration_size=job.calibration_size,
+        eval_dir=job.eval_dir, min_agreement=job.min_agreement)
+
+
+FORMAT = ExportFormat(
+    name="executorch", title="ExecuTorch program (XNNPACK delegate)", suffix=".pte",
+    extra="executorch", requires=("executorch.exir", "executorch.runtime"),
+    verified_by="the written file run in `executorch.runtime` (the C++ runtime phone apps "
+                "link), same batches",
+    tolerance=scientific(EXECUTORCH_TOLERANCE), export=_export, quantize=_quantize,
+    max_batch=MAX_BATCH)

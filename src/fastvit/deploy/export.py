@@ -1,5 +1,6 @@
-"""``export_model``: a loaded FastViT as a verified ONNX, Core ML, TorchScript, torch.export or
-ExecuTorch file; ``quantize_export``: its int8 sibling (ONNX Runtime or ExecuTorch).
+"""``export_model``: a loaded FastViT as a verified file in any registered format
+(:mod:`fastvit.deploy.registry`); ``quantize_export``: its int8 sibling, for the formats
+that have one.
 
 The model given is the deploy form (:func:`fastvit.load_model` with its
 defaults: reparameterized, BatchNorms folded). Every file is written to a
@@ -14,19 +15,13 @@ from pathlib import Path
 
 from torch import nn
 
+from fastvit.deploy.formats import ExportJob, Int8Job
 from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.normalization import bake_normalization
-from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET, export_onnx
-from fastvit.deploy.torch_export import export_program, export_torchscript
+from fastvit.deploy.onnx_export import ONNX_OPSET
+from fastvit.deploy.registry import check_export_options, export_format
 from fastvit.deploy.verification import Verification
-from fastvit.errors import ConfigError
 from fastvit.pipeline import Loaded
-
-FORMATS = ("onnx", "coreml", "torchscript", "torch-export", "executorch")
-SUFFIXES = {"onnx": ".onnx", "coreml": ".mlpackage", "torchscript": ".ts.pt",
-            "torch-export": ".pt2", "executorch": ".pte"}
-INT8_FORMATS = ("onnx", "executorch")
-COREML_PRECISIONS = ("fp16", "fp32")
 
 
 @dataclass
@@ -42,6 +37,7 @@ class ExportResult:
     dynamic_batch: bool
     raw_input: bool
     verification: Verification | None
+    job: ExportJob  # what the format was given: an int8 sibling starts from it
 
     def summary(self) -> str:
         batch = "dynamic batch" if self.dynamic_batch else "batch 1"
@@ -65,30 +61,12 @@ class ExportResult:
 def default_export_path(variant: str, image_size: int, fmt: str, folder: str | Path = "."
                         ) -> Path:
     """``FOLDER/<variant>_<size><suffix>``, e.g. ``fastvit_t8_256.onnx``."""
-    return Path(folder) / f"{variant}_{image_size}{SUFFIXES[fmt]}"
+    return Path(folder) / f"{variant}_{image_size}{export_format(fmt).suffix}"
 
 
-def check_export_options(fmt: str, *, raw_pixels: bool, image_input: bool,
-                         dynamic_batch: bool, image_size: int | None) -> None:
-    """Refuse combinations that cannot be honoured (one readable error each)."""
-    if fmt not in FORMATS:
-        raise ConfigError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if image_size is not None and image_size < 32:
-        raise ConfigError(f"--image-size must be >= 32, got {image_size}")
-    if image_input and fmt != "coreml":
-        raise ConfigError("--image-input is for --format coreml (use --raw-pixels otherwise)")
-    if raw_pixels and fmt == "coreml":
-        raise ConfigError("for Core ML use --image-input (normalization is baked in)")
-    if fmt == "coreml" and dynamic_batch:
-        raise ConfigError("Core ML export is batch 1 (batch through Core ML's predict API)")
-    if fmt == "executorch":
-        from fastvit.deploy.executorch_export import require_executorch
-
-        require_executorch()
-
-
-def deploy_form(loaded: Loaded, raw_pixels: bool) -> nn.Module:
-    """The module that gets exported: ``loaded.model``, normalization baked in if asked."""
+def exported_module(loaded: Loaded, raw_pixels: bool) -> nn.Module:
+    """The module a file is made from: ``loaded.model`` (already fused), with the input
+    normalization baked into its first convolution when the file takes raw pixels."""
     model = loaded.model.eval()
     return bake_normalization(model, loaded.cfg["mean"], loaded.cfg["std"]) if raw_pixels else model
 
@@ -101,70 +79,34 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
 
     ``raw_pixels`` bakes the normalization into the first convolution (the file
     then takes 0..255 RGB); ``image_input`` does the same for Core ML with an
-    image input. The file carries the preprocessing facts as metadata.
+    image input. The file carries the preprocessing facts as metadata. Options the
+    format does not support are refused before any work (see the registry).
     """
-    check_export_options(fmt, raw_pixels=raw_pixels, image_input=image_input,
-                         dynamic_batch=dynamic_batch, image_size=image_size)
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
+    spec = check_export_options(fmt, image_size=image_size, dynamic_batch=dynamic_batch,
+                                raw_pixels=raw_pixels, image_input=image_input,
+                                features_only=getattr(loaded.model, "features_only", False))
     size = image_size or loaded.image_size
     out = Path(path) if path is not None else default_export_path(loaded.variant, size, fmt)
-    model = deploy_form(loaded, raw_pixels)
-    meta = export_metadata(loaded, size, raw_pixels or image_input)
-    if fmt == "onnx":
-        check = export_onnx(model, out, image_size=size, dynamic_batch=dynamic_batch,
-                            opset=opset, exporter=exporter, raw_pixels=raw_pixels, metadata=meta)
-        what = f"ONNX opset {opset} ({exporter} exporter)"
-    elif fmt == "torchscript":
-        check = export_torchscript(model, out, image_size=size, dynamic_batch=dynamic_batch,
-                                   raw_pixels=raw_pixels, metadata=meta)
-        what = "TorchScript (traced)"
-    elif fmt == "torch-export":
-        check = export_program(model, out, image_size=size, dynamic_batch=dynamic_batch,
-                               raw_pixels=raw_pixels, metadata=meta)
-        what = "torch.export program"
-    elif fmt == "executorch":
-        from fastvit.deploy.executorch_export import export_executorch
-
-        check = export_executorch(model, out, image_size=size, dynamic_batch=dynamic_batch,
-                                  raw_pixels=raw_pixels, metadata=meta)
-        what = "ExecuTorch program (XNNPACK delegate)"
-    else:
-        if coreml_precision not in COREML_PRECISIONS:
-            raise ConfigError(f"Core ML precision must be fp16 or fp32, got {coreml_precision!r}")
-        from fastvit.deploy.coreml import export_coreml
-
-        check = export_coreml(loaded, out, image_size=size, image_input=image_input,
-                              precision=coreml_precision, metadata=meta)
-        what = f"Core ML mlprogram ({coreml_precision})"
-    return ExportResult(out, fmt, what, loaded.variant, size, dynamic_batch,
-                        raw_pixels or image_input, check)
+    job = ExportJob(loaded=loaded, module=exported_module(loaded, raw_pixels), path=out,
+                    image_size=size,
+                    metadata=export_metadata(loaded, size, raw_pixels or image_input),
+                    opset=opset, exporter=exporter, coreml_precision=coreml_precision,
+                    dynamic_batch=dynamic_batch, raw_pixels=raw_pixels, image_input=image_input)
+    check = spec.export(job)
+    return ExportResult(job.path, fmt, spec.description(job), loaded.variant, size,
+                        dynamic_batch, raw_pixels or image_input, check, job)
 
 
-def quantize_export(loaded: Loaded, result: ExportResult, calibration: str | Path, *,
+def quantize_export(result: ExportResult, calibration: str | Path, *,
                     calibration_size: int = 128, eval_dir: str | Path | None = None,
                     min_agreement: float | None = None) -> dict:
-    """int8 sibling of a verified fp32 export (``<name>.int8.onnx`` or ``<name>.int8.pte``),
-    calibrated on the ImageFolder ``calibration``; returns the agreement report (see
-    :func:`fastvit.deploy.quantize.quantize_int8` and
-    :func:`fastvit.deploy.executorch_export.quantize_executorch_int8`)."""
-    if result.format not in INT8_FORMATS:
-        raise ConfigError(f"int8 is for --format {' or '.join(INT8_FORMATS)}, "
-                          f"not {result.format}")
-    if getattr(loaded.model, "features_only", False):
-        raise ConfigError("int8 export scores top-1 agreement: it needs a classifier, "
-                          "not --features-only")
-    if result.format == "onnx":
-        from fastvit.deploy.quantize import quantize_int8
-
-        return quantize_int8(loaded, result.path, calibration, calibration_size=calibration_size,
-                             eval_dir=eval_dir, min_agreement=min_agreement,
-                             image_size=result.image_size)
-    from fastvit.deploy.executorch_export import quantize_executorch_int8
-
-    return quantize_executorch_int8(
-        loaded, deploy_form(loaded, result.raw_input), result.path, calibration,
-        metadata=export_metadata(loaded, result.image_size, result.raw_input),
-        image_size=result.image_size, dynamic_batch=result.dynamic_batch,
-        raw_pixels=result.raw_input, calibration_size=calibration_size, eval_dir=eval_dir,
-        min_agreement=min_agreement)
+    """int8 sibling of a verified fp32 export (e.g. ``<name>.int8.onnx``), calibrated on
+    the ImageFolder ``calibration``; returns the fp32/int8 agreement report, also
+    written to ``<name>.int8.json`` (see the format's int8 path, e.g.
+    :func:`fastvit.deploy.quantize.quantize_int8`)."""
+    spec = check_export_options(result.format, int8=True, features_only=getattr(
+        result.job.loaded.model, "features_only", False))
+    assert spec.quantize is not None  # check_export_options refused a format without int8
+    return spec.quantize(Int8Job(
+        fp32=result.job, calibration=Path(calibration), calibration_size=calibration_size,
+        eval_dir=Path(eval_dir) if eval_dir is not None else None, min_agreement=min_agreement))

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fastvit.deploy.formats import ExportFormat, ExportJob, Int8Job, scientific
 from fastvit.deploy.onnx_runtime import ort_runner, ort_session
 from fastvit.deploy.verification import (
     ONNX_TOLERANCE,
@@ -40,6 +41,7 @@ from fastvit.files import atomic_path
 ONNX_OPSET = 18
 EXPORTERS = ("dynamo", "torchscript")
 _FEATURE = "ONNX export"
+_REQUIRES = ("onnx", "onnxruntime", "onnxscript")
 
 
 def canonicalize_gelu(onnx_model) -> int:
@@ -120,7 +122,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
     """
     if exporter not in EXPORTERS:
         raise ConfigError(f"unknown ONNX exporter {exporter!r}; choose one of {EXPORTERS}")
-    for needed in ("onnx", "onnxruntime", "onnxscript"):  # before any work is done
+    for needed in _REQUIRES:  # before any work is done
         require(needed, _FEATURE)
     model = model.eval()
     example = example_input(2 if dynamic_batch else 1, image_size, raw_pixels)
@@ -129,3 +131,25 @@ def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
         write(model, tmp, example, output_names(model), dynamic_batch, opset, metadata or {})
         return verify_onnx(tmp, model, image_size, dynamic_batch, raw_pixels,
                            relative=relative)
+
+
+def _export(job: ExportJob) -> Verification:
+    return export_onnx(job.module, job.path, image_size=job.image_size,
+                       dynamic_batch=job.dynamic_batch, opset=job.opset, exporter=job.exporter,
+                       raw_pixels=job.raw_pixels, metadata=job.metadata)
+
+
+def _quantize(job: Int8Job) -> dict:
+    from fastvit.deploy.quantize import quantize_int8  # ONNX Runtime's quantization tools
+
+    return quantize_int8(job.fp32.loaded, job.fp32.path, job.calibration,
+                         calibration_size=job.calibration_size, eval_dir=job.eval_dir,
+                         min_agreement=job.min_agreement, image_size=job.fp32.image_size)
+
+
+FORMAT = ExportFormat(
+    name="onnx", title="ONNX", suffix=".onnx", extra="export", requires=_REQUIRES,
+    verified_by="`onnx.checker` (full check) + ONNX Runtime on random input, batch 1 (and 4 "
+                "with `--dynamic-batch`)",
+    tolerance=scientific(ONNX_TOLERANCE), export=_export, quantize=_quantize,
+    describe=lambda job: f"ONNX opset {job.opset} ({job.exporter} exporter)")

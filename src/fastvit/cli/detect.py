@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_eval_options(ev, "val2017")
     ev.add_argument("--batch-size", type=int, default=2)
     ev.add_argument("--workers", type=int, default=None)
-    ev.add_argument("--out", help=argparse.SUPPRESS)  # old spelling of --json FILE
+    ev.add_argument("--out", dest="json", action="old_spelling", new="--json FILE")
 
     pr = sub.add_parser("predict", help="detect objects in images, draw them as PNG",
                         formatter_class=formatter)

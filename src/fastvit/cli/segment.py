@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--mode", choices=("whole", "slide"), help="default: the recipe's")
     ev.add_argument("--stride", type=int, help="sliding-window stride (default: recipe's)")
     ev.add_argument("--workers", type=int, default=None)
-    ev.add_argument("--out", help=argparse.SUPPRESS)  # old spelling of --json FILE
+    ev.add_argument("--out", dest="json", action="old_spelling", new="--json FILE")
 
     pr = sub.add_parser("predict", help="colourized label PNG per image",
                         formatter_class=formatter)

@@ -168,3 +168,12 @@ def test_help_shows_defaults(capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: 50)" in out and "(default: outputs/bench)" in out
     assert "(default: None)" not in out
+
+
+def test_an_output_that_cannot_be_written_names_its_option(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["info", "fastvit_t8", "--json", str(blocker / "rows.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"fastvit info: error: --json {blocker / 'rows.json'}: cannot write it: "
+                   f"File exists: {blocker}"], err  # the folder it needs is a file

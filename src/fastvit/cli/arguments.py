@@ -14,9 +14,11 @@ hidden aliases (:class:`OldSpelling`) that name the new spelling on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from fastvit.models import list_models
 from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON, default_workers
@@ -191,6 +193,21 @@ def emit_json(target: str | None, obj: object) -> None:
 
     if target == "-":
         print(json_text(obj), end="")
-    else:
+        return
+    with writing("--json", target):
         write_json(target, obj)
-        print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {target}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def writing(option: str, path: str | os.PathLike) -> Iterator[None]:
+    """Writing the file an option names: a folder that cannot be created or written is that
+    option's error (one line naming both), not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        from fastvit.errors import ConfigError
+
+        where = f": {err.filename}" if err.filename and str(err.filename) != str(path) else ""
+        raise ConfigError(f"{option} {path}: cannot write it: {err.strerror or err}{where}"
+                          ) from None

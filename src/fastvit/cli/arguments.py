@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 #: the training commands' ``--resume`` and exit statuses (docs/training.md, "Fault tolerance")
 RESUME_HELP = ("continue a checkpoint; 'auto': the newest readable one in --out (unreadable "
                "ones are skipped and named, a fresh start when there is none)")
-EXIT_STATUS = ("exit status: 0 done, 2 error, 75 stopped by SIGTERM/SIGINT/SIGUSR1 after\n"
+EXIT_STATUS = ("exit status: 0 done, 2 an input error (one line; fastvit --debug adds its\n"
+               "traceback), 1 a bug (traceback), 75 stopped by SIGTERM/SIGINT/SIGUSR1 after\n"
                "writing a checkpoint (run again with --resume auto), 130 aborted by a second\n"
                "Ctrl-C")
 

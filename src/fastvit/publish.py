@@ -16,7 +16,6 @@ pretrained=True)`` (or ``"local-dir:DIR"``) and :func:`fastvit.create_model`
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -33,6 +32,7 @@ from fastvit.files import atomic_write_text, json_text
 from fastvit.models import VARIANTS, FastVit, is_fused
 from fastvit.pipeline import Loaded, load_model
 from fastvit.weights.download import HUB_EXTRA, WeightsError
+from fastvit.weights.resolve import read_config_json
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ def _as_folder(source: str | os.PathLike | nn.Module | Loaded, scratch: Path, **
         if not (path / CONFIG_FILE).is_file() or not (path / WEIGHTS_FILE).is_file():
             raise CheckpointError(f"{path} is not a save_pretrained folder (needs "
                                   f"{CONFIG_FILE} and {WEIGHTS_FILE})")
-        json.loads((path / CONFIG_FILE).read_text())
+        read_config_json(path / CONFIG_FILE)
         return path
     loaded = load_model(card["variant"], checkpoint=path, fused=False)
     return save_pretrained(loaded, scratch, repo_id=card["repo_id"], metrics=card["metrics"],

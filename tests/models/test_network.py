@@ -175,6 +175,49 @@ def test_grad_checkpointing_same_gradients():
         assert torch.allclose(pa.grad, pb.grad, atol=1e-5, rtol=1e-4), n
 
 
+def _block_runs_and_saved_bytes(model: nn.Module, x: torch.Tensor, runs: list[int]
+                                ) -> tuple[int, int, int]:
+    """Block forwards in the forward pass, block forwards in backward, bytes autograd saved."""
+    saved = 0
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        nonlocal saved
+        saved += tensor.numel() * tensor.element_size()
+        return tensor
+
+    runs[0] = 0
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = model(x).sum()
+    in_forward = runs[0]
+    loss.backward()
+    return in_forward, runs[0] - in_forward, saved
+
+
+def test_grad_checkpointing_recomputes_blocks_and_saves_less(monkeypatch):
+    """Checkpointing trades compute for memory: every block runs again in backward, and
+    autograd keeps far fewer activations (equal gradients alone cannot tell it is on)."""
+    runs = [0]
+    forward = RepMixerBlock.forward
+
+    def counted(self: RepMixerBlock, x: torch.Tensor) -> torch.Tensor:
+        runs[0] += 1
+        return forward(self, x)
+
+    monkeypatch.setattr(RepMixerBlock, "forward", counted)  # fastvit_t8: RepMixer blocks only
+    torch.manual_seed(0)
+    model = fastvit.create_model("fastvit_t8", num_classes=4).train()
+    x = torch.randn(2, 3, 64, 64)
+    blocks = sum(len(stage.blocks) for stage in model.stages)
+    *plain_runs, plain_bytes = _block_runs_and_saved_bytes(model, x, runs)
+    assert plain_runs == [blocks, 0]
+    model.set_grad_checkpointing()
+    *checkpointed_runs, checkpointed_bytes = _block_runs_and_saved_bytes(model, x, runs)
+    assert checkpointed_runs == [blocks, blocks]
+    assert checkpointed_bytes < plain_bytes / 2, (checkpointed_bytes, plain_bytes)
+    model.set_grad_checkpointing(False)
+    assert _block_runs_and_saved_bytes(model, x, runs)[1] == 0
+
+
 def test_corrected_large_kernel_activation_switch():
     a = fastvit.create_model("fastvit_t8").eval()
     b = fastvit.create_model("fastvit_t8", lkc_act=True).eval()

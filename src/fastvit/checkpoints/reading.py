@@ -199,6 +199,8 @@ def read_checkpoint(path: PathLike, *, use_ema: bool = False, convert: bool = Tr
         raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint path is not a file: {path}")
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f"checkpoint {path} is not readable (permission denied)")
     if _looks_like_safetensors(path):
         state_dict, metadata = _read_safetensors(path)
         if use_ema:

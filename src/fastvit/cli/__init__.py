@@ -6,10 +6,12 @@ library function; only the chosen one is imported, so ``fastvit info`` does not
 pay for ONNX or the training stack. Shared option groups (one spelling per
 concept) are in :mod:`fastvit.cli.arguments`.
 
-Exit status: 0 done (also a ``--max-steps`` stop), 2 an error (one line on
-stderr), 75 a training run stopped by SIGTERM/SIGINT/SIGUSR1 after writing a
-resumable checkpoint (continue with ``--resume auto``), 130 aborted by a
-second Ctrl-C.
+Exit status: 0 done (also a ``--max-steps`` stop), 2 an error in the user's input
+(one line on stderr: a :class:`fastvit.errors.FastVitError`; ``fastvit --debug`` or
+``FASTVIT_DEBUG=1`` shows its traceback too), 1 anything else (a bug: Python's
+traceback, never disguised as a user error), 75 a training run stopped by
+SIGTERM/SIGINT/SIGUSR1 after writing a resumable checkpoint (continue with ``--resume
+auto``), 130 aborted by a second Ctrl-C.
 """
 
 from __future__ import annotations
@@ -42,21 +44,25 @@ ALIASES = {"validate": "evaluate"}
 
 
 def _usage() -> str:
-    lines = ["usage: fastvit COMMAND [options]   (fastvit COMMAND --help for details)", "",
-             "commands:"]
+    lines = ["usage: fastvit [--debug] COMMAND [options]   (fastvit COMMAND --help for details)",
+             "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, (_, text) in COMMANDS.items()]
-    lines += ["", "aliases: " + ", ".join(f"{a} = {c}" for a, c in ALIASES.items())]
+    lines += ["", "aliases: " + ", ".join(f"{a} = {c}" for a, c in ALIASES.items()), "",
+              "options:",
+              "  --debug    show the traceback of an input error too (also: FASTVIT_DEBUG=1);",
+              "             other errors always show theirs",
+              "  --version  print the version"]
     return "\n".join(lines)
 
 
 def build_parser(name: str) -> tuple[argparse.ArgumentParser, object]:
     """The parser of command ``name`` (or an alias) and the module that runs it."""
-    from fastvit.cli.arguments import HelpFormatter
+    from fastvit.cli.arguments import CommandParser, HelpFormatter
 
     module_name, text = COMMANDS[ALIASES.get(name, name)]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"fastvit {name}", description=text,
-                                     formatter_class=HelpFormatter)
+    parser = CommandParser(prog=f"fastvit {name}", description=text,
+                           formatter_class=HelpFormatter)
     module.add_arguments(parser)
     return parser, module
 
@@ -85,8 +91,17 @@ def configure_logging(verbose: bool = False) -> None:
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
+def _debug_from_env() -> bool:
+    return os.environ.get("FASTVIT_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``fastvit COMMAND ...``; the exit status is in the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug_from_env()
+    while argv and argv[0] == "--debug":
+        debug = True
+        argv.pop(0)
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
@@ -100,19 +115,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fastvit: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     parser, module = build_parser(name)
+    configure_logging()  # before parsing: an old spelling says which one replaced it
     args = parser.parse_args(argv[1:])
-    configure_logging()
     try:
         return int(module.main(args) or 0)
     except StoppedBySignal as stop:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"fastvit {name}: {stop}", file=sys.stderr)
         return stop.exit_code
-    except (FastVitError, ValueError) as err:
+    except FastVitError as err:
+        if debug:
+            raise
         print(f"fastvit {name}: error: {err}", file=sys.stderr)
-        return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as err:
-        print(f"fastvit {name}: error: {err.strerror or err}: {err.filename}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastvit {name}: interrupted", file=sys.stderr)

@@ -8,23 +8,30 @@ evaluation scores), ``--image-size``, ``--batch-size``, ``--workers``, ``--devic
 auto|cpu|cuda|cuda:N``, ``--threads N``, ``--amp auto|none|bf16|fp16``,
 ``--max-steps``, ``--out DIR`` (a folder of results) and ``--json FILE``
 (machine-readable results; ``-`` for stdout). Older spellings keep working as
-hidden aliases.
+hidden aliases (:class:`OldSpelling`) that name the new spelling on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import sys
+from collections.abc import Iterator, Sequence
 
 from fastvit.models import list_models
 from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON, default_workers
 
 HIDDEN = argparse.SUPPRESS
 
+logger = logging.getLogger(__name__)
+
 #: the training commands' ``--resume`` and exit statuses (docs/training.md, "Fault tolerance")
 RESUME_HELP = ("continue a checkpoint; 'auto': the newest readable one in --out (unreadable "
                "ones are skipped and named, a fresh start when there is none)")
-EXIT_STATUS = ("exit status: 0 done, 2 error, 75 stopped by SIGTERM/SIGINT/SIGUSR1 after\n"
+EXIT_STATUS = ("exit status: 0 done, 2 an input error (one line; fastvit --debug adds its\n"
+               "traceback), 1 a bug (traceback), 75 stopped by SIGTERM/SIGINT/SIGUSR1 after\n"
                "writing a checkpoint (run again with --resume auto), 130 aborted by a second\n"
                "Ctrl-C")
 
@@ -38,6 +45,40 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter,
                 action.help or ""):
             return action.help
         return super()._get_help_string(action)
+
+
+class OldSpelling(argparse.Action):
+    """A hidden old spelling of an option: it still works, and says on stderr which
+    spelling replaced it, so scripts keep running while their authors learn the new one.
+
+    ``new`` is the current spelling (e.g. ``"--config"``); with ``const`` the old flag
+    takes no value and stores ``const`` (an old switch such as ``--no-amp``).
+    :class:`CommandParser` registers it as ``action="old_spelling"``::
+
+        group.add_argument("--recipe", dest="config", action="old_spelling", new="--config")
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str,
+                 const: object = None, nargs: int | str | None = None,
+                 help: str | None = HIDDEN, **kwargs: object) -> None:  # noqa: A002
+        super().__init__(option_strings, dest, nargs=0 if const is not None else nargs,
+                         const=const, help=help, **kwargs)
+        self.new = new
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        logger.warning("%s: %s is an old spelling (still accepted); use %s", parser.prog,
+                       option_string, self.new)
+        setattr(namespace, self.dest, self.const if self.nargs == 0 else values)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of a ``fastvit`` command (and, through ``add_subparsers``, of its actions):
+    knows ``action="old_spelling"``, so a command module needs no import for it."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.register("action", "old_spelling", OldSpelling)
 
 
 def _amp(value: str) -> str:
@@ -102,8 +143,8 @@ def add_compute(parser: argparse.ArgumentParser, *, amp: bool = True,
         group.add_argument("--amp", type=_amp, metavar="{" + ",".join(AMP_CHOICES) + "}",
                            nargs="?", const=LEGACY_AMP_ON, default=None,
                            help="mixed precision (auto: bf16 on CUDA, none on CPU)")
-        group.add_argument("--no-amp", dest="amp", action="store_const", const="none",
-                           help=HIDDEN)
+        group.add_argument("--no-amp", dest="amp", action="old_spelling", const="none",
+                           new="--amp none")
     return group
 
 
@@ -126,7 +167,7 @@ def add_data(parser: argparse.ArgumentParser, *, split: str | None = "val",
 def add_recipe(parser: argparse.ArgumentParser, default_help: str) -> argparse._ArgumentGroup:
     group = parser.add_argument_group("recipe")
     group.add_argument("--config", metavar="NAME|YAML", help=default_help)
-    group.add_argument("--recipe", dest="config", help=HIDDEN)
+    group.add_argument("--recipe", dest="config", action="old_spelling", new="--config")
     group.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE",
                        help="override any recipe key, e.g. --set lr=5e-4 (repeatable)")
@@ -153,6 +194,21 @@ def emit_json(target: str | None, obj: object) -> None:
 
     if target == "-":
         print(json_text(obj), end="")
-    else:
+        return
+    with writing("--json", target):
         write_json(target, obj)
-        print(f"wrote {target}", file=sys.stderr)
+    print(f"wrote {target}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def writing(option: str, path: str | os.PathLike) -> Iterator[None]:
+    """Writing the file an option names: a folder that cannot be created or written is that
+    option's error (one line naming both), not a traceback."""
+    try:
+        yield
+    except OSError as err:
+        from fastvit.errors import ConfigError
+
+        where = f": {err.filename}" if err.filename and str(err.filename) != str(path) else ""
+        raise ConfigError(f"{option} {path}: cannot write it: {err.strerror or err}{where}"
+                          ) from None

@@ -20,7 +20,6 @@ from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
     add_val_options,
-    legacy_out_json,
     print_train_report,
     recipe_values,
     val_split,
@@ -68,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_eval_options(ev, "val2017")
     ev.add_argument("--batch-size", type=int, default=2)
     ev.add_argument("--workers", type=int, default=None)
-    ev.add_argument("--out", help=argparse.SUPPRESS)  # old spelling of --json FILE
+    ev.add_argument("--out", dest="json", action="old_spelling", new="--json FILE")
 
     pr = sub.add_parser("predict", help="detect objects in images, draw them as PNG",
                         formatter_class=formatter)
@@ -136,7 +135,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fastvit.tasks.detection import engine
     from fastvit.tasks.detection.data import coco_dataset
 
-    legacy_out_json(args)
     env = init_distributed(args.device)
     try:
         with cpu_threads(args.threads):

@@ -39,8 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-time", action="store_true",
                         help="score the train-time (unfused) network instead of the deploy "
                         "form (fused, BatchNorms folded)")
-    parser.add_argument("--no-reparam", dest="train_time", action="store_true",
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--no-reparam", dest="train_time", action="old_spelling", const=True,
+                        new="--train-time")
     add_data(parser, split="val", batch_size=128,
              data_help="dataset root holding the split folder (DIR/val/<class>/<image>)")
     parser.add_argument("--val-fraction", type=float, metavar="F",

@@ -41,11 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     _data_args(p)
     add_train_options(p)
     p.add_argument("--image-size", type=int, help="square input side, a multiple of 32")
-    p.add_argument("--input-size", dest="image_size", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--input-size", dest="image_size", type=int, action="old_spelling",
+                   new="--image-size")
     p.add_argument("--weight-decay", type=float)
     add_val_options(p, "evaluation", "split scored every eval_every_epochs epochs and at the "
                     "end (skipped when its xyz/verts files are absent)")
-    p.add_argument("--eval-split", dest="val_split", help=argparse.SUPPRESS)
+    p.add_argument("--eval-split", dest="val_split", action="old_spelling", new="--val-split")
 
     p = sub.add_parser("evaluate", help="PA-MPJPE / PA-MPVPE / F@5 / F@15 on a split",
                        formatter_class=formatter)

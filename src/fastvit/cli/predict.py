@@ -20,6 +20,7 @@ from fastvit.cli.arguments import (
     add_outputs,
     emit_json,
     weights_source,
+    writing,
 )
 from fastvit.deploy.predict import (
     RUNTIMES,
@@ -85,6 +86,7 @@ def main(args: argparse.Namespace) -> int:
         print(format_results(results))
     emit_json(args.json, results)
     if args.csv:
-        atomic_write_text(args.csv, results_csv(results, args.topk))
+        with writing("--csv", args.csv):
+            atomic_write_text(args.csv, results_csv(results, args.topk))
         print(f"wrote {args.csv}", file=sys.stderr)
     return 0

@@ -19,7 +19,6 @@ from fastvit.cli.tasks import (
     add_eval_options,
     add_train_options,
     add_val_options,
-    legacy_out_json,
     print_train_report,
     recipe_values,
     val_split,
@@ -59,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--mode", choices=("whole", "slide"), help="default: the recipe's")
     ev.add_argument("--stride", type=int, help="sliding-window stride (default: recipe's)")
     ev.add_argument("--workers", type=int, default=None)
-    ev.add_argument("--out", help=argparse.SUPPRESS)  # old spelling of --json FILE
+    ev.add_argument("--out", dest="json", action="old_spelling", new="--json FILE")
 
     pr = sub.add_parser("predict", help="colourized label PNG per image",
                         formatter_class=formatter)
@@ -95,7 +94,6 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fastvit.tasks.segmentation import engine
     from fastvit.tasks.segmentation.data import ADE20KSegmentation, EvalTransform
 
-    legacy_out_json(args)
     env = init_distributed(args.device)
     try:
         with cpu_threads(args.threads):

@@ -81,15 +81,8 @@ def val_split(args: argparse.Namespace) -> str | None:
     return args.val_split
 
 
-def legacy_out_json(args: argparse.Namespace) -> None:
-    """``evaluate --out FILE.json`` (the old spelling) means ``--json FILE.json``."""
-    out = getattr(args, "out", None)
-    if out is not None and str(out).endswith(".json") and not args.json:
-        args.json, args.out = str(out), None
-
-
 __all__ = ["HIDDEN", "add_eval_options", "add_train_options", "add_val_options",
-           "legacy_out_json", "recipe_values", "val_split"]
+           "recipe_values", "val_split"]
 
 
 def print_train_report(report: dict, out: str | Path, summary_line: Callable[[dict], str],

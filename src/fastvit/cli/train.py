@@ -85,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="unreadable images: skip with a warning (recipe default) or stop")
     g.add_argument("--pretrained", metavar=PRETRAINED_METAVAR,
                    help="initial weights for fine-tuning: " + TAGS_HELP)
-    g.add_argument("--checkpoint", dest="pretrained", help=argparse.SUPPRESS)
+    g.add_argument("--checkpoint", dest="pretrained", action="old_spelling", new="--pretrained")
     g.add_argument("--ema", action="store_true",
                    help="take the EMA weights of a training checkpoint given as --pretrained")
     g.add_argument("--reset-classifier", action="store_true",
@@ -135,7 +135,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="checkpoint every N optimizer steps (0: epoch ends only)")
     g.add_argument("--max-steps", type=int, metavar="STEP",
                    help="end this invocation after STEP (checkpointed; resumable)")
-    g.add_argument("--stop-at-step", dest="max_steps", type=int, help=argparse.SUPPRESS)
+    g.add_argument("--stop-at-step", dest="max_steps", type=int, action="old_spelling",
+                   new="--max-steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_compute(parser, device_default=None)
 

@@ -219,7 +219,7 @@ def fetch_hub(hub_id: str, *, cache_dir: str | os.PathLike | None = None) -> Res
     repo, revision = split_hub_id(hub_id)
     config_file = hub_download(repo, "config.json", revision=revision, cache_dir=cache_dir,
                                missing_ok=True)
-    config = _read_config(config_file) if config_file else {}
+    config = read_config_json(config_file) if config_file else {}
     source = f"{HUB_PREFIX}{hub_id}"
     for name in WEIGHT_FILES:
         path = hub_download(repo, name, revision=revision, cache_dir=cache_dir, missing_ok=True)
@@ -234,7 +234,7 @@ def read_folder(folder: Path) -> ResolvedWeights:
     """A folder written by :func:`fastvit.save_pretrained` or timm (``config.json`` +
     weights)."""
     config_path = folder / "config.json"
-    config = _read_config(config_path) if config_path.is_file() else {}
+    config = read_config_json(config_path) if config_path.is_file() else {}
     for name in WEIGHT_FILES:
         if (folder / name).is_file():
             return _from_config(folder / name, str(folder), config, {"file": str(folder)})
@@ -242,7 +242,8 @@ def read_folder(folder: Path) -> ResolvedWeights:
                           f"{', '.join(WEIGHT_FILES)}")
 
 
-def _read_config(path: Path) -> dict[str, Any]:
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A timm / save_pretrained ``config.json`` as a dict (unreadable: CheckpointError)."""
     try:
         config = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:

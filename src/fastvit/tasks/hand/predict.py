@@ -13,12 +13,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from fastvit.errors import DataError
 from fastvit.files import write_json
+from fastvit.run.worker_errors import clean_worker_error
 from fastvit.tasks.hand.data import FreiHandDataset, ImageListDataset
 from fastvit.tasks.hand.engine import LoadedHandMesh
 from fastvit.tasks.hand.model import decode_mesh
 from fastvit.tasks.hand.report import examples_from_batch, save_examples_png
 from fastvit.tasks.inputs import input_images
-from fastvit.tasks.shared import clean_worker_error
 
 OUTPUTS = ("joints_3d", "vertices", "joints_2d", "vertices_2d", "pose", "shape", "camera")
 

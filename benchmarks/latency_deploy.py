@@ -15,7 +15,7 @@ ExecuTorch (XNNPACK delegate, the runtime of PyTorch's phone apps) runs beside t
 and int8 (PT2E), when the executorch package is installed.
 
 Targets: best fp32 runtime <= 0.40x timm eager; int8 ORT <= 0.8x fp32 ORT; best int8
-runtime <= 0.30x timm eager (int8 accuracy on real images: tests/deploy/test_export.py and
+runtime <= 0.30x timm eager (int8 accuracy on real images: tests/deploy/test_quantize.py and
 tests/deploy/test_executorch.py).
 """
 

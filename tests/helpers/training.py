@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from fastvit.train.config import TrainConfig, apply_overrides, load_recipe
+from fastvit.run.recipes import apply_overrides
+from fastvit.train.config import TrainConfig, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 # CI runs on CPU; on a GPU machine `FASTVIT_TRAIN_TEST_DEVICE=cuda pytest tests/test_train_resume.py

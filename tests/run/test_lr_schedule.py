@@ -21,10 +21,10 @@ from fastvit.tasks.detection.recipe import DetectionRecipe
 from fastvit.tasks.hand import engine as hand_engine
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE as HAND_RECIPE
 from fastvit.tasks.hand.recipe import HandRecipe
+from fastvit.tasks.recipes import load_task_recipe
 from fastvit.tasks.segmentation import engine as seg_engine
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE as SEG_RECIPE
 from fastvit.tasks.segmentation.recipe import SegmentationRecipe
-from fastvit.tasks.training import load_task_recipe
 from fastvit.train.config import TrainConfig
 from fastvit.train.plan import make_plan
 

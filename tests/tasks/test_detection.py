@@ -25,7 +25,7 @@ from fastvit.tasks.detection.data import coco_dataset
 from fastvit.tasks.detection.metrics import SUMMARY_NAMES, coco_evaluate, to_coco_results
 from fastvit.tasks.detection.predict import predict_detections
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
-from fastvit.tasks.training import load_task_recipe
+from fastvit.tasks.recipes import load_task_recipe
 from tests.helpers.tasks import make_coco, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]

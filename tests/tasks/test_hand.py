@@ -332,7 +332,7 @@ def test_cli_reports_data_errors_without_traceback(freihand, mano_npz, tmp_path,
 
 def test_packaged_recipe_uses_the_papers_backbone():
     from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
-    from fastvit.tasks.training import load_task_recipe
+    from fastvit.tasks.recipes import load_task_recipe
 
     recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE)
     recipe.validate()

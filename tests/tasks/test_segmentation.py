@@ -23,6 +23,7 @@ from fastvit.errors import ConfigError, DataError
 from fastvit.run.distributed import DistEnv
 from fastvit.run.recipes import to_dict
 from fastvit.run.store import checkpoint_name, load_run_checkpoint
+from fastvit.tasks.recipes import load_task_recipe
 from fastvit.tasks.segmentation import engine
 from fastvit.tasks.segmentation.data import (
     IGNORE_INDEX,
@@ -38,7 +39,6 @@ from fastvit.tasks.segmentation.metrics import (
 from fastvit.tasks.segmentation.model import build_semantic_fpn
 from fastvit.tasks.segmentation.predict import predict_label_maps
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
-from fastvit.tasks.training import load_task_recipe
 from tests.helpers.tasks import make_ade, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]

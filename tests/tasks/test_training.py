@@ -36,10 +36,10 @@ from fastvit.tasks.detection.recipe import DetectionRecipe
 from fastvit.tasks.hand import engine as hand_engine
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE as HAND_RECIPE
 from fastvit.tasks.hand.recipe import HandRecipe
+from fastvit.tasks.recipes import load_task_recipe
 from fastvit.tasks.segmentation import engine as seg_engine
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE as SEG_RECIPE
 from fastvit.tasks.segmentation.recipe import SegmentationRecipe
-from fastvit.tasks.training import load_task_recipe
 from tests.helpers.hand import make_freihand, write_mano_npz
 from tests.helpers.tasks import make_ade, make_coco, torchrun
 from tests.helpers.training import REPO, load_state, subprocess_env, tensors_equal

@@ -85,7 +85,7 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog) -> None:
     """A dense-task run (hand mesh regression, the run layer's ``train_task``) compiled."""
     from fastvit.tasks.hand import engine as hand_engine
     from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
-    from fastvit.tasks.training import load_task_recipe
+    from fastvit.tasks.recipes import load_task_recipe
     from tests.helpers.hand import make_freihand, write_mano_npz
 
     caplog.set_level(logging.INFO, logger="fastvit")

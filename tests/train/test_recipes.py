@@ -10,16 +10,8 @@ import yaml
 
 from fastvit.errors import ConfigError
 from fastvit.models import VARIANTS
-from fastvit.run.recipes import recipe_dir
-from fastvit.train.config import (
-    apply_overrides,
-    build_config,
-    list_recipes,
-    load_recipe,
-    resume_mismatches,
-    to_dict,
-    validate,
-)
+from fastvit.run.recipes import apply_overrides, list_recipes, recipe_dir, to_dict
+from fastvit.train.config import build_config, load_recipe, resume_mismatches, validate
 
 REPO = Path(__file__).resolve().parents[2]
 # every packaged recipe fully resolved, captured while each variant recipe was a full copy

@@ -108,7 +108,7 @@ def _paths(args: argparse.Namespace, images: Path | None, ann: Path | None,
 def _train(args: argparse.Namespace) -> int:
     from fastvit.tasks.detection import engine
     from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, MAX_SIZE_RATIO, DetectionRecipe
-    from fastvit.tasks.training import load_task_recipe
+    from fastvit.tasks.recipes import load_task_recipe
 
     values = recipe_values(args, FLAG_KEYS)
     if args.image_size is not None:

@@ -97,7 +97,7 @@ def _print(result: object) -> None:
 def _train(args: argparse.Namespace) -> int:
     from fastvit.tasks.hand import engine
     from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
-    from fastvit.tasks.training import load_task_recipe
+    from fastvit.tasks.recipes import load_task_recipe
 
     recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, args.config,
                               recipe_values(args, FLAG_KEYS), args.overrides)

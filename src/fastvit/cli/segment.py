@@ -75,9 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from fastvit.tasks.recipes import load_task_recipe
     from fastvit.tasks.segmentation import engine
     from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
-    from fastvit.tasks.training import load_task_recipe
 
     recipe = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, args.config,
                               recipe_values(args, FLAG_KEYS), args.overrides)

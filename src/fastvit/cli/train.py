@@ -39,8 +39,8 @@ from fastvit.cli.arguments import (
     default_workers,
 )
 from fastvit.models import list_models
-from fastvit.run.recipes import dump_yaml
-from fastvit.train.config import build_config, list_recipes, validate
+from fastvit.run.recipes import dump_yaml, list_recipes
+from fastvit.train.config import build_config, validate
 
 # flag attribute -> recipe key (plain flags are shortcuts for --set)
 FLAG_KEYS = {

@@ -16,8 +16,8 @@ _EXPORTS = {
     "TrainConfig": "fastvit.train.config",
     "load_recipe": "fastvit.train.config",
     "build_config": "fastvit.train.config",
-    "apply_overrides": "fastvit.train.config",
-    "list_recipes": "fastvit.train.config",
+    "apply_overrides": "fastvit.run.recipes",
+    "list_recipes": "fastvit.run.recipes",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -147,27 +147,9 @@ RESUME_FREE_KEYS = frozenset({
 })
 
 
-def list_recipes() -> list[str]:
-    """Names of the packaged classification recipes."""
-    return recipes.list_recipes()
-
-
 def load_recipe(name_or_path: str | Path) -> TrainConfig:
     """A packaged recipe by name (``fastvit_sa12``) or a YAML file."""
     return recipes.load_recipe(TrainConfig, name_or_path)
-
-
-def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
-    """Apply ``["optim.lr=5e-4", "data.mixup=0", ...]`` in order."""
-    return recipes.apply_overrides(cfg, overrides)
-
-
-def set_value(cfg: TrainConfig, dotted: str, value: Any, *, source: str = "override") -> None:
-    recipes.set_value(cfg, dotted, value, source=source)
-
-
-def to_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return recipes.to_dict(cfg)
 
 
 def validate(cfg: TrainConfig) -> None:
@@ -257,15 +239,15 @@ def build_config(recipe: str | Path | None = None, values: dict[str, Any] | None
         _advise(str(recipe), values.get("data.path"))
     cfg = load_recipe(recipe)
     for key, value in values.items():
-        set_value(cfg, key, value, source="--" + key.rsplit(".", 1)[-1].replace("_", "-"))
+        recipes.set_value(cfg, key, value, source="--" + key.rsplit(".", 1)[-1].replace("_", "-"))
     for item in overrides:  # --set optim.lr=... means what --lr means, and so on
         key, value = recipes.parse_override(item)
         changes = {key: value}
         _complete(changes)
         for other, implied in changes.items():
             if other != key:
-                set_value(cfg, other, implied, source="--set")
-        set_value(cfg, key, value, source="--set")
+                recipes.set_value(cfg, other, implied, source="--set")
+        recipes.set_value(cfg, key, value, source="--set")
     return cfg
 
 

@@ -33,8 +33,9 @@ def run(out_dir: str | Path, *, epochs: int | None = None, overrides: list[str] 
     from fastvit.evaluate import evaluate_classifier
     from fastvit.models import deploy_form, is_fused
     from fastvit.pipeline import load_model
+    from fastvit.run.recipes import apply_overrides
     from fastvit.run.store import BEST_NAME, load_run_checkpoint
-    from fastvit.train.config import apply_overrides, load_recipe
+    from fastvit.train.config import load_recipe
     from fastvit.train.trainer import fit
 
     out_dir = Path(out_dir)

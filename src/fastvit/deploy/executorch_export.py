@@ -225,9 +225,7 @@ def quantize_executorch_int8(loaded: Loaded, model: nn.Module, fp32_path: str | 
 
 
 def _export(job: ExportJob) -> Verification:
-    return export_executorch(job.module, job.path, image_size=job.image_size,
-                             dynamic_batch=job.dynamic_batch, raw_pixels=job.raw_pixels,
-                             metadata=job.metadata)
+    return export_executorch(job.module, job.path, **job.tensor_options())
 
 
 def _quantize(job: Int8Job) -> dict:

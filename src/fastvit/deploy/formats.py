@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastvit.errors import ConfigError
 from fastvit.extras import require
@@ -45,6 +45,12 @@ class ExportJob:
     dynamic_batch: bool = False
     raw_pixels: bool = False
     image_input: bool = False
+
+    def tensor_options(self) -> dict[str, Any]:
+        """The keywords every tensor-in/tensor-out exporter takes, so each format's
+        adapter names only what is its own (ONNX: opset and exporter)."""
+        return {"image_size": self.image_size, "dynamic_batch": self.dynamic_batch,
+                "raw_pixels": self.raw_pixels, "metadata": self.metadata}
 
 
 @dataclass(frozen=True)

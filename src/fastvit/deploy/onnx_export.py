@@ -134,9 +134,8 @@ def export_onnx(model: nn.Module, path: str | Path, *, image_size: int,
 
 
 def _export(job: ExportJob) -> Verification:
-    return export_onnx(job.module, job.path, image_size=job.image_size,
-                       dynamic_batch=job.dynamic_batch, opset=job.opset, exporter=job.exporter,
-                       raw_pixels=job.raw_pixels, metadata=job.metadata)
+    return export_onnx(job.module, job.path, opset=job.opset, exporter=job.exporter,
+                       **job.tensor_options())
 
 
 def _quantize(job: Int8Job) -> dict:

@@ -42,9 +42,7 @@ def export_torchscript(model: nn.Module, path: str | Path, *, image_size: int,
 
 
 def _export(job: ExportJob) -> Verification:
-    return export_torchscript(job.module, job.path, image_size=job.image_size,
-                              dynamic_batch=job.dynamic_batch, raw_pixels=job.raw_pixels,
-                              metadata=job.metadata)
+    return export_torchscript(job.module, job.path, **job.tensor_options())
 
 
 FORMAT = ExportFormat(

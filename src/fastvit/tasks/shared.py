@@ -49,6 +49,13 @@ def run_settings(recipe: Any, *, out_dir: str | Path, device: str | None,
                        keep_last=recipe.keep_last, compiled=compiled)
 
 
+def task_header(task: str, recipe: Any, samples: int, env: DistEnv, unit: str = "images"
+                ) -> str:
+    """The first header line of a dense-task run, worded the same by all three tasks."""
+    return (f"fastvit {task} train: {recipe.model}, {samples} training {unit}, "
+            f"{env.world_size} process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}")
+
+
 def read_rgb(path: str | os.PathLike) -> Any:
     """Open an image as RGB PIL image, or raise a DataError naming the file."""
     from PIL import Image, UnidentifiedImageError

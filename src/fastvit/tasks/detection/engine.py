@@ -26,7 +26,7 @@ from fastvit.tasks.detection.data import CocoInstances, coco_dataset
 from fastvit.tasks.detection.metrics import coco_evaluate, to_coco_results
 from fastvit.tasks.detection.model import build_mask_rcnn
 from fastvit.tasks.detection.recipe import DEFAULT_RECIPE, DetectionRecipe
-from fastvit.tasks.shared import eval_loader, list_collate, run_settings
+from fastvit.tasks.shared import eval_loader, list_collate, run_settings, task_header
 
 TASK = "detection"
 
@@ -158,9 +158,7 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
                         evaluate=run_eval if val_set is not None else None,
                         score=lambda m: m["bbox"]["AP"] if m else float("-inf"),
                         eval_every_epochs=recipe.eval_every_epochs,
-                        header=[f"fastvit {TASK} train: {recipe.model}, "
-                                f"{len(train_set)} training images, {env.world_size} "
-                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}",
+                        header=[task_header(TASK, recipe, len(train_set), env),
                                 recipe.describe()],
                         plot_metrics={"box AP": "bbox.AP", "mask AP": "segm.AP"},
                         plot_title="COCO AP")

@@ -33,7 +33,7 @@ from fastvit.tasks.hand.metrics import HandMeshMeter, sample_metrics
 from fastvit.tasks.hand.model import HandMeshNet, decode_mesh
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
 from fastvit.tasks.hand.report import examples_from_batch, write_report
-from fastvit.tasks.shared import eval_loader, run_settings
+from fastvit.tasks.shared import eval_loader, run_settings, task_header
 
 TASK = "hand"
 log = logging.getLogger(__name__)
@@ -200,9 +200,7 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                         evaluate=run_eval if eval_set is not None else None,
                         score=lambda m: -m["pa_mpjpe_mm"],
                         eval_every_epochs=recipe.eval_every_epochs,
-                        header=[f"fastvit {TASK} train: {recipe.model}, "
-                                f"{len(train_set)} training samples, {env.world_size} "
-                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}"],
+                        header=[task_header(TASK, recipe, len(train_set), env, "samples")],
                         plot_metrics={"PA-MPJPE (mm)": "pa_mpjpe_mm",
                                       "PA-MPVPE (mm)": "pa_mpvpe_mm"},
                         plot_title=f"FreiHAND {eval_split}")

@@ -30,7 +30,7 @@ from fastvit.tasks.segmentation.data import (
 from fastvit.tasks.segmentation.metrics import ConfusionMatrix
 from fastvit.tasks.segmentation.model import SemanticFPN, build_semantic_fpn
 from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE, SegmentationRecipe
-from fastvit.tasks.shared import eval_loader, run_settings
+from fastvit.tasks.shared import eval_loader, run_settings, task_header
 
 TASK = "segmentation"
 
@@ -174,9 +174,7 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
                         evaluate=run_eval if val_set is not None else None,
                         score=lambda m: m["mIoU"], eval_every_epochs=0,
                         eval_every_steps=recipe.eval_every,
-                        header=[f"fastvit {TASK} train: {recipe.model}, "
-                                f"{len(train_set)} training images, {env.world_size} "
-                                f"process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}",
+                        header=[task_header(TASK, recipe, len(train_set), env),
                                 recipe.describe()],
                         plot_metrics={"mIoU": "mIoU", "pixel accuracy": "aAcc"},
                         plot_title="ADE20K validation")

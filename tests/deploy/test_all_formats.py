@@ -1,19 +1,26 @@
-"""Every registered format writes a verified file; every variant in the formats where a
-variant can fail on its own.
+"""Every registered format writes a verified file; every distinct layer configuration of
+the variant table in the formats where a variant can fail on its own.
 
 One fastvit_t8 (BN statistics and layer scales randomized before fusing, so folding
 errors show) is exported once per format at 64x64 with a dynamic batch, and the
-round-trip tests below share those files. The slow test converts every variant to
-Core ML and exports the other six to the formats whose exporters meet each variant's
-layers anew (ONNX, ExecuTorch, Core ML: operator by operator; TorchScript: a fresh
-trace); the torch.export program those three start from is also checked as a ``.pt2``
-for fastvit_sa12 (attention), the one structure fastvit_t8 lacks.
+round-trip tests below share those files. The slow test takes each variant at one block
+per stage: its widths, MLP ratio, mixers, positional encodings and head, the layers an
+exporter meets one by one (depth repeats them, it adds none: there fastvit_sa24 and
+fastvit_sa36 are fastvit_sa12). Each distinct one is converted to Core ML, ONNX and
+TorchScript (a fresh trace); the first of each distinct set of layer kinds (the same
+modules, whatever their widths) also to ExecuTorch and torch.export (``.pt2``), the two
+slow lowerings (~25 s each for ExecuTorch, even at this size): there fastvit_sa12
+(attention) is the one structure fastvit_t8's shared files lack.
+Full-depth reparameterization of every variant is checked in eager mode
+(tests/models/test_reparam.py).
 Tolerances: ONNX Runtime and ExecuTorch <= 1e-4, TorchScript and torch.export <= 1e-5.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
+import re
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +37,14 @@ from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
 from fastvit.deploy.registry import FORMATS
 from fastvit.deploy.torch_export import export_program
 from fastvit.deploy.torchscript_export import export_torchscript
-from fastvit.models import list_models
+from fastvit.models import (
+    VARIANTS,
+    FastVit,
+    fold_batchnorms,
+    list_models,
+    randomize_model_stats,
+    reparameterize,
+)
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import coreml_spec, fused_randomized
 
@@ -39,8 +53,10 @@ META = {"fastvit.variant": "fastvit_t8"}
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript,
              "torch-export": export_program, "executorch": export_executorch}
 TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "torch-export": 1e-5, "executorch": 1e-4}
-#: formats every variant is exported to; torch.export (.pt2) once more for attention
-EVERY_VARIANT = ("onnx", "torchscript", "executorch")
+#: formats every distinct structure is exported to (and Core ML), and those once per
+#: distinct set of layer kinds
+EVERY_STRUCTURE = ("onnx", "torchscript")
+EVERY_LAYER_KIND = ("executorch", "torch-export")
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 needs_executorch = pytest.mark.skipif(not HAS_EXECUTORCH,
                                       reason="pip install 'fastvit[executorch]'")
@@ -144,16 +160,47 @@ def check_coreml_tensor_spec(path: Path, classifier: bool) -> None:
     assert (path / "Manifest.json").exists()
 
 
+def one_block_per_stage(name: str) -> FastVit:
+    """The variant with every stage cut to one block: all of its kinds of layers, once."""
+    spec = VARIANTS[name]
+    return FastVit(dataclasses.replace(spec, depths=(1,) * len(spec.depths)), variant=name)
+
+
+def distinct_structures() -> dict[str, bool]:
+    """The first variant of each distinct one-block-per-stage architecture, and whether it
+    is also the first of its layer kinds (its architecture with the numbers left out)."""
+    structures: dict[str, bool] = {}
+    seen_structures, seen_kinds = set(), set()
+    for name in list_models():
+        structure = repr(one_block_per_stage(name))
+        kinds = re.sub(r"\d+", "#", structure)
+        if structure not in seen_structures:
+            structures[name] = kinds not in seen_kinds
+        seen_structures.add(structure)
+        seen_kinds.add(kinds)
+    return structures
+
+
+def test_the_distinct_structures_are_the_ones_expected() -> None:
+    # a new variant with a new layer configuration joins the slow test below by itself
+    assert {k: v for k, v in distinct_structures().items() if k.startswith("fastvit_")
+            and not k.startswith("fastvit_mci")} == {
+        "fastvit_t8": True, "fastvit_t12": False, "fastvit_s12": False,
+        "fastvit_sa12": True, "fastvit_ma36": False}
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-@pytest.mark.parametrize("name", list_models())
-def test_every_variant_verifies(tmp_path, name: str) -> None:
+@pytest.mark.parametrize(("name", "new_kinds"), distinct_structures().items())
+def test_every_variant_structure_verifies(tmp_path, name: str, new_kinds: bool) -> None:
     pytest.importorskip("coremltools")
-    assert len(list_models()) == 7
-    model = fused_randomized(name, seed=11)
-    formats = (() if name == "fastvit_t8" else EVERY_VARIANT)  # t8: the shared files above
-    formats += ("torch-export",) if name == "fastvit_sa12" else ()
+    model = one_block_per_stage(name)
+    randomize_model_stats(model, seed=11)
+    model = fold_batchnorms(reparameterize(model))
+    formats = EVERY_STRUCTURE + (EVERY_LAYER_KIND if new_kinds else ())
+    if name == "fastvit_t8":
+        formats = ()  # the shared files above, at full depth
     for fmt in formats:
         if fmt == "executorch" and not HAS_EXECUTORCH:
             continue
@@ -161,7 +208,7 @@ def test_every_variant_verifies(tmp_path, name: str) -> None:
                                image_size=SIZE, dynamic_batch=True)
         assert check.batches == (1, 4), fmt
         assert check.max_abs_diff <= TOLERANCE[fmt], (fmt, check.max_abs_diff)
-    loaded = load_model(name)  # random weights, ImageNet's class names
+    loaded = dataclasses.replace(load_model(name), model=model)  # ImageNet's class names
     path = tmp_path / f"{name}.mlpackage"
     if name == "fastvit_sa12":  # fp32 compute, plain logits output
         assert export_coreml(loaded, path, image_size=SIZE, precision="fp32",

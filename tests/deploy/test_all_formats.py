@@ -37,16 +37,10 @@ from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
 from fastvit.deploy.registry import FORMATS
 from fastvit.deploy.torch_export import export_program
 from fastvit.deploy.torchscript_export import export_torchscript
-from fastvit.models import (
-    VARIANTS,
-    FastVit,
-    fold_batchnorms,
-    list_models,
-    randomize_model_stats,
-    reparameterize,
-)
+from fastvit.models import list_models
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import coreml_spec, fused_randomized
+from tests.helpers.shallow import one_block_per_stage, one_block_per_stage_fused
 
 SIZE = 64
 META = {"fastvit.variant": "fastvit_t8"}
@@ -160,12 +154,6 @@ def check_coreml_tensor_spec(path: Path, classifier: bool) -> None:
     assert (path / "Manifest.json").exists()
 
 
-def one_block_per_stage(name: str) -> FastVit:
-    """The variant with every stage cut to one block: all of its kinds of layers, once."""
-    spec = VARIANTS[name]
-    return FastVit(dataclasses.replace(spec, depths=(1,) * len(spec.depths)), variant=name)
-
-
 def distinct_structures() -> dict[str, bool]:
     """The first variant of each distinct one-block-per-stage architecture, and whether it
     is also the first of its layer kinds (its architecture with the numbers left out)."""
@@ -195,9 +183,7 @@ def test_the_distinct_structures_are_the_ones_expected() -> None:
 @pytest.mark.parametrize(("name", "new_kinds"), distinct_structures().items())
 def test_every_variant_structure_verifies(tmp_path, name: str, new_kinds: bool) -> None:
     pytest.importorskip("coremltools")
-    model = one_block_per_stage(name)
-    randomize_model_stats(model, seed=11)
-    model = fold_batchnorms(reparameterize(model))
+    model = one_block_per_stage_fused(name, seed=11)
     formats = EVERY_STRUCTURE + (EVERY_LAYER_KIND if new_kinds else ())
     if name == "fastvit_t8":
         formats = ()  # the shared files above, at full depth

@@ -82,14 +82,21 @@ def no_host_conv_heuristics() -> Iterator[None]:
 
 
 def lower_to_pte(program, metadata: dict[str, str] | None = None) -> bytes:
-    """Lower an exported program with the XNNPACK partitioner into ``.pte`` bytes."""
+    """Lower an exported program with the XNNPACK partitioner into ``.pte`` bytes.
+
+    The edge-dialect IR verifier is off: it re-interprets the whole graph after every
+    pass (half the lowering time, measured on fastvit_t8), and what it would catch, an
+    operator the runtime lacks, fails the numeric check of the written file that every
+    export runs in ``executorch.runtime``.
+    """
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     with warnings.catch_warnings(), no_host_conv_heuristics():
         warnings.simplefilter("ignore")  # deprecation chatter from torchao/executorch internals
         edge = to_edge_transform_and_lower(
             program, partitioner=[XnnpackPartitioner()],
+            compile_config=EdgeCompileConfig(_check_ir_validity=False),
             constant_methods={METADATA_METHOD: json.dumps(metadata or {})})
         return edge.to_executorch().buffer
 

@@ -26,3 +26,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow cases first (in file order otherwise): under pytest-xdist the long ones start
+    while the short ones fill in around them, rather than one starting last while the
+    other worker idles."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

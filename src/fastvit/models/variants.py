@@ -1,0 +1,192 @@
+"""The variant table: one :class:`VariantSpec` row per variant, and its preprocessing.
+
+Two families share the network. ``"paper"``: the seven ImageNet-1k classifiers of
+FastViT (Vasu et al., ICCV 2023; apple/ml-fastvit), with published accuracies,
+weights and training recipes. ``"mobileclip"``: the MCi image towers of MobileCLIP
+(Vasu et al., CVPR 2024) and MobileCLIP2 (Faghri et al., TMLR 2025; apple/ml-mobileclip,
+timm's ``fastvit_mci0..4``), whose classifier is the CLIP projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # MCi0-2 take pixels in [0, 1] as is
+
+FAMILIES = ("paper", "mobileclip")
+ATTENTION_NORMS = ("batchnorm", "layernorm")
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One row of the variant table (the paper's Table 1 and Section 4, or an MCi tower).
+
+    Architecture: ``depths``/``widths`` have one entry per stage (4, or 5 for MCi3/4:
+    strides 4..64; stage 1 never downsamples). ``attention_stages`` (0-based) use
+    self-attention blocks, each such stage opening with its own RepCPE 7x7 positional
+    encoding; left out, it is stage 4 when ``stage4_attention``. ``attention_norm`` is
+    the norm before attention (``"layernorm"``: over channels, eps 1e-5).
+    ``se_downsample_stages`` put squeeze-excite in the large-kernel conv of those
+    stages' patch embedding; ``lkc_act`` applies the activation of that conv (the
+    paper's release computed and dropped it); ``stem_scale_branch=False`` drops the
+    stem's 1x1 branches. ``num_classes`` is the default classifier size (the CLIP
+    embedding size for MCi), ``mean``/``std``/``crop_pct``/``interpolation`` the
+    evaluation preprocessing at ``image_size``.
+
+    The ``recipe_*`` fields are what the packaged training recipes of a paper variant
+    (``fastvit_<v>`` and ``fastvit_<v>_distill``) change from the shared ImageNet-1k
+    recipe: the official release's training and distillation commands (apple/ml-fastvit).
+    """
+
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
+    mlp_ratio: float
+    stage4_attention: bool = False
+    layer_scale_init: float = 1e-5
+    crop_pct: float = 0.9
+    recipe_drop_path: float = 0.0  # the paper's training value; the factory default is 0
+    recipe_mixup: float = 0.2
+    recipe_distill_drop_path: float = 0.0
+    recipe_distill_mixup: float = 0.2
+    published: dict[str, float] = field(default_factory=dict)
+    family: str = "paper"
+    attention_stages: tuple[int, ...] | None = None
+    attention_norm: str = "batchnorm"
+    se_downsample_stages: tuple[int, ...] = ()
+    lkc_act: bool = False
+    stem_scale_branch: bool = True
+    num_classes: int = 1000
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    image_size: int = 256
+
+    def __post_init__(self) -> None:
+        n = len(self.depths)
+        if n not in (4, 5) or len(self.widths) != n:
+            raise ValueError(f"a variant has 4 or 5 stages with one width each, got depths "
+                             f"{self.depths} and widths {self.widths}")
+        if self.attention_stages is None:
+            object.__setattr__(self, "attention_stages", (3,) if self.stage4_attention else ())
+        stages = set(self.attention_stages) | set(self.se_downsample_stages)
+        if not stages <= set(range(n)) or 0 in self.se_downsample_stages:
+            raise ValueError(f"stage indices must be in 0..{n - 1} (stage 0 has no patch "
+                             f"embedding), got {sorted(stages)}")
+        if self.stage4_attention != (3 in self.attention_stages):
+            raise ValueError("stage4_attention must say whether stage index 3 is in "
+                             "attention_stages")
+        if self.attention_norm not in ATTENTION_NORMS or self.family not in FAMILIES:
+            raise ValueError(f"attention_norm is one of {ATTENTION_NORMS} and family one of "
+                             f"{FAMILIES}, got {self.attention_norm!r}, {self.family!r}")
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def reductions(self) -> tuple[int, ...]:
+        """Stride of each stage's output (4, 8, 16, 32 and 64 for a fifth stage)."""
+        return tuple(4 * 2 ** i for i in range(self.num_stages))
+
+    @property
+    def mixers(self) -> list[str]:
+        return ["Attention" if i in self.attention_stages else "RepMixer"
+                for i in range(self.num_stages)]
+
+
+def _mci(depths: tuple[int, ...], widths: tuple[int, ...], **kw: Any) -> VariantSpec:
+    """An MCi row: what every MobileCLIP tower shares (timm's ``fastvit_mci*``)."""
+    return VariantSpec(depths, widths, stage4_attention=True, family="mobileclip",
+                       lkc_act=True, crop_pct=0.95, **kw)
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "fastvit_t8": VariantSpec((2, 2, 4, 2), (48, 96, 192, 384), 3, False,
+                              published=dict(top1=76.2, top1_distilled=77.2, gmacs=0.69)),
+    "fastvit_t12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 3, False,
+                               published=dict(top1=79.3, top1_distilled=80.3, gmacs=1.39)),
+    "fastvit_s12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, False,
+                               published=dict(top1=79.9, top1_distilled=81.1, gmacs=1.79)),
+    "fastvit_sa12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, True,
+                                recipe_drop_path=0.1, recipe_distill_mixup=0.8,
+                                published=dict(top1=80.9, top1_distilled=81.9, gmacs=1.94)),
+    "fastvit_sa24": VariantSpec((4, 4, 12, 4), (64, 128, 256, 512), 4, True,
+                                recipe_drop_path=0.1, recipe_distill_drop_path=0.05,
+                                recipe_distill_mixup=0.8,
+                                published=dict(top1=82.7, top1_distilled=83.4, gmacs=3.76)),
+    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, True,
+                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.2,
+                                recipe_distill_drop_path=0.1, recipe_distill_mixup=0.8,
+                                published=dict(top1=83.6, top1_distilled=84.2, gmacs=5.59)),
+    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, True,
+                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.35,
+                                recipe_mixup=0.8, recipe_distill_drop_path=0.2,
+                                recipe_distill_mixup=0.8,
+                                published=dict(top1=83.9, top1_distilled=84.6, gmacs=7.82)),
+    # MobileCLIP image towers: attention in stage 4 (and 5), SE in the stage 3-4 patch
+    # embeddings (MCi0-2) or LayerNorm before attention and no stem scale branch (MCi3/4).
+    "fastvit_mci0": _mci((2, 6, 10, 2), (64, 128, 256, 512), mlp_ratio=3,
+                         se_downsample_stages=(2, 3), num_classes=512,
+                         mean=NO_MEAN, std=NO_STD),
+    "fastvit_mci1": _mci((4, 12, 20, 4), (64, 128, 256, 512), mlp_ratio=3,
+                         se_downsample_stages=(2, 3), num_classes=512,
+                         mean=NO_MEAN, std=NO_STD),
+    "fastvit_mci2": _mci((4, 12, 24, 4), (80, 160, 320, 640), mlp_ratio=3,
+                         se_downsample_stages=(2, 3), num_classes=512,
+                         mean=NO_MEAN, std=NO_STD),
+    "fastvit_mci3": _mci((2, 12, 24, 4, 2), (96, 192, 384, 768, 1536), mlp_ratio=4,
+                         attention_stages=(3, 4), attention_norm="layernorm",
+                         stem_scale_branch=False, num_classes=768,
+                         mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+    "fastvit_mci4": _mci((2, 12, 24, 4, 4), (128, 256, 512, 1024, 2048), mlp_ratio=4,
+                         attention_stages=(3, 4), attention_norm="layernorm",
+                         stem_scale_branch=False, num_classes=768,
+                         mean=OPENAI_CLIP_MEAN, std=OPENAI_CLIP_STD),
+}
+
+
+def list_models(family: str = "paper") -> list[str]:
+    """Variant names, smallest first.
+
+    ``"paper"`` (the default): the paper's seven ImageNet classifiers, the variants
+    with published ImageNet weights, accuracies and recipes; ``"mobileclip"``: the
+    MCi0-4 image towers; ``"all"``: every name :func:`fastvit.create_model` builds.
+    """
+    if family == "all":
+        return list(VARIANTS)
+    if family not in FAMILIES:
+        raise ValueError(f"unknown variant family {family!r}; choose one of "
+                         f"{', '.join(FAMILIES)} or all")
+    return [name for name, spec in VARIANTS.items() if spec.family == family]
+
+
+def base_cfg(variant: str, spec: VariantSpec, num_classes: int) -> dict[str, Any]:
+    """timm-style ``pretrained_cfg`` of a variant: how its inputs are prepared.
+
+    The paper's protocol: 256x256, bicubic resize of the shorter side to
+    ``256 / crop_pct`` then a centre crop, ImageNet mean/std; MCi towers use their
+    row's mean/std and crop (timm's ``fastvit_mci*`` cfgs). timm's
+    ``resolve_data_config`` / ``create_transform`` read these keys.
+    """
+    size = spec.image_size
+    first_conv = (("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv") if spec.stem_scale_branch
+                  else "stem.0.conv_kxk.0.conv")
+    return {
+        "architecture": variant,
+        "tag": None,
+        "input_size": (3, size, size),
+        "pool_size": (size // spec.reductions[-1],) * 2,
+        "interpolation": spec.interpolation,
+        "crop_pct": spec.crop_pct,
+        "crop_mode": "center",
+        "mean": spec.mean,
+        "std": spec.std,
+        "num_classes": num_classes,
+        "first_conv": first_conv,
+        "classifier": "head.fc",
+    }

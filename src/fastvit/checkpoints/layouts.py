@@ -276,7 +276,7 @@ def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None
     ckpt = _comparable(state_dict, keep_final)
     forms = (False, True) if fused is None else (fused,)
     results = []
-    for name in list_models():
+    for name in list_models("all"):
         for form in forms:
             ref = _comparable(variant_signature(name, form), keep_final)
             same = sum(1 for k, shape in ckpt.items() if ref.get(k) == shape)

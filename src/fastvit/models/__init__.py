@@ -2,7 +2,7 @@
 numerical checks and compute counts. Imports nothing above it and never opens files."""
 
 from fastvit.models.counting import count_gmacs, count_params
-from fastvit.models.network import FastVit, FeatureInfo
+from fastvit.models.network import FastVit, FeatureInfo, base_cfg
 from fastvit.models.reparam import deploy_form, fold_batchnorms, is_fused, reparameterize
 from fastvit.models.variants import (
     FAMILIES,
@@ -12,7 +12,6 @@ from fastvit.models.variants import (
     OPENAI_CLIP_STD,
     VARIANTS,
     VariantSpec,
-    base_cfg,
     list_models,
 )
 from fastvit.models.verify import max_abs_difference, randomize_model_stats

@@ -9,7 +9,7 @@ The rows themselves live in :mod:`fastvit.models.variants`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.utils.checkpoint
@@ -24,7 +24,9 @@ from fastvit.models.layers import (
     fuse_tree,
     make_stem,
 )
-from fastvit.models.variants import VariantSpec, base_cfg
+
+if TYPE_CHECKING:  # the table is read through the row handed in; no import at run time
+    from fastvit.models.variants import VariantSpec
 
 
 class FastVitStage(nn.Module):
@@ -256,3 +258,30 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
+
+
+def base_cfg(variant: str, spec: VariantSpec, num_classes: int) -> dict[str, Any]:
+    """timm-style ``pretrained_cfg`` of a variant: how its inputs are prepared.
+
+    The paper's protocol: 256x256, bicubic resize of the shorter side to
+    ``256 / crop_pct`` then a centre crop, ImageNet mean/std; MCi towers use their
+    row's mean/std and crop (timm's ``fastvit_mci*`` cfgs). timm's
+    ``resolve_data_config`` / ``create_transform`` read these keys.
+    """
+    size = spec.image_size
+    first_conv = (("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv") if spec.stem_scale_branch
+                  else "stem.0.conv_kxk.0.conv")
+    return {
+        "architecture": variant,
+        "tag": None,
+        "input_size": (3, size, size),
+        "pool_size": (size // spec.reductions[-1],) * 2,
+        "interpolation": spec.interpolation,
+        "crop_pct": spec.crop_pct,
+        "crop_mode": "center",
+        "mean": spec.mean,
+        "std": spec.std,
+        "num_classes": num_classes,
+        "first_conv": first_conv,
+        "classifier": "head.fc",
+    }

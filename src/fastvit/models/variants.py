@@ -163,30 +163,3 @@ def list_models(family: str = "paper") -> list[str]:
         raise ValueError(f"unknown variant family {family!r}; choose one of "
                          f"{', '.join(FAMILIES)} or all")
     return [name for name, spec in VARIANTS.items() if spec.family == family]
-
-
-def base_cfg(variant: str, spec: VariantSpec, num_classes: int) -> dict[str, Any]:
-    """timm-style ``pretrained_cfg`` of a variant: how its inputs are prepared.
-
-    The paper's protocol: 256x256, bicubic resize of the shorter side to
-    ``256 / crop_pct`` then a centre crop, ImageNet mean/std; MCi towers use their
-    row's mean/std and crop (timm's ``fastvit_mci*`` cfgs). timm's
-    ``resolve_data_config`` / ``create_transform`` read these keys.
-    """
-    size = spec.image_size
-    first_conv = (("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv") if spec.stem_scale_branch
-                  else "stem.0.conv_kxk.0.conv")
-    return {
-        "architecture": variant,
-        "tag": None,
-        "input_size": (3, size, size),
-        "pool_size": (size // spec.reductions[-1],) * 2,
-        "interpolation": spec.interpolation,
-        "crop_pct": spec.crop_pct,
-        "crop_mode": "center",
-        "mean": spec.mean,
-        "std": spec.std,
-        "num_classes": num_classes,
-        "first_conv": first_conv,
-        "classifier": "head.fc",
-    }

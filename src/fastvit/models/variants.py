@@ -1,4 +1,4 @@
-"""The variant table: one :class:`VariantSpec` row per variant, and its preprocessing.
+"""The variant table: one :class:`VariantSpec` row per variant.
 
 Two families share the network. ``"paper"``: the seven ImageNet-1k classifiers of
 FastViT (Vasu et al., ICCV 2023; apple/ml-fastvit), with published accuracies,
@@ -9,94 +9,16 @@ timm's ``fastvit_mci0..4``), whose classifier is the CLIP projection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from fastvit.models.network import FAMILIES, IMAGENET_MEAN, IMAGENET_STD, VariantSpec
+
+__all__ = ["FAMILIES", "IMAGENET_MEAN", "IMAGENET_STD", "NO_MEAN", "NO_STD", "OPENAI_CLIP_MEAN",
+           "OPENAI_CLIP_STD", "VARIANTS", "VariantSpec", "list_models"]
+
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # MCi0-2 take pixels in [0, 1] as is
-
-FAMILIES = ("paper", "mobileclip")
-ATTENTION_NORMS = ("batchnorm", "layernorm")
-
-
-@dataclass(frozen=True)
-class VariantSpec:
-    """One row of the variant table (the paper's Table 1 and Section 4, or an MCi tower).
-
-    Architecture: ``depths``/``widths`` have one entry per stage (4, or 5 for MCi3/4:
-    strides 4..64; stage 1 never downsamples). ``attention_stages`` (0-based) use
-    self-attention blocks, each such stage opening with its own RepCPE 7x7 positional
-    encoding; left out, it is stage 4 when ``stage4_attention``. ``attention_norm`` is
-    the norm before attention (``"layernorm"``: over channels, eps 1e-5).
-    ``se_downsample_stages`` put squeeze-excite in the large-kernel conv of those
-    stages' patch embedding; ``lkc_act`` applies the activation of that conv (the
-    paper's release computed and dropped it); ``stem_scale_branch=False`` drops the
-    stem's 1x1 branches. ``num_classes`` is the default classifier size (the CLIP
-    embedding size for MCi), ``mean``/``std``/``crop_pct``/``interpolation`` the
-    evaluation preprocessing at ``image_size``.
-
-    The ``recipe_*`` fields are what the packaged training recipes of a paper variant
-    (``fastvit_<v>`` and ``fastvit_<v>_distill``) change from the shared ImageNet-1k
-    recipe: the official release's training and distillation commands (apple/ml-fastvit).
-    """
-
-    depths: tuple[int, ...]
-    widths: tuple[int, ...]
-    mlp_ratio: float
-    stage4_attention: bool = False
-    layer_scale_init: float = 1e-5
-    crop_pct: float = 0.9
-    recipe_drop_path: float = 0.0  # the paper's training value; the factory default is 0
-    recipe_mixup: float = 0.2
-    recipe_distill_drop_path: float = 0.0
-    recipe_distill_mixup: float = 0.2
-    published: dict[str, float] = field(default_factory=dict)
-    family: str = "paper"
-    attention_stages: tuple[int, ...] | None = None
-    attention_norm: str = "batchnorm"
-    se_downsample_stages: tuple[int, ...] = ()
-    lkc_act: bool = False
-    stem_scale_branch: bool = True
-    num_classes: int = 1000
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bicubic"
-    image_size: int = 256
-
-    def __post_init__(self) -> None:
-        n = len(self.depths)
-        if n not in (4, 5) or len(self.widths) != n:
-            raise ValueError(f"a variant has 4 or 5 stages with one width each, got depths "
-                             f"{self.depths} and widths {self.widths}")
-        if self.attention_stages is None:
-            object.__setattr__(self, "attention_stages", (3,) if self.stage4_attention else ())
-        stages = set(self.attention_stages) | set(self.se_downsample_stages)
-        if not stages <= set(range(n)) or 0 in self.se_downsample_stages:
-            raise ValueError(f"stage indices must be in 0..{n - 1} (stage 0 has no patch "
-                             f"embedding), got {sorted(stages)}")
-        if self.stage4_attention != (3 in self.attention_stages):
-            raise ValueError("stage4_attention must say whether stage index 3 is in "
-                             "attention_stages")
-        if self.attention_norm not in ATTENTION_NORMS or self.family not in FAMILIES:
-            raise ValueError(f"attention_norm is one of {ATTENTION_NORMS} and family one of "
-                             f"{FAMILIES}, got {self.attention_norm!r}, {self.family!r}")
-
-    @property
-    def num_stages(self) -> int:
-        return len(self.depths)
-
-    @property
-    def reductions(self) -> tuple[int, ...]:
-        """Stride of each stage's output (4, 8, 16, 32 and 64 for a fifth stage)."""
-        return tuple(4 * 2 ** i for i in range(self.num_stages))
-
-    @property
-    def mixers(self) -> list[str]:
-        return ["Attention" if i in self.attention_stages else "RepMixer"
-                for i in range(self.num_stages)]
 
 
 def _mci(depths: tuple[int, ...], widths: tuple[int, ...], **kw: Any) -> VariantSpec:

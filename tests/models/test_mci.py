@@ -87,7 +87,7 @@ def test_one_block_per_stage_parity(name):
 
 @pytest.fixture(scope="module", params=[
     "fastvit_mci0",
-    pytest.param("fastvit_mci3", marks=pytest.mark.slow),  # ~12 s on one thread
+    pytest.param("fastvit_mci3", marks=pytest.mark.slow),  # 7-12 s on one thread
 ])
 def full_depth(request):
     return timm_and_ours(request.param, shallow=False, seed=2)

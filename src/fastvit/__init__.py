@@ -9,16 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastvit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
-from fastvit.factory import (
-    create_model,
-    fastvit_ma36,
-    fastvit_s12,
-    fastvit_sa12,
-    fastvit_sa24,
-    fastvit_sa36,
-    fastvit_t8,
-    fastvit_t12,
-)
+from fastvit.factory import BUILDERS, create_model
 from fastvit.models import (
     VARIANTS,
     FastVit,
@@ -37,13 +28,14 @@ _LAZY = {"Loaded": "fastvit.pipeline", "load_model": "fastvit.pipeline",
          "push_to_hub": "fastvit.publish", "list_weights": "fastvit.weights",
          "resolve_weights": "fastvit.weights"}
 
+globals().update(BUILDERS)  # fastvit.fastvit_t8() ... fastvit.fastvit_mci4()
+
 __all__ = [
     "VARIANTS", "FastVit", "Loaded", "count_gmacs", "count_params", "create_model",
-    "deploy_form", "eval_transform", "fastvit_ma36", "list_weights", "push_to_hub",
-    "resolve_weights", "save_pretrained", "fastvit_s12", "fastvit_sa12",
-    "fastvit_sa24", "fastvit_sa36", "fastvit_t8", "fastvit_t12", "is_fused", "list_models",
-    "load_checkpoint", "load_model", "max_abs_difference", "randomize_model_stats",
-    "read_checkpoint", "reparameterize", "save_checkpoint",
+    "deploy_form", "eval_transform", "list_weights", "push_to_hub", "resolve_weights",
+    "save_pretrained", "is_fused", "list_models", "load_checkpoint", "load_model",
+    "max_abs_difference", "randomize_model_stats", "read_checkpoint", "reparameterize",
+    "save_checkpoint", *BUILDERS,
 ]
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""``create_model``, the seven variant factories, and building a model from weights.
+"""``create_model``, one timm-style builder per variant, and building a model from weights.
 
 The model core (:mod:`fastvit.models`) builds networks and never opens files;
 this module sits one floor up so that a model can be created *with weights*:
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,7 +86,7 @@ class Loaded:
 def _check_name(name: str) -> None:
     if name not in VARIANTS:
         raise ConfigError(f"unknown FastViT variant {name!r}; choose one of: "
-                          f"{', '.join(list_models())}")
+                          f"{', '.join(list_models('all'))}")
 
 
 def create_model(name: str, *, pretrained: Pretrained = None, num_classes: int | None = None,
@@ -96,14 +96,17 @@ def create_model(name: str, *, pretrained: Pretrained = None, num_classes: int |
     """Build a FastViT variant by name, optionally with weights.
 
     ``pretrained`` (as in timm): ``True`` or a tag (``in1k``, ``dist_in1k``,
-    ``in1k_reparam``, ``dist_in1k_reparam``) for the official ImageNet weights, a
-    file or folder, a URL, or ``hf-hub:ORG/REPO``; ``name`` may itself be
-    ``hf-hub:ORG/REPO`` (the variant comes from its ``config.json``). With
+    ``in1k_reparam``, ``dist_in1k_reparam``) for the official ImageNet weights
+    (``apple_mclip``, ``apple_mclip2_dfndr2b``: the MCi towers' CLIP weights), a file
+    or folder, a URL, or ``hf-hub:ORG/REPO``; ``name`` may itself be ``hf-hub:ORG/REPO``
+    (the variant comes from its ``config.json``). With
     weights, ``num_classes`` defaults to the file's; another size keeps
     everything but the classifier, which is new (fine-tuning). The weights' tag,
     sources and preprocessing go into ``model.pretrained_cfg``.
 
-    ``checkpoint`` loads a whole model of any supported layout, strictly
+    Without weights ``num_classes`` is the row's (1000; the CLIP embedding size for
+    MCi). ``checkpoint`` loads a whole model of any supported layout (or the image
+    tower of a whole CLIP / VLM file), strictly
     (a fused file fuses the model first, see :func:`fastvit.load_checkpoint`).
     ``overrides`` go to :class:`fastvit.models.FastVit` (``features_only``,
     ``out_indices``, ``drop_rate``, ``lkc_act``, ``layer_scale_init``...).
@@ -119,9 +122,9 @@ def create_model(name: str, *, pretrained: Pretrained = None, num_classes: int |
                             drop_path_rate=drop_path_rate, inference_mode=inference_mode,
                             cache_dir=cache_dir, **overrides).model
     _check_name(name)
-    model = FastVit(VARIANTS[name], num_classes=1000 if num_classes is None else num_classes,
-                    in_chans=in_chans, drop_path_rate=drop_path_rate,
-                    inference_mode=inference_mode, variant=name, **overrides)
+    model = FastVit(VARIANTS[name], num_classes=num_classes, in_chans=in_chans,
+                    drop_path_rate=drop_path_rate, inference_mode=inference_mode, variant=name,
+                    **overrides)
     if checkpoint is not None:
         model = load_checkpoint(model, checkpoint)
     return model
@@ -159,7 +162,7 @@ def resolve_variant(requested: str | None, state_dict: Mapping[str, Any],
 
 def load_weights(variant: str | None, weights: Pretrained, *, strict_head: bool = False,
                  ema: bool = False, features_only: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), num_classes: int | None = None,
+                 out_indices: Sequence[int] | None = None, num_classes: int | None = None,
                  cache_dir: PathLike | None = None, progress: bool | None = None,
                  **model_kwargs: Any) -> Loaded:
     """A model built for ``weights`` (see :func:`create_model`), read once, not fused.
@@ -222,10 +225,6 @@ def _factory(name: str):
     return build
 
 
-fastvit_t8 = _factory("fastvit_t8")
-fastvit_t12 = _factory("fastvit_t12")
-fastvit_s12 = _factory("fastvit_s12")
-fastvit_sa12 = _factory("fastvit_sa12")
-fastvit_sa24 = _factory("fastvit_sa24")
-fastvit_sa36 = _factory("fastvit_sa36")
-fastvit_ma36 = _factory("fastvit_ma36")
+# fastvit_t8() ... fastvit_mci4(): one builder per row of the variant table, as timm has.
+BUILDERS: dict[str, Callable[..., FastVit]] = {name: _factory(name) for name in VARIANTS}
+globals().update(BUILDERS)

@@ -8,12 +8,13 @@ from fastvit.models import VARIANTS, count_gmacs, count_params
 
 
 def variant_row(name: str, image_size: int = 256) -> dict:
-    """Measured facts about one variant (params both forms, fused GMACs, layout)."""
+    """Measured facts about one variant (params both forms, fused GMACs, layout); the
+    classifier is the row's (1000 classes; the CLIP projection for MCi towers)."""
     spec = VARIANTS[name]
     model = create_model(name)
     params_train = count_params(model)
     fused = model.reparameterize()
-    mixers = ["RepMixer"] * 3 + ["Attention" if spec.stage4_attention else "RepMixer"]
+    attention = [i + 1 for i in spec.attention_stages]
     return {
         "variant": name,
         "params_train_m": params_train / 1e6,
@@ -23,8 +24,12 @@ def variant_row(name: str, image_size: int = 256) -> dict:
         "depths": list(spec.depths),
         "widths": list(spec.widths),
         "mlp_ratio": spec.mlp_ratio,
-        "mixers": mixers,
-        "pos_emb": "RepCPE (stage 4)" if spec.stage4_attention else "-",
+        "num_stages": spec.num_stages,
+        "mixers": spec.mixers,
+        "pos_emb": (f"RepCPE (stage{'s' * (len(attention) > 1)} "
+                    f"{', '.join(map(str, attention))})" if attention else "-"),
+        "family": spec.family,
+        "num_classes": model.num_classes,
         "layer_scale_init": spec.layer_scale_init,
         "crop_pct": spec.crop_pct,
         "published_top1": spec.published.get("top1"),

@@ -37,7 +37,7 @@ __all__ = ["RANDOM_WEIGHTS", "Loaded", "eval_transform", "load_model", "resolve_
 def load_model(variant: str | None = None, checkpoint: Pretrained = None, *,
                pretrained: Pretrained = None, ema: bool = False, fused: bool | None = True,
                fold_bn: bool = True, features_only: bool = False,
-               out_indices: Sequence[int] = (0, 1, 2, 3), num_classes: int | None = None,
+               out_indices: Sequence[int] | None = None, num_classes: int | None = None,
                cache_dir: PathLike | None = None, progress: bool | None = None,
                **model_kwargs: Any) -> Loaded:
     """Build a FastViT and give it weights; the file is read once.

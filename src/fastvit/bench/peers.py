@@ -18,14 +18,14 @@ from importlib import resources
 from torch import nn
 
 from fastvit.extras import install_hint
-from fastvit.models import VARIANTS
+from fastvit.models import VARIANTS, list_models
 
 TORCHVISION_PEERS = ("efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "resnet50",
                      "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf", "regnet_y_3_2gf",
                      "regnet_y_8gf")
 TORCHVISION_OPTIONAL = ("regnet_y_16gf", "regnet_y_32gf")  # by name only: large for a CPU
 TIMM_PEERS = tuple(f"timm:mobileone_s{i}" for i in range(5)) + tuple(
-    f"timm:{name}" for name in VARIANTS)
+    f"timm:{name}" for name in list_models())  # the paper's classifiers, as timm builds them
 TIMM_PREFIX = "timm:"
 
 
@@ -38,11 +38,11 @@ class Published:
 
 @lru_cache(maxsize=1)
 def published_table() -> dict[str, Published]:
-    """``model -> Published`` for our variants (the paper's table, ``VARIANTS``) and the peers
+    """``model -> Published`` for the paper's variants (their ``VARIANTS`` rows) and the peers
     (``fastvit/assets/published_top1.csv``)."""
     table = {name: Published(spec.published["top1"], 256, "FastViT paper (ICCV 2023), "
                              "non-distilled, ImageNet-1k table")
-             for name, spec in VARIANTS.items()}
+             for name, spec in VARIANTS.items() if spec.published}
     text = resources.files("fastvit").joinpath("assets/published_top1.csv").read_text()
     rows = csv.DictReader(line for line in text.splitlines() if not line.startswith("#"))
     for row in rows:

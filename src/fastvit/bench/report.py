@@ -81,7 +81,7 @@ def plot_pareto(report: dict, path: Path) -> Path:
     fig, axes = plt.subplots(rows_n, cols, figsize=(6.5 * cols, 5 * rows_n), squeeze=False)
     for ax in axes.flat[len(runtimes):]:
         ax.set_visible(False)
-    order = {name: i for i, name in enumerate(list_models())}  # T8 -> MA36, as the paper
+    order = {name: i for i, name in enumerate(list_models("all"))}  # T8 -> MA36 -> MCi0..4
     for ax, runtime in zip(axes.flat, runtimes, strict=False):
         subset = [r for r in rows if r["runtime"] == runtime]
         ours = sorted((r for r in subset if r["family"] == "fastvit"),

@@ -29,7 +29,8 @@ from fastvit.pipeline import load_model
 
 RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8", "executorch",
             "executorch-int8")
-GROUPS = {"fastvit": list_models, "peers": peer_names,
+GROUPS = {"fastvit": list_models, "mobileclip": lambda: list_models("mobileclip"),
+          "peers": peer_names,
           "all": lambda: list_models() + peer_names()}
 INT8_CALIBRATION_SAMPLES = 8  # random inputs: enough for latency, says nothing of accuracy
 
@@ -61,8 +62,9 @@ def expand_models(names: Sequence[str]) -> list[str]:
         for item in items:
             if item not in VARIANTS and not is_peer(item):
                 raise ConfigError(
-                    f"unknown model {item!r}: give a FastViT variant ({', '.join(list_models())})"
-                    f", a peer ({', '.join(peer_names(True))}) or a group ({', '.join(GROUPS)})")
+                    f"unknown model {item!r}: give a FastViT variant "
+                    f"({', '.join(list_models('all'))}), a peer ({', '.join(peer_names(True))})"
+                    f" or a group ({', '.join(GROUPS)})")
             if item not in out:
                 out.append(item)
     return out

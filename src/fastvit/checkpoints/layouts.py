@@ -1,12 +1,20 @@
 """State-dict layouts users hold, and how to tell them apart.
 
 Our parameter names are timm's (``stem``, ``stages.S.{downsample,pos_emb,blocks}``,
-``conv_kxk``...), so timm files need no renaming. The official release
-(apple/ml-fastvit) keeps the stages in one flat ``network.N`` list and uses
-MobileOne/RepLKNet names (``rbr_conv``, ``lkb_origin``...); this module maps
-those names onto ours and back, one key at a time, and recognises which
-variant a state dict belongs to by comparing its keys and shapes with every
-variant's (built on the ``meta`` device, so no memory is spent).
+``conv_kxk``...), so timm files need no renaming. The official releases
+(apple/ml-fastvit, and the MCi towers of apple/ml-mobileclip and apple/ml-fastvlm)
+keep the stages in one flat ``network.N`` list and use MobileOne/RepLKNet names
+(``rbr_conv``, ``lkb_origin``...); this module maps those names onto ours and back,
+one key at a time, and recognises which variant a state dict belongs to by
+comparing its keys and shapes with every variant's (built on the ``meta`` device,
+so no memory is spent).
+
+Whole-model files hold an image tower among other weights; its keys are taken out
+by prefix (:data:`IMAGE_TOWER_PREFIXES`): open_clip's ``visual.trunk.`` (MobileCLIP
+and MobileCLIP2 models, timm names), ml-mobileclip's ``image_encoder.model.``
+(official names, the CLIP projection as ``head.proj``), transformers' FastVLM
+``model.vision_tower.timm_model.`` (timm names) and ml-fastvlm's
+``model.vision_tower.vision_tower.model.`` (official names).
 """
 
 from __future__ import annotations
@@ -25,6 +33,15 @@ StateDict = dict[str, torch.Tensor]
 
 # Wrappers that prepend a name to every key: DDP, torch.compile, Lightning-style modules.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# Where whole CLIP / VLM models keep their FastViT image tower (after any wrapper prefix).
+IMAGE_TOWER_PREFIXES = {
+    "visual.trunk.": "open_clip",
+    "image_encoder.model.": "ml-mobileclip",
+    "model.vision_tower.timm_model.": "transformers FastVLM",
+    "vision_tower.timm_model.": "transformers FastVLM",
+    "model.vision_tower.vision_tower.model.": "ml-fastvlm",
+    "vision_tower.vision_tower.model.": "ml-fastvlm",
+}
 
 # Key segments renamed between the official release and our (timm's) layout.
 _OFFICIAL_TO_OURS_SEGMENTS = {
@@ -39,6 +56,7 @@ _OURS_TO_OFFICIAL_SEGMENTS = {v: k for k, v in _OFFICIAL_TO_OURS_SEGMENTS.items(
                               if k != "lkb_reparam"}
 _LAYER_SCALES = ("layer_scale", "layer_scale_1", "layer_scale_2")
 
+CLIP_PROJECTION = "head.proj"
 _UNFUSED_SEGMENTS = {"conv_kxk", "conv_scale", "identity", "large_conv", "small_conv", "pos_enc"}
 _OFFICIAL_ROOTS = ("network.", "patch_embed.", "conv_exp.")
 _OUR_ROOTS = ("stem.", "stages.", "final_conv.")
@@ -81,10 +99,7 @@ def describe_layout(name: str, fused: bool | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """Remove ``module.`` / ``_orig_mod.`` / ``model.`` prefixes shared by every key
-    (in any nesting, e.g. DDP around torch.compile) and swa_utils' ``n_averaged``."""
-    sd = {k: v for k, v in state_dict.items() if k != "n_averaged"}
+def _strip_shared(sd: StateDict) -> StateDict:
     changed = True
     while sd and changed:
         changed = False
@@ -92,6 +107,26 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             if all(k.startswith(prefix) for k in sd):
                 sd = {k[len(prefix):]: v for k, v in sd.items()}
                 changed = True
+    return sd
+
+
+def image_tower_prefix(state_dict: Mapping[str, object]) -> str | None:
+    """The prefix under which a whole CLIP / VLM file keeps its image tower, if any."""
+    for prefix in IMAGE_TOWER_PREFIXES:
+        if any(k.startswith(prefix) for k in state_dict):
+            return prefix
+    return None
+
+
+def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+    """Remove ``module.`` / ``_orig_mod.`` / ``model.`` prefixes shared by every key
+    (in any nesting, e.g. DDP around torch.compile) and swa_utils' ``n_averaged``; of
+    a whole CLIP / VLM model, keep only the image tower (text tower, ``logit_scale``,
+    language model and projector dropped)."""
+    sd = _strip_shared({k: v for k, v in state_dict.items() if k != "n_averaged"})
+    prefix = image_tower_prefix(sd)
+    if prefix is not None:
+        sd = _strip_shared({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
     return sd
 
 
@@ -148,6 +183,7 @@ def _network_roles(keys: list[str]) -> dict[int, str]:
 
 
 def _official_key_to_ours(key: str, roles: dict[int, str]) -> str:
+    """One official key in our names (``head.proj``, a value change too, is the caller's)."""
     segments = key.split(".")
     root = segments[0]
     if root == "patch_embed":
@@ -173,18 +209,36 @@ def _official_key_to_ours(key: str, roles: dict[int, str]) -> str:
 
 
 def official_to_ours(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """Rename an official-release state dict (unwrapped, no prefix) to our layout."""
+    """Rename an official-release state dict (unwrapped, no prefix) to our layout.
+
+    ml-mobileclip's CLIP projection ``head.proj`` (in x out, applied as ``x @ proj``)
+    becomes the linear classifier ``head.fc`` (its transpose, zero bias), as timm does.
+    """
     roles = _network_roles(list(state_dict))
-    return {_official_key_to_ours(k, roles): v for k, v in state_dict.items()}
+    out = {}
+    for key, value in state_dict.items():
+        if key == CLIP_PROJECTION:
+            out["head.fc.weight"] = value.t().contiguous()
+            out["head.fc.bias"] = value.new_zeros(value.shape[1])
+        else:
+            out[_official_key_to_ours(key, roles)] = value
+    return out
 
 
-def to_official_layout(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+def to_official_layout(state_dict: Mapping[str, torch.Tensor], clip_projection: bool = False
+                       ) -> StateDict:
     """Our layout -> the official release's (for tools that expect it). Fused
-    large-kernel convs become ``lkb_reparam``, as the release names them."""
+    large-kernel convs become ``lkb_reparam``, as the release names them;
+    ``clip_projection`` writes the classifier as ml-mobileclip's bias-free ``head.proj``."""
     sd = strip_wrapper_prefixes(state_dict)
+    if clip_projection and "head.fc.weight" in sd:
+        bias = sd.pop("head.fc.bias", None)
+        if bias is not None and not bias.is_meta and bool(bias.any()):
+            raise CheckpointError("head.proj has no bias, but this classifier's is not zero")
+        sd[CLIP_PROJECTION] = sd.pop("head.fc.weight").t().contiguous()
     index_of: dict[str, int] = {}
     n = 0
-    for stage in range(4):
+    for stage in range(5):
         for part in ("downsample", "pos_emb", "blocks"):
             if any(k.startswith(f"stages.{stage}.{part}.") for k in sd):
                 index_of[f"stages.{stage}.{part}"], n = n, n + 1
@@ -197,6 +251,8 @@ def to_official_layout(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
             seg[0] = "patch_embed"
         elif seg[0] == "final_conv":
             seg[0] = "conv_exp"
+        elif key == CLIP_PROJECTION:
+            pass
         elif seg[:2] == ["head", "fc"]:
             seg = ["head"] + seg[2:]
         elif seg[0] == "stages":
@@ -276,7 +332,7 @@ def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None
     ckpt = _comparable(state_dict, keep_final)
     forms = (False, True) if fused is None else (fused,)
     results = []
-    for name in list_models():
+    for name in list_models("all"):
         for form in forms:
             ref = _comparable(variant_signature(name, form), keep_final)
             same = sum(1 for k, shape in ckpt.items() if ref.get(k) == shape)

@@ -47,9 +47,9 @@ def save_checkpoint(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
     if variant is None:
         score, guessed, _ = guess_variant(state_dict, fused_state(state_dict))[0]
         variant = guessed if score == 1.0 else None
-    if variant is not None and variant not in list_models():
+    if variant is not None and variant not in list_models("all"):
         raise CheckpointError(f"unknown variant {variant!r}; choose one of: "
-                              f"{', '.join(list_models())}")
+                              f"{', '.join(list_models('all'))}")
     num_classes = num_classes_of(state_dict)
     meta = {str(k): v if isinstance(v, str) else json.dumps(v)
             for k, v in (metadata or {}).items()}

@@ -101,8 +101,8 @@ def add_model(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
     command uses ``--pretrained`` weights as the whole model (evaluate, predict, export),
     see :func:`weights_source`."""
     group = parser.add_argument_group("model")
-    group.add_argument("--model", metavar="NAME", choices=list_models(), required=required,
-                       help=model_help or "FastViT variant, one of " + ", ".join(list_models())
+    group.add_argument("--model", metavar="NAME", choices=list_models("all"), required=required,
+                       help=model_help or "FastViT variant, one of " + ", ".join(list_models("all"))
                        + (" (default: the one the checkpoint names)" if checkpoint else ""))
     if checkpoint:
         group.add_argument("--checkpoint", metavar="PATH",

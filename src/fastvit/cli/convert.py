@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC", help="checkpoint to read (safetensors, .pt, .pth, "
                         ".pth.tar; ours, timm's or the official release's layout)")
     parser.add_argument("dst", metavar="DST", help="safetensors file to write")
-    parser.add_argument("--model", choices=list_models(), metavar="NAME",
+    parser.add_argument("--model", choices=list_models("all"), metavar="NAME",
                         help="variant of the weights (default: read from the file's metadata "
                         "or recognised from its keys and shapes)")
     parser.add_argument("--fuse", action="store_true",

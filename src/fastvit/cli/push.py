@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", metavar="DIR|CHECKPOINT",
                         help="a save_pretrained folder, or a checkpoint to publish")
     parser.add_argument("--repo", metavar="ORG/NAME", help="Hub repository (created if needed)")
-    parser.add_argument("--model", metavar="NAME", choices=list_models(),
+    parser.add_argument("--model", metavar="NAME", choices=list_models("all"),
                         help="variant of the checkpoint (default: the one it names)")
     parser.add_argument("--private", action="store_true", help="create a private repository")
     parser.add_argument("--message", default="Upload FastViT model", help="commit message")

@@ -3,6 +3,7 @@
 Examples::
 
     fastvit weights list                                  # every variant and tag, cached or not
+    fastvit weights list fastvit_mci0                     # MobileCLIP tower: apple_mclip, ...
     fastvit weights download fastvit_t8 fastvit_sa12 --tag in1k dist_in1k
     FASTVIT_CACHE=/shared/fastvit fastvit weights download all --tag all   # for air-gapped use
     fastvit weights download hf-hub:ORG/NAME
@@ -16,11 +17,11 @@ import argparse
 from fastvit.cli.arguments import emit_json
 from fastvit.models import list_models
 from fastvit.weights.cache import download_weights, verify_cache, weights_table
-from fastvit.weights.registry import TAGS
+from fastvit.weights.registry import CLIP_TAGS, TAGS
 
 
 def _tags(values: list[str] | None) -> list[str] | None:
-    return list(TAGS) if values and "all" in values else values
+    return list(TAGS + CLIP_TAGS) if values and "all" in values else values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,8 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ls = sub.add_parser("list", help="the official weights per variant, and what is cached",
                         formatter_class=formatter)
     ls.add_argument("models", nargs="*", metavar="MODEL",
-                    help="variants (default: all of " + ", ".join(list_models()) + ")")
-    ls.add_argument("--tag", nargs="+", metavar="TAG", help=f"only these tags ({', '.join(TAGS)})")
+                    help="variants (default: all of " + ", ".join(list_models("all")) + ")")
+    ls.add_argument("--tag", nargs="+", metavar="TAG",
+                    help=f"only these tags ({', '.join(TAGS + CLIP_TAGS)})")
     ls.add_argument("--cache-dir", metavar="DIR", help=cache_help)
     ls.add_argument("--json", metavar="FILE", nargs="?", const="-",
                     help="write the rows as JSON to FILE (- or no value: stdout)")
@@ -41,8 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dl = sub.add_parser("download", help="fetch weights into the cache (e.g. before going "
                         "offline)", formatter_class=formatter)
     dl.add_argument("specs", nargs="+", metavar="MODEL|all|hf-hub:ID|URL")
-    dl.add_argument("--tag", nargs="+", metavar="TAG", default=["in1k"],
-                    help=f"tags to fetch for each variant: {', '.join(TAGS)} or all")
+    dl.add_argument("--tag", nargs="+", metavar="TAG",
+                    help=f"tags to fetch for each variant: {', '.join(TAGS + CLIP_TAGS)} or "
+                         f"all (default: in1k; MCi: its first CLIP tag)")
     dl.add_argument("--cache-dir", metavar="DIR", help=cache_help)
     dl.add_argument("--no-progress", action="store_true", help="no progress bar")
     dl.add_argument("--json", metavar="FILE", nargs="?", const="-")
@@ -57,7 +60,8 @@ def format_weights_table(rows: list[dict]) -> str:
     lines = ["| weights | form | top-1 (paper) | Hugging Face Hub | cached |",
              "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['name']} | {r['form']} | {r['top1']:.1f} | "
+        top1 = "CLIP" if r["top1"] is None else f"{r['top1']:.1f}"
+        lines.append(f"| {r['name']} | {r['form']} | {top1} | "
                      f"{r['hf_hub_id'] or '- (official URL only)'} | "
                      f"{r['cached'] or 'no'} |")
     return "\n".join(lines)

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fastvit.models.attention import Attention, LayerNorm2d
+
 Tensor = torch.Tensor
 
 
@@ -124,11 +126,15 @@ class LayerScale2d(nn.Module):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel gating: global mean -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid."""
+    """Channel gating: global mean -> 1x1 reduce -> ReLU -> 1x1 expand -> sigmoid.
 
-    def __init__(self, channels: int, rd_ratio: float = 0.0625) -> None:
+    ``divisor`` rounds the reduced width to a multiple of it, as timm's SE does."""
+
+    def __init__(self, channels: int, rd_ratio: float = 0.0625, divisor: int = 0) -> None:
         super().__init__()
         reduced = max(1, int(channels * rd_ratio))
+        if divisor:
+            reduced = max(divisor, int(channels * rd_ratio + divisor / 2) // divisor * divisor)
         self.fc1 = nn.Conv2d(channels, reduced, 1)
         self.fc2 = nn.Conv2d(reduced, channels, 1)
 
@@ -229,18 +235,20 @@ class MobileOneBlock(nn.Module, Reparameterizable):
 
 class ReparamLargeKernelConv(nn.Module, Reparameterizable):
     """A large (7x7) grouped conv+BN with a parallel small (3x3) conv+BN branch,
-    folded into the large kernel at inference (RepLKNet style).
+    folded into the large kernel at inference (RepLKNet style), then optional
+    squeeze-excite (MCi0-2) and activation, which stay after the fused conv.
 
-    The official release computes an activation here and then discards it, so
-    the step is linear; pretrained weights depend on that. ``act=True`` gives
-    the corrected (activated) behaviour for models trained from scratch.
+    The paper's release computes an activation here and then discards it, so
+    the step is linear; its pretrained weights depend on that. ``act=True`` gives
+    the corrected (activated) behaviour, which the MCi towers are trained with.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel_size: int = 7, stride: int = 2,
                  groups: int = 1, small_kernel: int = 3, act: bool = False,
-                 inference_mode: bool = False) -> None:
+                 inference_mode: bool = False, use_se: bool = False) -> None:
         super().__init__()
         self.stride, self.groups, self.kernel_size = stride, groups, kernel_size
+        self.se = SqueezeExcite(out_chs, 0.25, divisor=8) if use_se else nn.Identity()
         self.act = nn.GELU() if act else nn.Identity()
         if inference_mode:
             self.reparam_conv = make_conv(in_chs, out_chs, kernel_size, stride, groups)
@@ -251,8 +259,8 @@ class ReparamLargeKernelConv(nn.Module, Reparameterizable):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.reparam_conv is not None:
-            return self.act(self.reparam_conv(x))
-        return self.act(self.large_conv(x) + self.small_conv(x))
+            return self.act(self.se(self.reparam_conv(x)))
+        return self.act(self.se(self.large_conv(x) + self.small_conv(x)))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
@@ -352,31 +360,6 @@ class ConvMlp(nn.Module):
         return self.drop(self.fc2(x))
 
 
-class Attention(nn.Module):
-    """Multi-head self-attention over the pixels of an NCHW map (head dim 32)."""
-
-    def __init__(self, dim: int, head_dim: int = 32, qkv_bias: bool = False,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
-        super().__init__()
-        if dim % head_dim:
-            raise ValueError(f"attention dim {dim} is not a multiple of head_dim {head_dim}")
-        self.num_heads, self.head_dim = dim // head_dim, head_dim
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(dim, dim)
-        self.proj_drop = nn.Dropout(proj_drop)
-
-    def forward(self, x: Tensor) -> Tensor:
-        b, c, h, w = x.shape
-        tokens = x.flatten(2).transpose(1, 2)  # B, N, C
-        qkv = self.qkv(tokens).reshape(b, h * w, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each B, heads, N, head_dim
-        drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).reshape(b, h * w, c)))
-        return out.transpose(1, 2).reshape(b, c, h, w)
-
-
 class RepMixerBlock(nn.Module):
     """Stages 1-3: RepMixer token mixing, then a layer-scaled ConvFFN residual."""
 
@@ -395,12 +378,14 @@ class RepMixerBlock(nn.Module):
 
 
 class AttentionBlock(nn.Module):
-    """Stage 4 of SA/MA: ``x + ls1 * MHSA(BN(x))`` then ``x + ls2 * ConvFFN(x)``."""
+    """Attention stages: ``x + ls1 * MHSA(norm(x))`` then ``x + ls2 * ConvFFN(x)``;
+    the norm is BatchNorm (the paper) or LayerNorm over channels (MCi3/4)."""
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, drop_path: float = 0.0,
-                 layer_scale_init: float = 1e-5, drop: float = 0.0) -> None:
+                 layer_scale_init: float = 1e-5, drop: float = 0.0,
+                 norm: str = "batchnorm") -> None:
         super().__init__()
-        self.norm = nn.BatchNorm2d(dim)
+        self.norm = nn.BatchNorm2d(dim) if norm == "batchnorm" else LayerNorm2d(dim, eps=1e-5)
         self.token_mixer = Attention(dim)
         self.layer_scale_1 = LayerScale2d(dim, layer_scale_init)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), drop)
@@ -416,11 +401,11 @@ class PatchEmbed(nn.Module):
     """Stride-2 downsampling between stages: large-kernel conv, then 1x1 MobileOne."""
 
     def __init__(self, in_chs: int, out_chs: int, lkc_act: bool = False,
-                 inference_mode: bool = False) -> None:
+                 inference_mode: bool = False, use_se: bool = False) -> None:
         super().__init__()
         self.proj = nn.Sequential(
             ReparamLargeKernelConv(in_chs, out_chs, 7, 2, groups=in_chs, act=lkc_act,
-                                   inference_mode=inference_mode),
+                                   inference_mode=inference_mode, use_se=use_se),
             MobileOneBlock(out_chs, out_chs, 1, inference_mode=inference_mode),
         )
 
@@ -428,10 +413,13 @@ class PatchEmbed(nn.Module):
         return self.proj(x)
 
 
-def make_stem(in_chs: int, out_chs: int, inference_mode: bool = False) -> nn.Sequential:
-    """Stride-4 stem: 3x3/2 conv, 3x3/2 depthwise conv, 1x1 conv (all MobileOne)."""
+def make_stem(in_chs: int, out_chs: int, inference_mode: bool = False,
+              scale_branch: bool = True) -> nn.Sequential:
+    """Stride-4 stem: 3x3/2 conv, 3x3/2 depthwise conv, 1x1 conv (all MobileOne);
+    ``scale_branch=False`` (MCi3/4) drops the 1x1 branches of the 3x3 blocks."""
+    kw = dict(inference_mode=inference_mode, use_scale_branch=scale_branch)
     return nn.Sequential(
-        MobileOneBlock(in_chs, out_chs, 3, 2, inference_mode=inference_mode),
-        MobileOneBlock(out_chs, out_chs, 3, 2, groups=out_chs, inference_mode=inference_mode),
-        MobileOneBlock(out_chs, out_chs, 1, inference_mode=inference_mode),
+        MobileOneBlock(in_chs, out_chs, 3, 2, **kw),
+        MobileOneBlock(out_chs, out_chs, 3, 2, groups=out_chs, **kw),
+        MobileOneBlock(out_chs, out_chs, 1, **kw),
     )

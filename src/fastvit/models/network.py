@@ -1,8 +1,10 @@
-"""The FastViT network and its variant table (one row per variant).
+"""The FastViT network, built from one row of the variant table.
 
-A FastViT is a stride-4 stem, four stages (downsample -> optional positional
-encoding -> blocks) and a head (a 3x3 depthwise MobileOne expansion to twice
-the width with squeeze-excite, global average pooling and a linear layer).
+A FastViT is a stride-4 stem, four (MCi3/4: five) stages (downsample -> optional
+positional encoding -> blocks) and a head (a 3x3 depthwise MobileOne expansion to
+twice the width with squeeze-excite, global average pooling and a linear layer).
+:class:`VariantSpec` is the shape of a row; the rows themselves (the paper's seven,
+MCi0-4) live in :mod:`fastvit.models.variants`.
 """
 
 from __future__ import annotations
@@ -28,20 +30,35 @@ from fastvit.models.layers import (
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+FAMILIES = ("paper", "mobileclip")
+ATTENTION_NORMS = ("batchnorm", "layernorm")
+
 
 @dataclass(frozen=True)
 class VariantSpec:
-    """One row of the variant table (the paper's Table 1 and Section 4).
+    """One row of the variant table (the paper's Table 1 and Section 4, or an MCi tower).
 
-    The ``recipe_*`` fields are what the packaged training recipes of the variant
+    Architecture: ``depths``/``widths`` have one entry per stage (4, or 5 for MCi3/4:
+    strides 4..64; stage 1 never downsamples). ``attention_stages`` (0-based) use
+    self-attention blocks, each such stage opening with its own RepCPE 7x7 positional
+    encoding; left out, it is stage 4 when ``stage4_attention``. ``attention_norm`` is
+    the norm before attention (``"layernorm"``: over channels, eps 1e-5).
+    ``se_downsample_stages`` put squeeze-excite in the large-kernel conv of those
+    stages' patch embedding; ``lkc_act`` applies the activation of that conv (the
+    paper's release computed and dropped it); ``stem_scale_branch=False`` drops the
+    stem's 1x1 branches. ``num_classes`` is the default classifier size (the CLIP
+    embedding size for MCi), ``mean``/``std``/``crop_pct``/``interpolation`` the
+    evaluation preprocessing at ``image_size``.
+
+    The ``recipe_*`` fields are what the packaged training recipes of a paper variant
     (``fastvit_<v>`` and ``fastvit_<v>_distill``) change from the shared ImageNet-1k
     recipe: the official release's training and distillation commands (apple/ml-fastvit).
     """
 
-    depths: tuple[int, int, int, int]
-    widths: tuple[int, int, int, int]
+    depths: tuple[int, ...]
+    widths: tuple[int, ...]
     mlp_ratio: float
-    stage4_attention: bool
+    stage4_attention: bool = False
     layer_scale_init: float = 1e-5
     crop_pct: float = 0.9
     recipe_drop_path: float = 0.0  # the paper's training value; the factory default is 0
@@ -49,52 +66,65 @@ class VariantSpec:
     recipe_distill_drop_path: float = 0.0
     recipe_distill_mixup: float = 0.2
     published: dict[str, float] = field(default_factory=dict)
+    family: str = "paper"
+    attention_stages: tuple[int, ...] | None = None
+    attention_norm: str = "batchnorm"
+    se_downsample_stages: tuple[int, ...] = ()
+    lkc_act: bool = False
+    stem_scale_branch: bool = True
+    num_classes: int = 1000
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bicubic"
+    image_size: int = 256
 
+    def __post_init__(self) -> None:
+        n = len(self.depths)
+        if n not in (4, 5) or len(self.widths) != n:
+            raise ValueError(f"a variant has 4 or 5 stages with one width each, got depths "
+                             f"{self.depths} and widths {self.widths}")
+        if self.attention_stages is None:
+            object.__setattr__(self, "attention_stages", (3,) if self.stage4_attention else ())
+        stages = set(self.attention_stages) | set(self.se_downsample_stages)
+        if not stages <= set(range(n)) or 0 in self.se_downsample_stages:
+            raise ValueError(f"stage indices must be in 0..{n - 1} (stage 0 has no patch "
+                             f"embedding), got {sorted(stages)}")
+        if self.stage4_attention != (3 in self.attention_stages):
+            raise ValueError("stage4_attention must say whether stage index 3 is in "
+                             "attention_stages")
+        if self.attention_norm not in ATTENTION_NORMS or self.family not in FAMILIES:
+            raise ValueError(f"attention_norm is one of {ATTENTION_NORMS} and family one of "
+                             f"{FAMILIES}, got {self.attention_norm!r}, {self.family!r}")
 
-VARIANTS: dict[str, VariantSpec] = {
-    "fastvit_t8": VariantSpec((2, 2, 4, 2), (48, 96, 192, 384), 3, False,
-                              published=dict(top1=76.2, top1_distilled=77.2, gmacs=0.69)),
-    "fastvit_t12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 3, False,
-                               published=dict(top1=79.3, top1_distilled=80.3, gmacs=1.39)),
-    "fastvit_s12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, False,
-                               published=dict(top1=79.9, top1_distilled=81.1, gmacs=1.79)),
-    "fastvit_sa12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, True,
-                                recipe_drop_path=0.1, recipe_distill_mixup=0.8,
-                                published=dict(top1=80.9, top1_distilled=81.9, gmacs=1.94)),
-    "fastvit_sa24": VariantSpec((4, 4, 12, 4), (64, 128, 256, 512), 4, True,
-                                recipe_drop_path=0.1, recipe_distill_drop_path=0.05,
-                                recipe_distill_mixup=0.8,
-                                published=dict(top1=82.7, top1_distilled=83.4, gmacs=3.76)),
-    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, True,
-                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.2,
-                                recipe_distill_drop_path=0.1, recipe_distill_mixup=0.8,
-                                published=dict(top1=83.6, top1_distilled=84.2, gmacs=5.59)),
-    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, True,
-                                layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.35,
-                                recipe_mixup=0.8, recipe_distill_drop_path=0.2,
-                                recipe_distill_mixup=0.8,
-                                published=dict(top1=83.9, top1_distilled=84.6, gmacs=7.82)),
-}
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
 
+    @property
+    def reductions(self) -> tuple[int, ...]:
+        """Stride of each stage's output (4, 8, 16, 32 and 64 for a fifth stage)."""
+        return tuple(4 * 2 ** i for i in range(self.num_stages))
 
-def list_models() -> list[str]:
-    """Names of all FastViT variants, smallest first."""
-    return list(VARIANTS)
+    @property
+    def mixers(self) -> list[str]:
+        return ["Attention" if i in self.attention_stages else "RepMixer"
+                for i in range(self.num_stages)]
 
 
 class FastVitStage(nn.Module):
-    """Downsample (stages 2-4) -> positional encoding (SA/MA stage 4) -> blocks."""
+    """Downsample (stages 2+) -> positional encoding (attention stages) -> blocks."""
 
     def __init__(self, in_dim: int, dim: int, depth: int, attention: bool, mlp_ratio: float,
                  drop_path: list[float], layer_scale_init: float, downsample: bool,
-                 pos_emb: bool, lkc_act: bool, drop: float, inference_mode: bool) -> None:
+                 pos_emb: bool, lkc_act: bool, drop: float, inference_mode: bool,
+                 se_downsample: bool = False, attention_norm: str = "batchnorm") -> None:
         super().__init__()
         self.grad_checkpointing = False
-        self.downsample = (PatchEmbed(in_dim, dim, lkc_act, inference_mode) if downsample
-                           else nn.Identity())
+        self.downsample = (PatchEmbed(in_dim, dim, lkc_act, inference_mode, se_downsample)
+                           if downsample else nn.Identity())
         self.pos_emb = RepCPE(dim, 7, inference_mode) if pos_emb else nn.Identity()
         if attention:
-            blocks = [AttentionBlock(dim, mlp_ratio, dp, layer_scale_init, drop)
+            blocks = [AttentionBlock(dim, mlp_ratio, dp, layer_scale_init, drop, attention_norm)
                       for dp in drop_path]
         else:
             blocks = [RepMixerBlock(dim, mlp_ratio, dp, layer_scale_init, drop, inference_mode)
@@ -168,37 +198,43 @@ class FastVit(nn.Module):
     """FastViT classifier / backbone.
 
     ``features_only=True`` drops the head and makes ``forward`` return the stage
-    outputs listed in ``out_indices`` (strides 4, 8, 16, 32 for 0..3), the last
-    one taken after the stage-4 blocks; ``feature_info`` then describes them.
+    outputs listed in ``out_indices`` (default: every stage; strides 4, 8, 16, 32
+    and 64 for a fifth stage), each taken after its stage's blocks;
+    ``feature_info`` then describes them. ``lkc_act`` (default: the row's) switches
+    the activation of the patch embeddings' large-kernel conv.
     """
 
-    def __init__(self, spec: VariantSpec, *, num_classes: int = 1000, in_chans: int = 3,
+    def __init__(self, spec: VariantSpec, *, num_classes: int | None = None, in_chans: int = 3,
                  drop_path_rate: float = 0.0, drop_rate: float = 0.0, proj_drop_rate: float = 0.0,
-                 layer_scale_init: float | None = None, lkc_act: bool = False,
+                 layer_scale_init: float | None = None, lkc_act: bool | None = None,
                  inference_mode: bool = False, features_only: bool = False,
-                 out_indices: Sequence[int] = (0, 1, 2, 3), variant: str = "fastvit") -> None:
+                 out_indices: Sequence[int] | None = None, variant: str = "fastvit") -> None:
         super().__init__()
         self.variant, self.spec = variant, spec
+        num_classes = spec.num_classes if num_classes is None else num_classes
         self.num_classes, self.in_chans = num_classes, in_chans
         self.inference_mode, self.features_only = inference_mode, features_only
-        self.out_indices = tuple(take_indices(out_indices))
+        self.num_stages = n = spec.num_stages
+        self.out_indices = tuple(take_indices(out_indices, n))
         ls_init = spec.layer_scale_init if layer_scale_init is None else layer_scale_init
+        lkc_act = spec.lkc_act if lkc_act is None else lkc_act
         widths = spec.widths
-        self.stem = make_stem(in_chans, widths[0], inference_mode)
+        self.stem = make_stem(in_chans, widths[0], inference_mode, spec.stem_scale_branch)
         dpr = torch.linspace(0, drop_path_rate, sum(spec.depths), device="cpu").tolist()
         stages, start = [], 0
         for i, (depth, dim) in enumerate(zip(spec.depths, widths, strict=True)):
-            last = i == 3
+            attention = i in spec.attention_stages
             stages.append(FastVitStage(
-                widths[max(i - 1, 0)], dim, depth, attention=last and spec.stage4_attention,
+                widths[max(i - 1, 0)], dim, depth, attention=attention,
                 mlp_ratio=spec.mlp_ratio, drop_path=dpr[start:start + depth],
-                layer_scale_init=ls_init, downsample=i > 0,
-                pos_emb=last and spec.stage4_attention, lkc_act=lkc_act, drop=proj_drop_rate,
-                inference_mode=inference_mode))
+                layer_scale_init=ls_init, downsample=i > 0, pos_emb=attention,
+                lkc_act=lkc_act, drop=proj_drop_rate, inference_mode=inference_mode,
+                se_downsample=i in spec.se_downsample_stages,
+                attention_norm=spec.attention_norm))
             start += depth
         self.stages = nn.Sequential(*stages)
-        stage_info = [dict(num_chs=w, reduction=4 * 2 ** i, module=f"stages.{i}", index=i)
-                      for i, w in enumerate(widths)]
+        stage_info = [dict(num_chs=w, reduction=r, module=f"stages.{i}", index=i)
+                      for i, (w, r) in enumerate(zip(widths, spec.reductions, strict=True))]
         self.num_features = 2 * widths[-1]
         if features_only:
             self.final_conv, self.head = None, None
@@ -235,9 +271,9 @@ class FastVit(nn.Module):
                               norm: bool = False, stop_early: bool = False,
                               output_fmt: str = "NCHW", intermediates_only: bool = False
                               ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Stage outputs at strides 4, 8, 16, 32 (the 4th after the stage-4 blocks).
+        """Stage outputs at strides 4, 8, 16, 32 (and 64), each after its stage's blocks.
 
-        timm's signature: ``indices`` is None (all four), an int (the last n) or
+        timm's signature: ``indices`` is None (all stages), an int (the last n) or
         stage indices; ``stop_early`` skips the stages after the last one taken.
         Returns ``(final features after final_conv, maps)``, or only the maps with
         ``intermediates_only=True``. ``norm`` is accepted for timm compatibility
@@ -247,10 +283,11 @@ class FastVit(nn.Module):
         if output_fmt != "NCHW":
             raise ValueError(f"FastViT features are NCHW, got output_fmt={output_fmt!r}")
         h, w = x.shape[-2:]
-        if h % 32 or w % 32:
-            raise ValueError(f"input sides must be multiples of 32 for 4-level features, "
-                             f"got {h}x{w}")
-        take = take_indices(indices)
+        stride = self.spec.reductions[-1]
+        if h % stride or w % stride:
+            raise ValueError(f"input sides must be multiples of {stride} for "
+                             f"{self.num_stages}-level features, got {h}x{w}")
+        take = take_indices(indices, self.num_stages)
         last = max(take) if stop_early or intermediates_only else len(self.stages) - 1
         feats = []
         x = self.stem(x)
@@ -308,21 +345,25 @@ def _init_weights(module: nn.Module) -> None:
 def base_cfg(variant: str, spec: VariantSpec, num_classes: int) -> dict[str, Any]:
     """timm-style ``pretrained_cfg`` of a variant: how its inputs are prepared.
 
-    256x256, bicubic resize of the shorter side to ``256 / crop_pct`` then a
-    centre crop, ImageNet mean/std (the paper's evaluation protocol). timm's
+    The paper's protocol: 256x256, bicubic resize of the shorter side to
+    ``256 / crop_pct`` then a centre crop, ImageNet mean/std; MCi towers use their
+    row's mean/std and crop (timm's ``fastvit_mci*`` cfgs). timm's
     ``resolve_data_config`` / ``create_transform`` read these keys.
     """
+    size = spec.image_size
+    first_conv = (("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv") if spec.stem_scale_branch
+                  else "stem.0.conv_kxk.0.conv")
     return {
         "architecture": variant,
         "tag": None,
-        "input_size": (3, 256, 256),
-        "pool_size": (8, 8),
-        "interpolation": "bicubic",
+        "input_size": (3, size, size),
+        "pool_size": (size // spec.reductions[-1],) * 2,
+        "interpolation": spec.interpolation,
         "crop_pct": spec.crop_pct,
         "crop_mode": "center",
-        "mean": IMAGENET_MEAN,
-        "std": IMAGENET_STD,
+        "mean": spec.mean,
+        "std": spec.std,
         "num_classes": num_classes,
-        "first_conv": ("stem.0.conv_kxk.0.conv", "stem.0.conv_scale.conv"),
+        "first_conv": first_conv,
         "classifier": "head.fc",
     }

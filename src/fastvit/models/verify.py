@@ -13,9 +13,10 @@ from torch import nn
 @torch.no_grad()
 def randomize_model_stats(model: nn.Module, seed: int = 0, layer_scale: tuple[float, float]
                           = (0.1, 0.5)) -> nn.Module:
-    """Give every BatchNorm random running stats and affine params, and every
-    layer-scale parameter (named ``gamma`` or ``layer_scale*``: ours, timm's and the
-    official release's) uniform values in ``layer_scale``."""
+    """Give every BatchNorm random running stats and affine params, every LayerNorm
+    random affine params, and every layer-scale parameter (named ``gamma`` or
+    ``layer_scale*``: ours, timm's and the official release's) uniform values in
+    ``layer_scale``."""
     g = torch.Generator().manual_seed(seed)
     lo, hi = layer_scale
 
@@ -30,6 +31,9 @@ def randomize_model_stats(model: nn.Module, seed: int = 0, layer_scale: tuple[fl
             if m.affine:
                 m.weight.copy_(uniform(m.weight, 0.5, 1.5))
                 m.bias.copy_((torch.randn(m.bias.shape, generator=g) * 0.1).to(m.bias))
+        elif isinstance(m, nn.LayerNorm) and m.elementwise_affine:
+            m.weight.copy_(uniform(m.weight, 0.5, 1.5))
+            m.bias.copy_((torch.randn(m.bias.shape, generator=g) * 0.1).to(m.bias))
     for name, p in model.named_parameters():
         leaf = name.rsplit(".", 1)[-1]
         if leaf == "gamma" or leaf.startswith("layer_scale"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastvit.models import VARIANTS
+from fastvit.models import VARIANTS, list_models
 
 IMAGENET_RECIPE = "imagenet"
 DISTILL_RECIPE = "distill"
@@ -19,8 +19,9 @@ DISTILL_SUFFIX = "_distill"
 
 
 def variant_recipe_names() -> list[str]:
-    """``fastvit_<v>`` and ``fastvit_<v>_distill`` for every row of the table."""
-    return [name for variant in VARIANTS for name in (variant, variant + DISTILL_SUFFIX)]
+    """``fastvit_<v>`` and ``fastvit_<v>_distill`` for every paper row of the table (the
+    MCi towers were trained by CLIP distillation, which these recipes do not cover)."""
+    return [name for variant in list_models() for name in (variant, variant + DISTILL_SUFFIX)]
 
 
 def variant_recipe(name: str) -> dict[str, Any] | None:
@@ -28,7 +29,7 @@ def variant_recipe(name: str) -> dict[str, Any] | None:
     distilled = name.endswith(DISTILL_SUFFIX)
     variant = name.removesuffix(DISTILL_SUFFIX)
     spec = VARIANTS.get(variant)
-    if spec is None:
+    if spec is None or spec.family != "paper":
         return None
     return {
         "base": DISTILL_RECIPE if distilled else IMAGENET_RECIPE,

@@ -26,7 +26,7 @@ from fastvit.weights.download import (
     sha256_of,
     url_cache_dir,
 )
-from fastvit.weights.registry import KNOWN_SHA256, list_weights
+from fastvit.weights.registry import KNOWN_SHA256, list_weights, official_weights
 from fastvit.weights.resolve import (
     cached_official,
     config_architecture,
@@ -41,10 +41,12 @@ _SIDE_FILES = (".sha256", ".lock", ".tmp", ".incomplete")
 
 
 def weights_table(variants: list[str] | None = None, tags: list[str] | None = None, *,
-                  cache_dir: PathLike | None = None) -> list[dict[str, Any]]:
-    """One row per published set of weights: tag, form, top-1, sources, cached copy."""
+                  cache_dir: PathLike | None = None, family: str = "all"
+                  ) -> list[dict[str, Any]]:
+    """One row per published set of weights: tag, form, top-1 (None for CLIP weights),
+    sources, cached copy; ``variants`` default to every one of ``family``."""
     rows = []
-    for weights in list_weights(variants, tags):
+    for weights in list_weights(variants, tags, family):
         cached = cached_official(weights, cache_dir)
         rows.append({"name": weights.name, "variant": weights.variant, "tag": weights.tag,
                      "form": weights.form, "distilled": weights.distilled,
@@ -56,8 +58,9 @@ def weights_table(variants: list[str] | None = None, tags: list[str] | None = No
 def download_weights(specs: list[str], tags: list[str] | None = None, *,
                      cache_dir: PathLike | None = None, progress: bool | None = None
                      ) -> list[dict[str, Any]]:
-    """Fetch into the cache: variants (``all``: every one) for each tag (default
-    ``in1k``), and ``hf-hub:`` ids or URLs given as is. One row per file."""
+    """Fetch into the cache: variants (``all``: every one) for each tag (default: each
+    variant's default, ``in1k`` or an MCi tower's first CLIP tag), and ``hf-hub:`` ids or
+    URLs given as is. One row per file."""
     variants = list(VARIANTS) if "all" in specs else [s for s in specs if s in VARIANTS]
     others = [s for s in specs if s not in VARIANTS and s != "all"]
     for spec in others:
@@ -67,7 +70,9 @@ def download_weights(specs: list[str], tags: list[str] | None = None, *,
     if not specs:
         raise ConfigError("name what to download: variants (or all), hf-hub ids or URLs")
     rows = []
-    for weights in list_weights(variants, tags or ["in1k"]) if variants else []:
+    chosen = (list_weights(variants, tags) if tags else
+              [official_weights(v, True) for v in variants])
+    for weights in chosen:
         resolved = fetch_official(weights, cache_dir=cache_dir, progress=progress)
         rows.append(_row(weights.name, resolved.source, resolved.path))
     for spec in others:
@@ -116,7 +121,7 @@ def _check_hub_cache(cache: Path) -> list[dict[str, Any]]:
     config.json names a FastViT variant) against their sha256 file names."""
     if not cache.is_dir():
         return []
-    official = {w.hf_hub_id for w in list_weights() if w.hf_hub_id}
+    official = {w.hf_hub_id for w in list_weights(family="all") if w.hf_hub_id}
     rows = []
     for repo_dir in sorted(cache.glob("models--*")):
         repo_id = repo_dir.name[len("models--"):].replace("--", "/", 1)

@@ -107,7 +107,8 @@ def resolve_weights(spec: str | os.PathLike | bool, variant: str | None = None, 
     if not path.exists():
         hint = ""
         if "/" not in text and "." not in text:
-            hint = " (not a weights tag either: in1k, dist_in1k, in1k_reparam, dist_in1k_reparam)"
+            hint = (" (not a weights tag either: in1k, dist_in1k, in1k_reparam, "
+                    "dist_in1k_reparam; MCi: apple_mclip, apple_mclip2_dfndr2b)")
         raise CheckpointError(f"checkpoint not found: {path}{hint}")
     return ResolvedWeights(path, str(path), pretrained_cfg={"file": str(path)})
 
@@ -143,7 +144,7 @@ def _official_result(weights: OfficialWeights, path: Path, origin: str) -> Resol
 def _origin(weights: OfficialWeights, path: Path, url_base: str | None) -> str:
     if weights.hf_hub_id and path.name == HF_WEIGHTS_FILE:
         return f"{HUB_PREFIX}{weights.hf_hub_id}"
-    return weights.url(url_base)
+    return weights.url(url_base) or str(path)
 
 
 def fetch_official(weights: OfficialWeights, *, cache_dir: str | os.PathLike | None = None,
@@ -175,6 +176,10 @@ def fetch_official(weights: OfficialWeights, *, cache_dir: str | os.PathLike | N
     elif weights.hf_hub_id:
         log.info("huggingface_hub is not installed: fetching %s from the official URL",
                  weights.name)
+    if url is None:  # on the Hub only (MobileCLIP2 towers)
+        raise hub_failure or WeightsError(f"{weights.name} is published on the Hugging Face "
+                                          f"Hub only ({HUB_PREFIX}{weights.hf_hub_id}): "
+                                          f"install huggingface_hub")
     try:
         path = download_url(url, official_cache_path(weights, cache_dir), sha256=weights.sha256,
                             progress=progress)

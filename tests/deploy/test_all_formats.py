@@ -37,7 +37,7 @@ from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
 from fastvit.deploy.registry import FORMATS
 from fastvit.deploy.torch_export import export_program
 from fastvit.deploy.torchscript_export import export_torchscript
-from fastvit.models import list_models
+from fastvit.models import VARIANTS, list_models
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import coreml_spec, fused_randomized
 from tests.helpers.shallow import one_block_per_stage, one_block_per_stage_fused
@@ -159,7 +159,7 @@ def distinct_structures() -> dict[str, bool]:
     is also the first of its layer kinds (its architecture with the numbers left out)."""
     structures: dict[str, bool] = {}
     seen_structures, seen_kinds = set(), set()
-    for name in list_models():
+    for name in list_models("all"):
         structure = repr(one_block_per_stage(name))
         kinds = re.sub(r"\d+", "#", structure)
         if structure not in seen_structures:
@@ -171,10 +171,12 @@ def distinct_structures() -> dict[str, bool]:
 
 def test_the_distinct_structures_are_the_ones_expected() -> None:
     # a new variant with a new layer configuration joins the slow test below by itself
-    assert {k: v for k, v in distinct_structures().items() if k.startswith("fastvit_")
-            and not k.startswith("fastvit_mci")} == {
+    assert distinct_structures() == {
         "fastvit_t8": True, "fastvit_t12": False, "fastvit_s12": False,
-        "fastvit_sa12": True, "fastvit_ma36": False}
+        "fastvit_sa12": True, "fastvit_ma36": False,
+        # MobileCLIP towers: squeeze-excite downsampling; then LayerNorm and five stages
+        "fastvit_mci0": True, "fastvit_mci2": False, "fastvit_mci3": True,
+        "fastvit_mci4": False}
 
 
 @pytest.mark.slow
@@ -201,7 +203,9 @@ def test_every_variant_structure_verifies(tmp_path, name: str, new_kinds: bool) 
                              metadata=export_metadata(loaded, SIZE, False),
                              classifier=False) is None  # Core ML predicts on macOS only
         check_coreml_tensor_spec(path, classifier=False)
-    else:  # what fastvit export writes: fp16, a classifier
+    else:  # what fastvit export writes: fp16, a classifier where the outputs have names
         coreml = export_model(loaded, "coreml", path, image_size=SIZE)
         assert coreml.description == "Core ML mlprogram (fp16)"
-        check_coreml_tensor_spec(coreml.path, classifier=True)
+        named = loaded.labels is not None  # not a MobileCLIP tower's embedding
+        assert named == (VARIANTS[name].family == "paper")
+        check_coreml_tensor_spec(coreml.path, classifier=named)

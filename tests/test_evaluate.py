@@ -373,6 +373,7 @@ def _run(cmd: list[str], tmp_path: Path) -> None:
 
 
 # 12 s on 2 idle cores (three interpreter start-ups); up to ~45 s on a crowded machine.
+@pytest.mark.slow
 def test_torchrun_two_process_validate_equals_single_process(tmp_path):
     from fastvit import create_model
     from fastvit.checkpoints import save_checkpoint
@@ -401,6 +402,7 @@ def test_torchrun_two_process_validate_equals_single_process(tmp_path):
 # -- per-class accuracy, confusion matrix, worst mistakes -------------------------------------
 
 
+@pytest.mark.slow
 def test_per_class_confusion_matrix_and_worst_mistakes(tmp_path, capsys):
     """The digits classifier of the deploy tests on its held-out digits (up to 30 a class)."""
     import shutil

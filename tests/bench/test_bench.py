@@ -26,6 +26,7 @@ SMALL = dict(image_size=64, peer_image_size=64, runs=3, warmup=1, throughput_bat
              threads=2)
 
 
+@pytest.mark.slow
 def test_every_runtime_on_a_tiny_configuration(tmp_path, capsys, monkeypatch) -> None:
     # fastvit_t8 at one block per stage: the harness, not the exporters (tested on their
     # own), is what runs here; each runtime still exports, verifies, loads and times it

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from fastvit.cli import COMMANDS, main
 
 
@@ -20,6 +22,7 @@ def test_unknown_command_is_one_clear_error(capsys):
     assert "unknown command 'frobnicate'" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_info_table_and_json(capsys):
     assert main(["info", "fastvit_t8", "fastvit_sa12"]) == 0
     out = capsys.readouterr().out
@@ -38,6 +41,7 @@ def test_info_unknown_variant(capsys):
     assert "unknown variant 'resnet50'" in err and "fastvit_t8" in err
 
 
+@pytest.mark.slow
 def test_console_script_module_entry():
     out = subprocess.run([sys.executable, "-m", "fastvit", "--version"], capture_output=True,
                          text=True, check=True)
@@ -151,6 +155,7 @@ def test_a_bug_is_not_disguised_as_an_input_error(monkeypatch):
             main(["info"])
 
 
+@pytest.mark.slow
 def test_a_bug_exits_1_with_its_traceback():
     code = ("import fastvit.cli.info as info, fastvit.cli as cli\n"
             "info.main = lambda args: 1 / 0\n"

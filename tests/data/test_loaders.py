@@ -86,6 +86,7 @@ def test_parent_sigterm_still_ends_a_worker():
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.slow
 def test_forkserver_workers_ignore_sigint_and_their_owner_still_ends_them():
     """A forkserver worker has threads from before its init function, so only the
     process-wide dispositions apply: SIGINT/SIGUSR1 ignored, SIGTERM as PyTorch has it."""

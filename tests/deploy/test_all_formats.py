@@ -72,6 +72,7 @@ def t8(tmp_path_factory) -> tuple[torch.nn.Module, dict[str, Path], dict]:
     return model, files, checks
 
 
+@pytest.mark.slow
 def test_every_tensor_format_verifies_with_a_dynamic_batch(t8) -> None:
     _, _, checks = t8
     assert set(checks) == set(EXPORTERS) - (set() if HAS_EXECUTORCH else {"executorch"})
@@ -84,6 +85,7 @@ def fresh(batch: int) -> torch.Tensor:
     return torch.randn(batch, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(batch + 7))
 
 
+@pytest.mark.slow
 def test_onnx_file_is_portable_and_takes_unseen_batches(t8) -> None:
     model, files, _ = t8
     path = files["onnx"]
@@ -101,6 +103,7 @@ def test_onnx_file_is_portable_and_takes_unseen_batches(t8) -> None:
         assert np.abs(got - expected).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_gelu_is_fused_by_onnx_runtime(t8, tmp_path) -> None:
     """The exported erf-GELU must reach ORT in the operand order it fuses (3x on CPU)."""
     import onnxruntime as ort
@@ -114,6 +117,7 @@ def test_gelu_is_fused_by_onnx_runtime(t8, tmp_path) -> None:
     assert ops.count("Gelu") >= 16 and ops.count("Erf") <= 1
 
 
+@pytest.mark.slow
 def test_torchscript_and_pt2_files_reload_for_unseen_batches(t8) -> None:
     model, files, _ = t8
     with open(files["torch-export"], "rb") as fh:
@@ -127,6 +131,7 @@ def test_torchscript_and_pt2_files_reload_for_unseen_batches(t8) -> None:
 
 
 @needs_executorch
+@pytest.mark.slow
 def test_pte_file_takes_batches_it_never_saw(t8) -> None:
     model, files, _ = t8
     assert read_pte_metadata(files["executorch"]) == META

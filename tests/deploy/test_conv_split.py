@@ -36,6 +36,7 @@ def test_split_is_exact_and_leaves_only_depthwise_convs(tmp_path, name: str) -> 
     assert np.abs(before - after).max() <= 1e-5 * max(1.0, np.abs(before).max())
 
 
+@pytest.mark.slow
 def test_every_int8_convolution_reads_quantized_weights(tmp_path) -> None:
     src = tmp_path / "t8.onnx"
     export_onnx(fused_randomized("fastvit_t8"), src, image_size=64)

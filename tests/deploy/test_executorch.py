@@ -39,6 +39,7 @@ needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is 
 
 
 @needs_executorch
+@pytest.mark.slow
 def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
     assets = digits_assets()
     loaded = load_model(checkpoint=assets.checkpoint)
@@ -57,6 +58,7 @@ def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
 
 
 @needs_executorch
+@pytest.mark.slow
 def test_features_only_backbone_exports(tmp_path, capsys) -> None:
     out = tmp_path / "backbone.pte"
     assert cli(["export", "--model", "fastvit_t8", "--features-only", "--format", "executorch",
@@ -67,6 +69,7 @@ def test_features_only_backbone_exports(tmp_path, capsys) -> None:
 
 
 @needs_executorch
+@pytest.mark.slow
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
     import fastvit.deploy.executorch_export as et
 
@@ -85,6 +88,7 @@ def pte_int8(tmp_path_factory) -> tuple[Path, dict, str]:
     return int8_cli("executorch", tmp_path_factory.mktemp("pte_int8"), "--min-agreement", "0.8")
 
 
+@pytest.mark.slow
 def test_int8_pte_keeps_fp32_top1_on_labelled_digits(pte_int8) -> None:
     out, report, printed = pte_int8
     assert report["calibration_images"] == 60 and report["images"] >= 250
@@ -98,12 +102,14 @@ def test_int8_pte_keeps_fp32_top1_on_labelled_digits(pte_int8) -> None:
     assert "top-1 agreement with fp32" in printed
 
 
+@pytest.mark.slow
 def test_reported_agreement_is_what_the_files_predict(pte_int8) -> None:
     out, report, _ = pte_int8
     fp32, int8 = pte_runner(out), pte_runner(report["int8"])
     check_report_describes_the_files(report, lambda x: fp32(x)[0], lambda x: int8(x)[0])
 
 
+@pytest.mark.slow
 def test_int8_min_agreement_failure_writes_nothing(pte_int8, tmp_path, monkeypatch) -> None:
     """The gate and the temporary file around it; the quantization itself is the fixture's
     (here the "int8" program is the fp32 file again: agreement 100%, still below 101%)."""

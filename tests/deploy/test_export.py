@@ -108,6 +108,7 @@ def test_bake_normalization_without_mean_subtraction_is_for_a_preprocessing_bias
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
     import fastvit.deploy.onnx_export as export
 
@@ -139,6 +140,7 @@ def coreml_input_bias(spec) -> list[float]:
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # inside coremltools
+@pytest.mark.slow
 def test_coreml_image_classifier_spec(tmp_path, caplog) -> None:
     from fastvit.deploy.coreml import coreml_network, export_coreml
 
@@ -170,6 +172,7 @@ def test_coreml_image_classifier_spec(tmp_path, caplog) -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_exports_checkpoint_with_raw_pixels(tmp_path) -> None:
     assets = digits_assets()
     out = tmp_path / "raw.onnx"

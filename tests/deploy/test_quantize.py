@@ -84,6 +84,7 @@ def onnx_int8(tmp_path_factory) -> tuple[Path, dict, str]:
     return int8_cli("onnx", tmp_path_factory.mktemp("onnx_int8"), "--min-agreement", "0.8")
 
 
+@pytest.mark.slow
 def test_int8_keeps_fp32_top1_on_labelled_digits(onnx_int8) -> None:
     out, report, printed = onnx_int8
     assert report["calibration_images"] == 60 and report["images"] >= 250
@@ -99,11 +100,13 @@ def test_int8_keeps_fp32_top1_on_labelled_digits(onnx_int8) -> None:
     assert "top-1 agreement with fp32" in printed
 
 
+@pytest.mark.slow
 def test_reported_agreement_is_what_the_files_predict(onnx_int8) -> None:
     out, report, _ = onnx_int8
     check_report_describes_the_files(report, ort_logits(out), ort_logits(Path(report["int8"])))
 
 
+@pytest.mark.slow
 def test_min_agreement_failure_writes_nothing(onnx_int8, tmp_path) -> None:
     out, _, _ = onnx_int8
     fp32 = tmp_path / "d.onnx"

@@ -117,6 +117,7 @@ def test_grouped_identity_branch():
         assert torch.allclose(block(x), fused(x), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_trace_and_compile_fused_model():
     fused = fastvit.reparameterize(randomized("fastvit_t8"))
     x = torch.randn(1, 3, 64, 64)

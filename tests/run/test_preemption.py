@@ -146,6 +146,7 @@ def test_outside_the_main_thread_signals_keep_their_handlers():
 
 
 @pytest.mark.timeout(120)
+@pytest.mark.slow
 def test_ranks_stop_after_the_same_step_when_only_one_gets_the_signal(tmp_path):
     """2 gloo processes, 6 steps per epoch each; only rank 1 gets SIGTERM (during step 3):
     the MAX all-reduce after each step makes both stop after step 3, and rank 0 writes

@@ -172,6 +172,7 @@ def test_a_write_that_does_not_read_back_replaces_nothing(tmp_path, monkeypatch)
     assert _sha(tmp_path / BEST_NAME) == before and _leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_file_size_limit_in_a_child_process(tmp_path):
     """A real failing write: the child's RLIMIT_FSIZE lets the small first checkpoint
     through and stops the big second one half-way (EFBIG, as a full disk would)."""

@@ -310,6 +310,7 @@ def test_recipe_rejects_unknown_and_invalid(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_predict(coco, trained: Path, tmp_path: Path) -> None:
     """``detect train`` (the ``trained`` fixture, 8 iterations) lowers the loss and writes
     checkpoint + metrics; ``evaluate`` and ``predict`` run from the checkpoint."""
@@ -383,6 +384,7 @@ def test_predict_without_images_is_one_line(trained: Path, tmp_path: Path, capsy
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
     images, ann = make_coco(tmp_path, "train", n_images=4, size=64, seed=5)
     recipe = tiny_recipe(min_size=64, max_size=64, lr=1e-3, epochs=2)
@@ -396,6 +398,7 @@ def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
     assert state["step"] == 4 and state["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path: Path) -> None:
     """2 gloo processes shard the 5 images 3 + 2, gather the detections on rank 0 and
     get the AP of a single process (nothing dropped or counted twice)."""

@@ -373,6 +373,7 @@ def trained(tmp_path_factory, freihand, mano_npz):
     return out / "run"
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_reports_metrics(trained):
     history = json.loads((trained / "metrics.json").read_text())["train"]
     first, last = history[0]["loss"], history[-1]["loss"]

@@ -276,6 +276,7 @@ def test_the_data_scale_follows_the_crop_size_unless_base_size_says_otherwise(
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_overfit_reaches_miou(ade: Path, tmp_path: Path) -> None:
     """30 iterations on 4 images: the loss falls and mIoU on those images > 0.8."""
     recipe = tiny_recipe(iters=30, lr=5e-3, eval_every=30, scale_range=(1.0, 1.0),
@@ -289,6 +290,7 @@ def test_overfit_reaches_miou(ade: Path, tmp_path: Path) -> None:
     assert final["mIoU"] > 0.8, final
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     """Train 4 iterations with mixed precision (bf16 autocast on CPU), checkpoint,
     evaluate with sliding windows, predict colour masks."""

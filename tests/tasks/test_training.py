@@ -119,6 +119,7 @@ def det(tmp_path_factory):
     return train, _runs(root, train), root
 
 
+@pytest.mark.slow
 def test_detection_resume_starts_from_the_checkpoint_state(det):
     train, runs, root = det
     with cpu_threads(1):
@@ -154,6 +155,7 @@ def hand(tmp_path_factory):
     return train, _runs(root, train), root
 
 
+@pytest.mark.slow
 def test_hand_resume_starts_from_the_checkpoint_state(hand):
     train, runs, root = hand
     with cpu_threads(1):

@@ -34,6 +34,7 @@ def _torchrun(args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_two_process_gloo_train_resume_and_evaluate(tmp_path):
     from fastvit.data import build_eval_loader
     from fastvit.evaluate import evaluate_classifier

@@ -9,6 +9,7 @@ from fastvit.train.config import build_config
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+@pytest.mark.slow
 def test_digits_short_run_learns(tmp_path):
     """Two epochs (44 steps): far above the 10% of chance."""
     from fastvit.train.trainer import fit

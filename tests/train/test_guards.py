@@ -151,6 +151,7 @@ def test_peak_lr_is_scaled_by_global_batch_over_base_batch(tmp_path):
 SCRIPTED_TOP1 = [50.0, 80.0, 60.0]  # per epoch: the best is epoch 2, not the last
 
 
+@pytest.mark.slow
 def test_best_checkpoint_is_the_argmax_epoch_and_keep_last_rotates(tmp_path, monkeypatch):
     calls: list[int] = []
 

@@ -152,6 +152,7 @@ def test_fp16_on_cpu_is_a_config_error(tmp_path):
         fit(cfg, datasets=_datasets())
 
 
+@pytest.mark.slow
 def test_unreadable_images_are_logged_once_counted_and_listed(tmp_path, caplog, recwarn):
     root = make_image_folder(tmp_path / "data", num_classes=2, train_per_class=4,
                              val_per_class=1)
@@ -184,6 +185,7 @@ def test_unreadable_images_are_logged_once_counted_and_listed(tmp_path, caplog, 
         fit(cfg)
 
 
+@pytest.mark.slow
 def test_best_weights_are_exported_for_validate(tmp_path):
     from fastvit.checkpoints import class_names_from_metadata, read_checkpoint
 

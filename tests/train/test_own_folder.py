@@ -44,6 +44,7 @@ def _evaluate(capsys, json_path: Path, *flags: str) -> dict:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_plain_flags_train_exactly_what_was_asked(tmp_path, capsys):
     data = _folder(tmp_path / "digits", train_per_class=60)
     out = tmp_path / "run"
@@ -72,6 +73,7 @@ def test_plain_flags_train_exactly_what_was_asked(tmp_path, capsys):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_one_epoch_and_batch_8_on_a_small_folder(tmp_path, capsys):
     data = _folder(tmp_path / "digits", train_per_class=4, val_per_class=2)
     code, text = _train(capsys, "--data", str(data), "--model", "fastvit_t8", "--epochs", "1",
@@ -91,6 +93,7 @@ def test_one_epoch_and_batch_8_on_a_small_folder(tmp_path, capsys):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_a_folder_with_only_train_gets_a_stated_held_out_split(tmp_path, capsys):
     import shutil
 
@@ -124,6 +127,7 @@ def test_a_folder_with_only_train_gets_a_stated_held_out_split(tmp_path, capsys)
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_pretrained_weights_on_a_small_folder_get_the_finetune_recipe(tmp_path, capsys):
     from fastvit.checkpoints import read_checkpoint, save_checkpoint
     from fastvit.factory import create_model

@@ -78,6 +78,7 @@ def _assert_same_final_state(reference: Path, out: Path) -> None:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, runs):
     data, reference = runs
     # -- the run to kill: wait for the first step checkpoint, then SIGKILL -------------------
@@ -106,6 +107,7 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path, runs):
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_sigterm_mid_epoch_exits_75_and_resume_past_a_truncated_checkpoint_is_exact(
         tmp_path, runs):
     """SIGTERM (what a scheduler sends before preempting), to the whole process group: the
@@ -138,6 +140,7 @@ def test_sigterm_mid_epoch_exits_75_and_resume_past_a_truncated_checkpoint_is_ex
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.slow
 def test_disk_full_mid_run_stops_with_one_line_and_keeps_the_checkpoints(tmp_path, runs):
     """The run's file size limit drops to 1 MB after its first checkpoint (prlimit on the
     live process: EFBIG, as a full disk gives ENOSPC): the next save fails, the run stops

@@ -52,6 +52,7 @@ def test_evaluate_maps_imagenet_wnid_folders_onto_official_weights(tmp_path, rel
     assert result["checkpoint"].startswith("fastvit_t8.in1k (http://127.0.0.1:")
 
 
+@pytest.mark.slow
 def test_export_and_bench_take_pretrained(tmp_path, release, capsys):
     out = tmp_path / "t8.pt"
     assert main(["export", "--model", "fastvit_t8", "--pretrained", "dist_in1k_reparam",

@@ -386,6 +386,7 @@ def test_training_lowers_the_loss_and_reports_metrics(trained):
     assert (trained / "examples.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp_path,
                                                 capsys):
     rc = cli_main(["hand", "evaluate", "--checkpoint", str(trained),
@@ -409,6 +410,7 @@ def test_overfit_reaches_the_pa_mpjpe_threshold(trained, freihand, mano_npz, tmp
     assert (tmp_path / "examples.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_library_load_evaluate_predict(trained, freihand, mano_npz, tmp_path):
     """The functions behind the commands: ``load_hand_mesh`` -> ``LoadedHandMesh``,
     ``evaluate_hand_mesh`` on a model in train mode (scored in eval mode, handed back in
@@ -441,6 +443,7 @@ def test_library_load_evaluate_predict(trained, freihand, mano_npz, tmp_path):
     assert written == records
 
 
+@pytest.mark.slow
 def test_predict_images_and_freihand_submission(trained, freihand, mano_npz, tmp_path, capsys):
     ckpt, images = str(trained / "best.pt"), freihand / "evaluation" / "rgb"
     assert cli_main(["hand", "predict", "--checkpoint", ckpt, "--mano", str(mano_npz),

@@ -91,6 +91,7 @@ def pte_int8(tmp_path_factory) -> tuple[Path, dict, str]:
 @pytest.mark.slow
 def test_int8_pte_keeps_fp32_top1_on_labelled_digits(pte_int8) -> None:
     out, report, printed = pte_int8
+    print(printed)  # the measured report: `pytest -s -k keeps_fp32_top1 tests/deploy`
     assert report["calibration_images"] == 60 and report["images"] >= 250
     assert report["top1_agreement"] >= 0.80 and report["fp32_top1"] >= 0.80
     assert abs(report["top1_difference"]) <= 0.01  # within 1 point (measured -0.3)

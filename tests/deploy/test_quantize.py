@@ -87,6 +87,7 @@ def onnx_int8(tmp_path_factory) -> tuple[Path, dict, str]:
 @pytest.mark.slow
 def test_int8_keeps_fp32_top1_on_labelled_digits(onnx_int8) -> None:
     out, report, printed = onnx_int8
+    print(printed)  # the measured report: `pytest -s -k keeps_fp32_top1 tests/deploy`
     assert report["calibration_images"] == 60 and report["images"] >= 250
     assert report["top1_agreement"] >= 0.80
     assert report["fp32_top1"] >= 0.80  # the fitted model is a real classifier

@@ -329,3 +329,16 @@ def test_a_paper_recipe_named_on_a_small_folder_gets_a_note(tmp_path, caplog, re
         _config(["--config", recipe, "--data", str(tmp_path)])
     assert (f"note: {recipe} is the paper's ImageNet recipe; for 1 training images"
             in caplog.text) is noted
+
+
+def test_a_recipe_that_is_not_yaml_is_one_line_naming_the_place(tmp_path, capsys) -> None:
+    from fastvit.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  path: [unclosed\n")
+    assert main(["train", "--config", str(bad), "--data", "digits",
+                 "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"fastvit train: error: {bad}: not valid YAML: ")
+    assert "line 3, column 1" in err and not (tmp_path / "run").exists()

@@ -75,11 +75,21 @@ def _open_recipe(name_or_path: str | Path, folder: str) -> tuple[str, str, dict[
     return f"{name_or_path} (from the variant table)", str(name_or_path), derived
 
 
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong and where (its own message quotes the
+    source over several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(err, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {yaml_problem(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"recipe {path} must be a mapping of key: value")
     return data

@@ -49,3 +49,26 @@ def test_a_failed_write_leaves_neither_file_nor_temp(tmp_path):
     with pytest.raises(OSError):
         atomic_write(path, fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_leaves_nothing(tmp_path) -> None:
+    import errno
+
+    from fastvit.errors import FastVitError, OutputWriteError
+    from fastvit.files import atomic_path, atomic_write_text
+
+    target = tmp_path / "out" / "predictions.csv"
+    with pytest.raises(OutputWriteError) as caught, atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert isinstance(caught.value, FastVitError) and caught.value.errno == errno.ENOSPC
+    assert str(caught.value) == (f"cannot write {target}: No space left on device; "
+                                 f"nothing was written")
+    assert list(target.parent.iterdir()) == []
+    atomic_write_text(target, "kept\n")
+    with pytest.raises(OutputWriteError, match="the previous file is untouched"), \
+            atomic_path(target):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    assert target.read_text() == "kept\n" and len(list(target.parent.iterdir())) == 1
+    with pytest.raises(ValueError), atomic_path(target):  # not a storage error: as it is
+        raise ValueError("a bug")

@@ -18,6 +18,11 @@ class ConfigError(FastVitError, ValueError):
     """A recipe or command-line option is invalid."""
 
 
+class OutputWriteError(FastVitError, OSError):
+    """An output file could not be written (disk full, quota, read-only or no permission);
+    nothing half-written is left and a file it would have replaced is untouched."""
+
+
 class StoppedBySignal(Exception):  # noqa: N818 - not an error: a clean, resumable stop
     """Training stopped on SIGTERM, SIGINT or SIGUSR1 after writing a resumable checkpoint.
 

@@ -10,6 +10,7 @@ those of the file it replaces: teammates on a shared cluster can read it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -20,24 +21,43 @@ from typing import Any
 
 import torch
 
+from fastvit.errors import OutputWriteError
+
+#: errors of the storage, not of the program: reported as one line naming the file
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                            errno.EPERM, errno.EFBIG, errno.EIO})
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it into place."""
+    """Yield a temporary path next to ``path``; on success move it into place.
+
+    A storage failure (disk full, quota, read-only, no permission) while creating,
+    writing or moving it raises :class:`~fastvit.errors.OutputWriteError` naming ``path``;
+    the temporary file is removed either way.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, _target_mode(path))
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
+    except OSError as err:
+        if isinstance(err, OutputWriteError) or err.errno not in STORAGE_ERRNOS:
+            raise
+        kept = "the previous file is untouched" if path.exists() else "nothing was written"
+        failure = OutputWriteError(f"cannot write {path}: {err.strerror}; {kept}")
+        failure.errno = err.errno  # (no strerror: str() stays the message above)
+        raise failure from err
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 

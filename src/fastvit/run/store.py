@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from fastvit.errors import CheckpointError, FastVitError
+from fastvit.errors import CheckpointError, FastVitError, OutputWriteError
 from fastvit.files import atomic_torch_save
 
 RUN_FORMAT = "fastvit-run-v1"
@@ -156,6 +156,8 @@ def write_checkpoint(state: dict[str, Any], path: Path) -> Path:
     try:
         return atomic_torch_save(state, path, check=_check_zip)
     except (OSError, RuntimeError) as err:
+        if isinstance(err, OutputWriteError) and err.__cause__ is not None:
+            err = err.__cause__  # the storage's own error; the message below names the file
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         newest = latest_checkpoint(path.parent)
         kept = (f"the newest checkpoint, {newest}, is untouched" if newest is not None

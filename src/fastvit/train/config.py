@@ -23,6 +23,7 @@ from fastvit.models import VARIANTS
 from fastvit.run import recipes
 from fastvit.run.device import AMP_CHOICES
 from fastvit.run.variant_recipes import DISTILL_RECIPE, IMAGENET_RECIPE, variant_recipe_names
+from fastvit.train.freeze import FREEZE_CHOICES
 
 DISTILL_CHOICES = ("none", "hard", "soft")
 #: fewer training images than this is "far from ImageNet scale" (1.28M): a run that names
@@ -40,6 +41,7 @@ class ModelConfig:
     pretrained: str | None  # initial weights: a tag (in1k...), file, URL or hf-hub:ORG/NAME
     pretrained_ema: bool  # take the EMA weights of a training checkpoint
     reset_classifier: bool  # load the weights with their own head, then replace it
+    freeze: str | None  # None: everything trains; "backbone": only the classifier (head.fc)
     require_pretrained: bool  # fine-tune recipes refuse to start from random weights
     grad_checkpointing: bool
 
@@ -162,6 +164,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.distill.kind not in DISTILL_CHOICES:
         raise ConfigError(f"distill.kind must be one of {DISTILL_CHOICES}, "
                           f"got {cfg.distill.kind!r}")
+    if cfg.model.freeze not in (None, *FREEZE_CHOICES):
+        raise ConfigError(f"model.freeze must be null or one of {', '.join(FREEZE_CHOICES)}, "
+                          f"got {cfg.model.freeze!r}")
+    if cfg.model.freeze and (cfg.model.drop_path or 0.0) > 0:
+        raise ConfigError(f"model.freeze={cfg.model.freeze} trains the classifier alone: drop "
+                          f"path on the frozen network only adds noise; set model.drop_path "
+                          f"to 0 (got {cfg.model.drop_path})")
     if cfg.data.bad_images not in ("skip", "error"):
         raise ConfigError(f"data.bad_images must be skip or error, got {cfg.data.bad_images!r}")
     positive = {"data.batch_size": cfg.data.batch_size, "data.image_size": cfg.data.image_size,

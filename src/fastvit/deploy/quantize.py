@@ -4,7 +4,7 @@ Calibration images come from an ImageFolder, preprocessed exactly like the
 exported model expects (the ONNX file's own ``fastvit.*`` metadata). The int8
 model is checked against the fp32 one (top-1 agreement; for an embedding tower
 cosine similarity and nearest-neighbour agreement, see
-:mod:`fastvit.deploy.calibration`) and, given a labelled set, a classifier's
+:mod:`fastvit.deploy.calibration`) and, for a classifier given a labelled set,
 both files are scored; nothing is written when a gate is not met.
 
 What makes the int8 file faster than fp32 on a CPU (measured with

@@ -58,6 +58,11 @@ def test_tower_preprocessing_in_training_transforms(tmp_path) -> None:
     cfg = build_config("linear_probe", {"data.path": str(data), "model.variant": "fastvit_mci0",
                                         "model.pretrained": "x.safetensors"})
     train, val, _ = build_datasets(cfg)
+    # a tower has no paper recipe: without --config, finetune (with --pretrained) or small
+    for pretrained, recipe in (("x.safetensors", "finetune"), (None, "small")):
+        chosen = build_config(None, {"data.path": str(data), "model.variant": "fastvit_mci0",
+                                     "model.pretrained": pretrained})
+        assert chosen.run.out_dir == f"runs/{recipe}"
     for dataset in (train, val):
         (norm,) = [t for t in dataset.transform.transforms if isinstance(t, v2.Normalize)]
         assert list(norm.mean) == [0.0, 0.0, 0.0] and list(norm.std) == [1.0, 1.0, 1.0]

@@ -279,15 +279,20 @@ def _complete(values: dict[str, Any]) -> None:
 def default_recipe(values: dict[str, Any]) -> str:
     """The recipe of a run that names none: ``digits_t8`` for ``--data digits``;
     for a folder far from ImageNet scale (under :data:`SMALL_DATA_IMAGES` training
-    images) ``finetune`` with ``--pretrained``, else ``small``; otherwise the paper's
-    ImageNet recipe of the variant. The choice is logged with its reason."""
+    images), or a variant without a paper recipe (the MobileCLIP towers), ``finetune``
+    with ``--pretrained``, else ``small``; otherwise the paper's ImageNet recipe of the
+    variant. The choice is logged with its reason."""
     data, variant = values.get("data.path"), values.get("model.variant", "fastvit_t8")
     if data == "digits":
         return "digits_t8"
     count = _count_train_images(data)
+    name = "finetune" if values.get("model.pretrained") else "small"
+    if variant not in variant_recipe_names():  # a MobileCLIP tower: no ImageNet recipe
+        _log_on_first_rank("recipe %s: %s has no paper recipe (a MobileCLIP image tower; "
+                           "--config names another)", name, variant)
+        return name
     if count is None or count >= SMALL_DATA_IMAGES:
         return variant
-    name = "finetune" if values.get("model.pretrained") else "small"
     _log_on_first_rank("recipe %s: %d training images are far from ImageNet scale (the "
                        "paper's recipe is --config %s)", name, count, variant)
     return name

@@ -70,9 +70,9 @@ def load_model(variant: str | None = None, checkpoint: Pretrained = None, *,
     if not given:
         if variant is None:
             raise ConfigError("no model: give a variant (--model NAME) or a checkpoint")
-        model = create_model(variant, num_classes=1000 if num_classes is None else num_classes,
-                             features_only=features_only, out_indices=out_indices,
-                             **model_kwargs)
+        # num_classes None: the row's (1000; a MobileCLIP tower's embedding size)
+        model = create_model(variant, num_classes=num_classes, features_only=features_only,
+                             out_indices=out_indices, **model_kwargs)
         loaded = Loaded(model, variant, dict(model.pretrained_cfg), None, RANDOM_WEIGHTS)
         log.info("%s has random weights (no checkpoint or pretrained weights given)", variant)
     else:

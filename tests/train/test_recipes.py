@@ -29,19 +29,20 @@ def test_packaged_recipes_are_the_only_copies():
     assert not (REPO / "configs").exists(), "recipes live in src/fastvit/configs only"
     paper = list_models()  # the MCi towers have no ImageNet recipe
     expected = {*paper, *(f"{v}_distill" for v in paper), "imagenet", "distill",
-                "fastvit_ma36_ft384", "digits_t8", "small", "finetune"}
+                "fastvit_ma36_ft384", "digits_t8", "small", "finetune", "linear_probe"}
     assert set(list_recipes()) == expected
     # a variant's recipes come from its row of the table, never from a file of their own
     files = {p.stem for p in recipe_dir().glob("*.yaml")}
     assert files == {"imagenet", "distill", "fastvit_ma36_ft384", "digits_t8", "small",
-                     "finetune"}
+                     "finetune", "linear_probe"}
 
 
 def test_every_packaged_recipe_resolves_to_the_values_it_had_as_a_full_copy():
     """Inheriting changed no value a user gets from ``--config NAME`` (the recipes that
     were full copies, and those that started from them)."""
     before = json.loads(RESOLVED_BEFORE.read_text())
-    assert set(list_recipes()) - set(before) == {"imagenet", "distill"}  # the two new bases
+    # the two new bases, and the linear probe (never a full copy)
+    assert set(list_recipes()) - set(before) == {"imagenet", "distill", "linear_probe"}
     for name, values in before.items():
         assert to_dict(load_recipe(name)) == values, name
 

@@ -26,6 +26,9 @@ TORCHVISION_PEERS = ("efficientnet_b0", "mobilenet_v3_large", "convnext_tiny", "
 TORCHVISION_OPTIONAL = ("regnet_y_16gf", "regnet_y_32gf")  # by name only: large for a CPU
 TIMM_PEERS = tuple(f"timm:mobileone_s{i}" for i in range(5)) + tuple(
     f"timm:{name}" for name in list_models())  # the paper's classifiers, as timm builds them
+#: the MobileCLIP image towers as timm builds them (``fastvit bench mobileclip``; not in the
+#: default peer set: MCi3/4 are large for a CPU run of every peer)
+TIMM_MOBILECLIP_PEERS = tuple(f"timm:{name}" for name in list_models("mobileclip"))
 TIMM_PREFIX = "timm:"
 
 
@@ -39,7 +42,9 @@ class Published:
 @lru_cache(maxsize=1)
 def published_table() -> dict[str, Published]:
     """``model -> Published`` for the paper's variants (their ``VARIANTS`` rows) and the peers
-    (``fastvit/assets/published_top1.csv``)."""
+    (``fastvit/assets/published_top1.csv``). The MobileCLIP towers have none: their output
+    is a CLIP embedding, and their papers' zero-shot ImageNet numbers belong to a whole
+    CLIP model and its weights (two tags per tower), not to the tower."""
     table = {name: Published(spec.published["top1"], 256, "FastViT paper (ICCV 2023), "
                              "non-distilled, ImageNet-1k table")
              for name, spec in VARIANTS.items() if spec.published}
@@ -64,6 +69,12 @@ def peer_names(include_timm: bool | None = None) -> list[str]:
     return list(TORCHVISION_PEERS) + (list(TIMM_PEERS) if include_timm else [])
 
 
+def timm_twin(name: str) -> str | None:
+    """``timm:fastvit_t8`` -> ``fastvit_t8``: the variant a timm peer is timm's build of."""
+    arch = name[len(TIMM_PREFIX):] if name.startswith(TIMM_PREFIX) else None
+    return arch if arch in VARIANTS else None
+
+
 class PeerUnavailable(RuntimeError):
     """A peer cannot be built here (timm missing, or no features-only form)."""
 
@@ -82,7 +93,8 @@ def build_peer(name: str, *, fused: bool = True, features_only: bool = False) ->
         return reparameterize_model(model) if fused else model
     if name not in TORCHVISION_PEERS + TORCHVISION_OPTIONAL:
         raise ValueError(f"unknown peer {name!r}; choose from "
-                         f"{', '.join(TORCHVISION_PEERS + TORCHVISION_OPTIONAL + TIMM_PEERS)}")
+                         f"{', '.join(TORCHVISION_PEERS + TORCHVISION_OPTIONAL + TIMM_PEERS)}"
+                         f", {', '.join(TIMM_MOBILECLIP_PEERS)}")
     if features_only:
         raise PeerUnavailable(f"{name}: features-only form is benchmarked for FastViT and timm "
                               f"models only; skipped")

@@ -57,7 +57,9 @@ def markdown_report(report: dict) -> str:
         + (f", executorch {env['executorch']}" if env.get("executorch") else "") + ".",
         "",
         "Latency: median and p90 over the timed runs after warm-up. Published top-1: from the "
-        "papers (fastvit/assets/published_top1.csv), not measured here; weights are random.",
+        "papers (fastvit/assets/published_top1.csv), not measured here; weights are random. "
+        "The MobileCLIP image towers (fastvit_mci*) have none ('-'): they output a CLIP "
+        "embedding, not ImageNet classes.",
         "",
     ]
     return "\n".join(head) + markdown_table(report["results"]) + "\n"

@@ -16,12 +16,15 @@ import torch
 from torch import nn
 
 from fastvit.bench.peers import (
+    TIMM_MOBILECLIP_PEERS,
+    TIMM_PREFIX,
     PeerUnavailable,
     Published,
     build_peer,
     is_peer,
     peer_names,
     published_table,
+    timm_twin,
 )
 from fastvit.errors import ConfigError
 from fastvit.models import VARIANTS, list_models
@@ -29,7 +32,16 @@ from fastvit.pipeline import load_model
 
 RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8", "executorch",
             "executorch-int8")
-GROUPS = {"fastvit": list_models, "mobileclip": lambda: list_models("mobileclip"),
+
+
+def mobileclip_group() -> list[str]:
+    """The MCi towers, each followed by timm's build of it when timm is installed."""
+    twins = any(p.startswith(TIMM_PREFIX) for p in peer_names())
+    return [n for name in list_models("mobileclip")
+            for n in ((name, f"timm:{name}") if twins else (name,))]
+
+
+GROUPS = {"fastvit": list_models, "mobileclip": mobileclip_group,
           "peers": peer_names,
           "all": lambda: list_models() + peer_names()}
 INT8_CALIBRATION_SAMPLES = 8  # random inputs: enough for latency, says nothing of accuracy
@@ -55,7 +67,8 @@ class Subject:
 
 
 def expand_models(names: Sequence[str]) -> list[str]:
-    """Model names and group names (fastvit, peers, all) -> unique model names, in order."""
+    """Model names and group names (fastvit, mobileclip, peers, all) -> unique model names,
+    in order."""
     out: list[str] = []
     for name in names:
         items = GROUPS[name]() if name in GROUPS else [name]
@@ -63,7 +76,8 @@ def expand_models(names: Sequence[str]) -> list[str]:
             if item not in VARIANTS and not is_peer(item):
                 raise ConfigError(
                     f"unknown model {item!r}: give a FastViT variant "
-                    f"({', '.join(list_models('all'))}), a peer ({', '.join(peer_names(True))})"
+                    f"({', '.join(list_models('all'))}), a peer "
+                    f"({', '.join(peer_names(True) + list(TIMM_MOBILECLIP_PEERS))})"
                     f" or a group ({', '.join(GROUPS)})")
             if item not in out:
                 out.append(item)
@@ -72,7 +86,9 @@ def expand_models(names: Sequence[str]) -> list[str]:
 
 def build_subject(name: str, *, fused: bool, features_only: bool, image_size: int,
                   peer_image_size: int | None, pretrained: str | None = None) -> Subject:
-    """Our variant (fused + BN-folded deploy form, or train-time) or a peer."""
+    """Our variant (fused + BN-folded deploy form, or train-time) or a peer. timm's build
+    of one of our variants (``timm:fastvit_mci0``) runs at our ``image_size``: the same
+    network at the same input; other peers at their published eval size."""
     published = published_table().get(name)
     if name in VARIANTS:
         model = random_fastvit(name, fused=fused, features_only=features_only,
@@ -80,7 +96,8 @@ def build_subject(name: str, *, fused: bool, features_only: bool, image_size: in
         return Subject(name, "fastvit", model, image_size, "fused" if fused else "train-time",
                        published)
     model = build_peer(name, fused=fused, features_only=features_only)
-    size = peer_image_size or (published.eval_size if published else 224)
+    size = peer_image_size or (image_size if timm_twin(name) else
+                               published.eval_size if published else 224)
     reparam = name.startswith("timm:") and any(hasattr(m, "reparameterize")
                                                for m in model.modules())
     form = ("fused" if fused else "train-time") if reparam else "as built"

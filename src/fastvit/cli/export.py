@@ -10,6 +10,12 @@ Examples::
     fastvit export --model fastvit_t8 --pretrained in1k --format onnx
     fastvit export --checkpoint t8.safetensors --format executorch --raw-pixels --int8 \
         --calibration val/ --eval val/ --min-agreement 0.95
+    fastvit export --model fastvit_mci0 --pretrained apple_mclip2_dfndr2b --format onnx \
+        --int8 --calibration images/ --min-cosine 0.99   # a MobileCLIP tower: embeddings
+
+An embedding model (a MobileCLIP image tower without class names) is judged by the
+cosine similarity of its int8 and fp32 embeddings and by nearest-neighbour agreement
+instead of top-1 agreement (see :mod:`fastvit.deploy.calibration`).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from fastvit.cli.arguments import (
     emit_json,
     weights_source,
 )
-from fastvit.deploy.calibration import int8_summary
+from fastvit.deploy.calibration import check_gates, int8_summary
 from fastvit.deploy.coreml import COREML_PRECISIONS
 from fastvit.deploy.export import default_export_path, export_model, quantize_export
 from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET
@@ -58,7 +64,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(f"int8 (static quantization: {formats_for('int8')})")
     group.add_argument("--int8", action="store_true",
                        help="also write <name>.int8<suffix> (static quantization, per-channel "
-                       "int8 weights) and report fp32/int8 top-1 agreement")
+                       "int8 weights) and report fp32/int8 top-1 agreement (a MobileCLIP "
+                       "tower: embedding cosine similarity and nearest-neighbour agreement)")
     group.add_argument("--calibration", metavar="DIR",
                        help="ImageFolder (DIR/<class>/<image>) of calibration images")
     group.add_argument("--calibration-size", type=int, default=128, metavar="N",
@@ -67,7 +74,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="labelled ImageFolder: fp32 and int8 top-1 (class folder i = "
                        "output index i, e.g. sorted ImageNet wnids)")
     group.add_argument("--min-agreement", type=float, metavar="F",
-                       help="fail when fp32/int8 top-1 agreement is below F (0..1)")
+                       help="fail when fp32/int8 top-1 agreement (an embedding model: "
+                       "nearest-neighbour agreement) is below F (0..1)")
+    group.add_argument("--min-cosine", type=float, metavar="F",
+                       help="embedding models: fail when the mean cosine similarity of int8 "
+                       "and fp32 embeddings is below F")
     add_compute(parser, amp=False, device=False)
     out = add_outputs(parser, out="folder for the exported file (named <model>_<size><suffix>; "
                       "default: the working directory)")
@@ -80,8 +91,8 @@ def _check(args: argparse.Namespace) -> None:
                          image_input=args.image_input, features_only=args.features_only)
     if args.int8 and not args.calibration:
         raise ConfigError("--int8 needs --calibration DIR (an ImageFolder of images)")
-    if (args.calibration or args.eval) and not args.int8:
-        raise ConfigError("--calibration/--eval are for --int8")
+    if (args.calibration or args.eval or args.min_cosine is not None) and not args.int8:
+        raise ConfigError("--calibration/--eval/--min-cosine are for --int8")
     if args.output and args.out:
         raise ConfigError("give --out DIR or --output FILE, not both")
 
@@ -91,6 +102,7 @@ def main(args: argparse.Namespace) -> int:
     with cpu_threads(args.threads):
         loaded = load_model(args.model, weights_source(args), ema=args.ema,
                             features_only=args.features_only)
+        check_gates(loaded, args.min_cosine if args.int8 else None)
         if loaded.source == RANDOM_WEIGHTS:
             print(f"warning: no --checkpoint or --pretrained given: {loaded.variant} has "
                   f"random weights (fine for latency, meaningless predictions)")
@@ -106,7 +118,8 @@ def main(args: argparse.Namespace) -> int:
         if args.int8:
             report["int8"] = quantize_export(result, args.calibration,
                                              calibration_size=args.calibration_size,
-                                             eval_dir=args.eval, min_agreement=args.min_agreement)
+                                             eval_dir=args.eval, min_agreement=args.min_agreement,
+                                             min_cosine=args.min_cosine)
             print(int8_summary(report["int8"]))
     emit_json(args.json, report)
     return 0

@@ -9,6 +9,10 @@ Examples::
         --batch-size 64 --out runs/mine                # your own folder: recipe 'small'
     fastvit train --config finetune --data my_images --model fastvit_sa12 \
         --pretrained in1k --out runs/ft                # fine-tune the ImageNet weights
+    fastvit train --data my_images --model fastvit_mci0 --pretrained apple_mclip2_dfndr2b \
+        --out runs/mci0                                # a MobileCLIP tower as a classifier
+    fastvit train --config linear_probe --data my_images --model fastvit_mci0 \
+        --pretrained apple_mclip2_dfndr2b              # frozen tower, new classifier only
     fastvit train --data digits --out runs/digits      # bundled data, about a minute on a CPU
     fastvit train ... --set optim.lr=5e-4 --set data.mixup=0   # any recipe key
     fastvit train ... --resume auto                            # continue the newest checkpoint
@@ -41,6 +45,7 @@ from fastvit.cli.arguments import (
 from fastvit.models import list_models
 from fastvit.run.recipes import dump_yaml, list_recipes
 from fastvit.train.config import build_config, validate
+from fastvit.train.freeze import FREEZE_CHOICES
 
 # flag attribute -> recipe key (plain flags are shortcuts for --set)
 FLAG_KEYS = {
@@ -54,7 +59,8 @@ FLAG_KEYS = {
     "pretrained": "model.pretrained", "num_classes": "model.num_classes",
     "distill": "distill.kind", "teacher": "distill.teacher",
     "teacher_weights": "distill.teacher_weights", "clip_grad": "optim.clip_grad",
-    "drop_path": "model.drop_path", "seed": "run.seed", "bad_images": "data.bad_images",
+    "drop_path": "model.drop_path", "freeze": "model.freeze", "seed": "run.seed",
+    "bad_images": "data.bad_images",
     "save_every": "run.save_every_steps", "threads": "run.threads",
     "max_steps": "run.max_steps",
 }
@@ -77,8 +83,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--val-fraction", type=float, metavar="F",
                    help="share of each class of train/ held out when DIR has no val/ folder "
                    "(seeded, stratified; recipe default 0.1)")
-    g.add_argument("--model", metavar="NAME", choices=list_models(),
-                   help="FastViT variant, e.g. fastvit_sa12")
+    g.add_argument("--model", metavar="NAME", choices=list_models("all"),
+                   help="FastViT variant, e.g. fastvit_sa12, or a MobileCLIP tower "
+                   "(fastvit_mci0..4, with --pretrained: fine-tuned as a classifier)")
     g.add_argument("--num-classes", type=int, help="check the data has this many classes")
     g.add_argument("--image-size", type=int)
     g.add_argument("--bad-images", choices=("skip", "error"),
@@ -91,6 +98,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--reset-classifier", action="store_true",
                    help="load --pretrained with its own head, then make a new classifier")
     g.add_argument("--drop-path", type=float)
+    g.add_argument("--freeze", choices=("none", *FREEZE_CHOICES),
+                   help="backbone: train only the new classifier (head.fc), BatchNorm in eval "
+                   "mode, no drop path (a linear probe; see --config linear_probe)")
     g = parser.add_argument_group("optimization")
     g.add_argument("--epochs", type=int,
                    help="epochs in total (warmup and cooldown included)")

@@ -1,10 +1,16 @@
-"""Images for int8 post-training quantization: calibration and labelled scoring sets.
+"""Images for int8 post-training quantization, and how an int8 file is judged against fp32.
 
 Shared by every int8 path (ONNX Runtime, ExecuTorch): calibration images are
 spread over the classes of an ImageFolder, and the fp32/int8 agreement is
 scored on a labelled ImageFolder (class folder i = output i) or, without one,
 on the calibration images. Both are preprocessed exactly as the exported file
 expects (its ``fastvit.*`` metadata).
+
+A classifier is judged by top-1 agreement (and accuracy with labels). An embedding
+tower (:func:`is_embedding_model`: the MobileCLIP image towers, whose output is a CLIP
+embedding) has no classes to agree on; it is judged by the cosine similarity of each
+image's int8 and fp32 embeddings (mean and minimum) and by nearest-neighbour agreement
+(:func:`embedding_agreement`).
 """
 
 from __future__ import annotations
@@ -17,8 +23,33 @@ import numpy as np
 import torch
 
 from fastvit.data import ImageFolderDataset
+from fastvit.deploy.verification import check_agreement, check_cosine
 from fastvit.errors import ConfigError, DataError
+from fastvit.models import VARIANTS
 from fastvit.pipeline import Loaded
+
+#: how the nearest-neighbour agreement of an embedding model is defined (stored in reports)
+RETRIEVAL_AGREEMENT = (
+    "share of scored images whose nearest neighbour among the other scored images' fp32 "
+    "embeddings (cosine) is the same for the image's int8 embedding as for its fp32 one")
+
+
+def is_embedding_model(loaded: Loaded) -> bool:
+    """Whether the model outputs an embedding rather than class scores: a variant of the
+    ``mobileclip`` family (its ``head.fc`` is the CLIP projection) whose weights carry no
+    class names. A tower fine-tuned as a classifier (``fastvit train`` stores the
+    folder's class names) is a classifier again."""
+    spec = VARIANTS.get(loaded.variant)
+    return (spec is not None and spec.family == "mobileclip" and not loaded.class_names
+            and not getattr(loaded.model, "features_only", False))
+
+
+def check_gates(loaded: Loaded, min_cosine: float | None) -> None:
+    """Refuse ``--min-cosine`` for a classifier (its gate is ``--min-agreement``)."""
+    if min_cosine is not None and not is_embedding_model(loaded):
+        raise ConfigError(f"--min-cosine is for embedding models (the MobileCLIP image "
+                          f"towers); {loaded.variant} from {loaded.source} is a classifier: "
+                          f"use --min-agreement (top-1 agreement)")
 
 
 def spread_indices(targets: Sequence[int], count: int) -> list[int]:
@@ -61,7 +92,8 @@ class Int8Sets:
 def int8_sets(loaded: Loaded, transform, calibration: str | Path, *, calibration_size: int,
               eval_dir: str | Path | None) -> Int8Sets:
     """Open the calibration folder (``calibration_size`` images spread over its classes)
-    and the labelled ``eval_dir`` (else score on the calibration images)."""
+    and the labelled ``eval_dir`` (else score on the calibration images). For an
+    embedding model ``eval_dir``'s labels are not used (``labels`` is None)."""
     if calibration_size < 1:
         raise ConfigError(f"--calibration-size must be >= 1, got {calibration_size}")
     calib = open_folder(calibration, transform, "calibration")
@@ -70,6 +102,10 @@ def int8_sets(loaded: Loaded, transform, calibration: str | Path, *, calibration
         return Int8Sets(calib, picked, list(folder_images(calib, picked)), None,
                         f"the {len(picked)} calibration images (no --eval set given)")
     evaluation = open_folder(eval_dir, transform, "evaluation")
+    if is_embedding_model(loaded):
+        images = [p[0] for p in (evaluation[i] for i in range(len(evaluation)))
+                  if isinstance(p, tuple)]
+        return Int8Sets(calib, picked, images, None, f"{eval_dir} ({len(images)} images)")
     if len(evaluation.classes) > loaded.num_classes:
         raise DataError(f"{eval_dir} has {len(evaluation.classes)} class folders but the "
                         f"model predicts {loaded.num_classes} classes")
@@ -88,8 +124,63 @@ def agreement(fp32: np.ndarray, int8: np.ndarray, labels: Sequence[int] | None) 
     return report
 
 
+def nearest_neighbours(queries: np.ndarray, gallery: np.ndarray) -> np.ndarray:
+    """For each query i, the index of its most cosine-similar gallery row other than row
+    i (queries and gallery: L2-normalized rows of the same images, N >= 2)."""
+    similarity = queries @ gallery.T
+    np.fill_diagonal(similarity, -np.inf)
+    return similarity.argmax(axis=1)
+
+
+def embedding_agreement(fp32: np.ndarray, int8: np.ndarray) -> dict:
+    """How far int8 embeddings (N, D) stay from fp32 ones: the cosine similarity of each
+    image's pair (mean and minimum) and the nearest-neighbour agreement
+    (:data:`RETRIEVAL_AGREEMENT`: an int8 query searched against an index of fp32
+    embeddings finds what the fp32 query finds; None for fewer than 2 images)."""
+    a = fp32 / np.linalg.norm(fp32, axis=1, keepdims=True).clip(min=1e-12)
+    b = int8 / np.linalg.norm(int8, axis=1, keepdims=True).clip(min=1e-12)
+    cosine = (a * b).sum(axis=1)
+    report = {"images": len(a), "output": "embedding", "embedding_dim": int(a.shape[1]),
+              "cosine_mean": float(cosine.mean()), "cosine_min": float(cosine.min()),
+              "retrieval_agreement": None, "retrieval_agreement_is": RETRIEVAL_AGREEMENT}
+    if len(a) >= 2:
+        report["retrieval_agreement"] = float(
+            (nearest_neighbours(a, a) == nearest_neighbours(b, a)).mean())
+    return report
+
+
+def score_int8(fp32: np.ndarray, int8: np.ndarray, sets: Int8Sets, *, embedding: bool,
+               min_agreement: float | None, min_cosine: float | None) -> dict:
+    """The fp32/int8 report of the outputs (N, D) of both files on ``sets.images``; raises
+    :class:`~fastvit.deploy.verification.ExportVerificationError` below a gate.
+
+    Classifier: top-1 agreement (``--min-agreement``). Embedding model: cosine
+    similarity (``--min-cosine`` gates the mean) and nearest-neighbour agreement
+    (``--min-agreement`` gates it)."""
+    if not embedding:
+        report = agreement(fp32.argmax(axis=1), int8.argmax(axis=1), sets.labels)
+        check_agreement(report["top1_agreement"], min_agreement, sets.scored_on)
+        return report
+    report = embedding_agreement(fp32, int8)
+    check_cosine(report["cosine_mean"], min_cosine, sets.scored_on)
+    if min_agreement is not None and report["retrieval_agreement"] is None:
+        raise ConfigError("nearest-neighbour agreement (--min-agreement) needs at least 2 "
+                          "scored images")
+    if report["retrieval_agreement"] is not None:
+        check_agreement(report["retrieval_agreement"], min_agreement, sets.scored_on,
+                        what="int8 embeddings find the fp32 nearest neighbour")
+    return report
+
+
 def int8_summary(report: dict) -> str:
     """One line for the terminal."""
+    if report.get("output") == "embedding":
+        retrieval = report["retrieval_agreement"]
+        return (f"wrote {report['int8']}: {report.get('method', 'int8')} "
+                f"({report['calibration_images']} calibration images); int8/fp32 embedding "
+                f"cosine mean {report['cosine_mean']:.4f}, min {report['cosine_min']:.4f}"
+                + (f", nearest-neighbour agreement {retrieval:.1%}" if retrieval is not None
+                   else "") + f" on {report['scored_on']}")
     line = (f"wrote {report['int8']}: {report.get('method', 'int8')} "
             f"({report['calibration_images']} calibration images); top-1 agreement with fp32 "
             f"{report['top1_agreement']:.1%} on {report['scored_on']}")

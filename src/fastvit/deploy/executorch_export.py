@@ -24,12 +24,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fastvit.deploy.calibration import agreement, int8_sets
+from fastvit.deploy.calibration import check_gates, int8_sets, is_embedding_model, score_int8
 from fastvit.deploy.formats import ExportFormat, ExportJob, Int8Job, scientific
 from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.verification import (
     Verification,
-    check_agreement,
     check_tolerance,
     compare,
     example_input,
@@ -190,9 +189,15 @@ def int8_pte_path(fp32_path: str | Path) -> Path:
     return path.with_name(path.stem + ".int8" + path.suffix)
 
 
+def pte_outputs(run: Callable[[torch.Tensor], list[torch.Tensor]],
+                images: Sequence[torch.Tensor]) -> np.ndarray:
+    """The (N, D) outputs (logits or embeddings) of the images, one at a time."""
+    return np.stack([run(x.unsqueeze(0))[0][0].float().numpy() for x in images])
+
+
 def top1(run: Callable[[torch.Tensor], list[torch.Tensor]], images: Sequence[torch.Tensor]
          ) -> np.ndarray:
-    return np.array([int(run(x.unsqueeze(0))[0].argmax()) for x in images])
+    return pte_outputs(run, images).argmax(axis=1)
 
 
 def quantize_executorch_int8(loaded: Loaded, model: nn.Module, fp32_path: str | Path,
@@ -200,16 +205,19 @@ def quantize_executorch_int8(loaded: Loaded, model: nn.Module, fp32_path: str | 
                              image_size: int, dynamic_batch: bool = False,
                              raw_pixels: bool = False, calibration_size: int = 128,
                              eval_dir: str | Path | None = None,
-                             min_agreement: float | None = None) -> dict:
+                             min_agreement: float | None = None,
+                             min_cosine: float | None = None) -> dict:
     """Write ``<name>.int8.pte`` next to the verified fp32 ``.pte`` and report agreement.
 
     ``model`` is what the fp32 file was lowered from (normalization baked in when
     ``raw_pixels``). Calibration and scoring follow the ONNX int8 path
     (:func:`fastvit.deploy.calibration.int8_sets`); the file is written only when
-    the top-1 agreement with the fp32 ``.pte`` reaches ``min_agreement``. The
+    the top-1 agreement with the fp32 ``.pte`` reaches ``min_agreement`` (an
+    embedding model: the gates of :func:`fastvit.deploy.calibration.score_int8`). The
     report also goes to ``<name>.int8.json``.
     """
     require_executorch()
+    check_gates(loaded, min_cosine)
     transform = transform_for_file(metadata, loaded.cfg, image_size)
     sets = int8_sets(loaded, transform, calibration, calibration_size=calibration_size,
                      eval_dir=eval_dir)
@@ -222,9 +230,10 @@ def quantize_executorch_int8(loaded: Loaded, model: nn.Module, fp32_path: str | 
     out = int8_pte_path(fp32_path)
     with atomic_path(out) as tmp:
         Path(tmp).write_bytes(buffer)
-        report = agreement(top1(pte_runner(fp32_path), sets.images),
-                           top1(pte_runner(tmp), sets.images), sets.labels)
-        check_agreement(report["top1_agreement"], min_agreement, sets.scored_on)
+        report = score_int8(pte_outputs(pte_runner(fp32_path), sets.images),
+                            pte_outputs(pte_runner(tmp), sets.images), sets,
+                            embedding=is_embedding_model(loaded),
+                            min_agreement=min_agreement, min_cosine=min_cosine)
     report.update(fp32=str(fp32_path), int8=str(out), scored_on=sets.scored_on,
                   calibration_images=len(sets.picked), method=method)
     atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2) + "\n")
@@ -241,7 +250,7 @@ def _quantize(job: Int8Job) -> dict:
         fp32.loaded, fp32.module, fp32.path, job.calibration, metadata=fp32.metadata,
         image_size=fp32.image_size, dynamic_batch=fp32.dynamic_batch,
         raw_pixels=fp32.raw_pixels, calibration_size=job.calibration_size,
-        eval_dir=job.eval_dir, min_agreement=job.min_agreement)
+        eval_dir=job.eval_dir, min_agreement=job.min_agreement, min_cosine=job.min_cosine)
 
 
 FORMAT = ExportFormat(

@@ -99,14 +99,19 @@ def export_model(loaded: Loaded, fmt: str, path: str | Path | None = None, *,
 
 def quantize_export(result: ExportResult, calibration: str | Path, *,
                     calibration_size: int = 128, eval_dir: str | Path | None = None,
-                    min_agreement: float | None = None) -> dict:
+                    min_agreement: float | None = None,
+                    min_cosine: float | None = None) -> dict:
     """int8 sibling of a verified fp32 export (e.g. ``<name>.int8.onnx``), calibrated on
     the ImageFolder ``calibration``; returns the fp32/int8 agreement report, also
     written to ``<name>.int8.json`` (see the format's int8 path, e.g.
-    :func:`fastvit.deploy.quantize.quantize_int8`)."""
+    :func:`fastvit.deploy.quantize.quantize_int8`). An embedding model (a MobileCLIP
+    tower) is judged by cosine similarity (``min_cosine``: the least mean) and
+    nearest-neighbour agreement (``min_agreement``), see
+    :func:`fastvit.deploy.calibration.score_int8`."""
     spec = check_export_options(result.format, int8=True, features_only=getattr(
         result.job.loaded.model, "features_only", False))
     assert spec.quantize is not None  # check_export_options refused a format without int8
     return spec.quantize(Int8Job(
         fp32=result.job, calibration=Path(calibration), calibration_size=calibration_size,
-        eval_dir=Path(eval_dir) if eval_dir is not None else None, min_agreement=min_agreement))
+        eval_dir=Path(eval_dir) if eval_dir is not None else None, min_agreement=min_agreement,
+        min_cosine=min_cosine))

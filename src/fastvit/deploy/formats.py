@@ -56,13 +56,15 @@ class ExportJob:
 @dataclass(frozen=True)
 class Int8Job:
     """An int8 sibling of the verified fp32 export ``fp32``, calibrated on an ImageFolder
-    and scored (fp32/int8 top-1 agreement) on ``eval_dir`` or the calibration images."""
+    and scored (fp32/int8 top-1 agreement; an embedding model: cosine similarity and
+    nearest-neighbour agreement) on ``eval_dir`` or the calibration images."""
 
     fp32: ExportJob
     calibration: Path
     calibration_size: int = 128
     eval_dir: Path | None = None
     min_agreement: float | None = None
+    min_cosine: float | None = None  # embedding models: the least mean cosine similarity
 
 
 def scientific(value: float) -> str:

@@ -143,7 +143,8 @@ def _quantize(job: Int8Job) -> dict:
 
     return quantize_int8(job.fp32.loaded, job.fp32.path, job.calibration,
                          calibration_size=job.calibration_size, eval_dir=job.eval_dir,
-                         min_agreement=job.min_agreement, image_size=job.fp32.image_size)
+                         min_agreement=job.min_agreement, image_size=job.fp32.image_size,
+                         min_cosine=job.min_cosine)
 
 
 FORMAT = ExportFormat(

@@ -2,8 +2,10 @@
 
 Calibration images come from an ImageFolder, preprocessed exactly like the
 exported model expects (the ONNX file's own ``fastvit.*`` metadata). The int8
-model is checked against the fp32 one (top-1 agreement) and, given a labelled
-set, both are scored; nothing is written when ``min_agreement`` is not met.
+model is checked against the fp32 one (top-1 agreement; for an embedding tower
+cosine similarity and nearest-neighbour agreement, see
+:mod:`fastvit.deploy.calibration`) and, for a classifier given a labelled set,
+both files are scored; nothing is written when a gate is not met.
 
 What makes the int8 file faster than fp32 on a CPU (measured with
 ``benchmarks/latency_deploy.py --investigate``; a naive QDQ quantization of
@@ -37,12 +39,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from fastvit.deploy.calibration import agreement, int8_sets
+from fastvit.deploy.calibration import check_gates, int8_sets, is_embedding_model, score_int8
 from fastvit.deploy.calibration import int8_summary as int8_summary
 from fastvit.deploy.conv_split import split_channel_multiplier_convs
 from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
-from fastvit.deploy.verification import check_agreement
 from fastvit.extras import require
 from fastvit.files import atomic_path, atomic_write_text
 from fastvit.pipeline import Loaded
@@ -161,24 +162,23 @@ def channel_multiplier_convs(path: str | Path) -> list[str]:
     return names
 
 
-def predictions(session, images: Sequence[torch.Tensor]) -> np.ndarray:
-    """Top-1 class index of each image (batch 1: works for static-batch files too)."""
+def outputs(session, images: Sequence[torch.Tensor]) -> np.ndarray:
+    """The (N, D) outputs (logits or embeddings) of the images, one at a time (batch 1:
+    works for static-batch files too)."""
     name = session.get_inputs()[0].name
-    return np.array([int(np.argmax(session.run(None, {name: x.unsqueeze(0).numpy()})[0]))
+    return np.stack([np.asarray(session.run(None, {name: x.unsqueeze(0).numpy()})[0])[0]
                      for x in images])
 
 
-def agreement_report(fp32_path: str | Path, int8_path: str | Path,
-                     images: Sequence[torch.Tensor], labels: Sequence[int] | None = None
-                     ) -> dict:
-    """fp32/int8 top-1 agreement, and both accuracies when ``labels`` are given."""
-    return agreement(predictions(ort_session(fp32_path), images),
-                     predictions(ort_session(int8_path), images), labels)
+def predictions(session, images: Sequence[torch.Tensor]) -> np.ndarray:
+    """Top-1 class index of each image."""
+    return outputs(session, images).argmax(axis=1)
 
 
 def quantize_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path, *,
                   calibration_size: int = 128, eval_dir: str | Path | None = None,
-                  min_agreement: float | None = None, image_size: int | None = None) -> dict:
+                  min_agreement: float | None = None, image_size: int | None = None,
+                  min_cosine: float | None = None) -> dict:
     """Quantize a verified fp32 ONNX file to ``<name>.int8.onnx`` and report agreement.
 
     Calibration images are spread over the classes of the ImageFolder
@@ -186,7 +186,12 @@ def quantize_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path
     output i) both files are scored there, else on the calibration images. The
     int8 file is written only when top-1 agreement with fp32 is at least
     ``min_agreement``; the report goes to ``<name>.int8.json`` and is returned.
+    An embedding model (:func:`~fastvit.deploy.calibration.is_embedding_model`) is
+    judged by cosine similarity (``min_cosine`` gates the mean) and nearest-neighbour
+    agreement (``min_agreement`` gates it) instead.
     """
+    check_gates(loaded, min_cosine)
+    embedding = is_embedding_model(loaded)
     fp32_path = Path(fp32_path)
     transform = transform_for_file(read_onnx_metadata(fp32_path), loaded.cfg, image_size)
     sets = int8_sets(loaded, transform, calibration, calibration_size=calibration_size,
@@ -196,8 +201,10 @@ def quantize_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path
     report: dict = {}
 
     def check(tmp: Path) -> None:
-        report.update(agreement_report(fp32_path, tmp, sets.images, sets.labels))
-        check_agreement(report["top1_agreement"], min_agreement, sets.scored_on)
+        report.update(score_int8(outputs(ort_session(fp32_path), sets.images),
+                                 outputs(ort_session(tmp), sets.images), sets,
+                                 embedding=embedding, min_agreement=min_agreement,
+                                 min_cosine=min_cosine))
 
     out = int8_path_for(fp32_path)
     method = "int8 QDQ per-channel"

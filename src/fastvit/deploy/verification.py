@@ -88,9 +88,21 @@ def verify_batches(dynamic_batch: bool) -> tuple[int, ...]:
     return (1, 4) if dynamic_batch else (1,)
 
 
-def check_agreement(agreement: float, min_agreement: float | None, scored_on: str) -> None:
-    """Raise :class:`ExportVerificationError` when int8/fp32 top-1 agreement is too low."""
+def check_agreement(agreement: float, min_agreement: float | None, scored_on: str, *,
+                    what: str = "int8 top-1 agrees with fp32") -> None:
+    """Raise :class:`ExportVerificationError` when int8/fp32 agreement (top-1, or an
+    embedding model's nearest-neighbour agreement) is too low."""
     if min_agreement is not None and agreement < min_agreement:
         raise ExportVerificationError(
-            f"int8 top-1 agrees with fp32 on {agreement:.1%} of {scored_on}, below "
+            f"{what} on {agreement:.1%} of {scored_on}, below "
             f"--min-agreement {min_agreement:.1%}; the int8 file was not written")
+
+
+def check_cosine(cosine_mean: float, min_cosine: float | None, scored_on: str) -> None:
+    """Raise :class:`ExportVerificationError` when the mean int8/fp32 embedding cosine
+    similarity is too low."""
+    if min_cosine is not None and not cosine_mean >= min_cosine:
+        raise ExportVerificationError(
+            f"int8 embeddings have a mean cosine similarity of {cosine_mean:.4f} with fp32 "
+            f"on {scored_on}, below --min-cosine {min_cosine:g}; the int8 file was not "
+            f"written")

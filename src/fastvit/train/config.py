@@ -23,6 +23,7 @@ from fastvit.models import VARIANTS
 from fastvit.run import recipes
 from fastvit.run.device import AMP_CHOICES
 from fastvit.run.variant_recipes import DISTILL_RECIPE, IMAGENET_RECIPE, variant_recipe_names
+from fastvit.train.freeze import FREEZE_CHOICES
 
 DISTILL_CHOICES = ("none", "hard", "soft")
 #: fewer training images than this is "far from ImageNet scale" (1.28M): a run that names
@@ -40,6 +41,7 @@ class ModelConfig:
     pretrained: str | None  # initial weights: a tag (in1k...), file, URL or hf-hub:ORG/NAME
     pretrained_ema: bool  # take the EMA weights of a training checkpoint
     reset_classifier: bool  # load the weights with their own head, then replace it
+    freeze: str | None  # None: everything trains; "backbone": only the classifier (head.fc)
     require_pretrained: bool  # fine-tune recipes refuse to start from random weights
     grad_checkpointing: bool
 
@@ -162,6 +164,13 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.distill.kind not in DISTILL_CHOICES:
         raise ConfigError(f"distill.kind must be one of {DISTILL_CHOICES}, "
                           f"got {cfg.distill.kind!r}")
+    if cfg.model.freeze not in (None, *FREEZE_CHOICES):
+        raise ConfigError(f"model.freeze must be null or one of {', '.join(FREEZE_CHOICES)}, "
+                          f"got {cfg.model.freeze!r}")
+    if cfg.model.freeze and (cfg.model.drop_path or 0.0) > 0:
+        raise ConfigError(f"model.freeze={cfg.model.freeze} trains the classifier alone: drop "
+                          f"path on the frozen network only adds noise; set model.drop_path "
+                          f"to 0 (got {cfg.model.drop_path})")
     if cfg.data.bad_images not in ("skip", "error"):
         raise ConfigError(f"data.bad_images must be skip or error, got {cfg.data.bad_images!r}")
     positive = {"data.batch_size": cfg.data.batch_size, "data.image_size": cfg.data.image_size,
@@ -270,15 +279,20 @@ def _complete(values: dict[str, Any]) -> None:
 def default_recipe(values: dict[str, Any]) -> str:
     """The recipe of a run that names none: ``digits_t8`` for ``--data digits``;
     for a folder far from ImageNet scale (under :data:`SMALL_DATA_IMAGES` training
-    images) ``finetune`` with ``--pretrained``, else ``small``; otherwise the paper's
-    ImageNet recipe of the variant. The choice is logged with its reason."""
+    images), or a variant without a paper recipe (the MobileCLIP towers), ``finetune``
+    with ``--pretrained``, else ``small``; otherwise the paper's ImageNet recipe of the
+    variant. The choice is logged with its reason."""
     data, variant = values.get("data.path"), values.get("model.variant", "fastvit_t8")
     if data == "digits":
         return "digits_t8"
     count = _count_train_images(data)
+    name = "finetune" if values.get("model.pretrained") else "small"
+    if variant not in variant_recipe_names():  # a MobileCLIP tower: no ImageNet recipe
+        _log_on_first_rank("recipe %s: %s has no paper recipe (a MobileCLIP image tower; "
+                           "--config names another)", name, variant)
+        return name
     if count is None or count >= SMALL_DATA_IMAGES:
         return variant
-    name = "finetune" if values.get("model.pretrained") else "small"
     _log_on_first_rank("recipe %s: %d training images are far from ImageNet scale (the "
                        "paper's recipe is --config %s)", name, count, variant)
     return name

@@ -69,13 +69,14 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
     if data.randaugment_magnitude > 0:
         rand_augment = (f"rand-m{data.randaugment_magnitude}-mstd{data.randaugment_mstd}"
                         f"-n{data.randaugment_num_ops}")
+    variant = cfg.model.variant
+    model_cfg = base_cfg(variant, VARIANTS[variant], 0)  # the variant's mean/std (MCi0-2: 0/1)
     train_tf = build_train_transform(
         data.image_size, interpolation=data.interpolation, hflip=data.hflip,
         rand_augment=rand_augment, re_prob=data.random_erasing, scale=tuple(data.scale),
-        ratio=tuple(data.ratio))
-    variant = cfg.model.variant
-    eval_tf = eval_transform(base_cfg(variant, VARIANTS[variant], 0), data.image_size,
-                             data.crop_pct, interpolation=data.interpolation)
+        ratio=tuple(data.ratio), mean=model_cfg["mean"], std=model_cfg["std"])
+    eval_tf = eval_transform(model_cfg, data.image_size, data.crop_pct,
+                             interpolation=data.interpolation)
     train, val, classes = build_image_folder(data.path, train_transform=train_tf,
                                              eval_transform=eval_tf, bad_images=data.bad_images,
                                              val_fraction=data.val_fraction, seed=cfg.run.seed)

@@ -23,6 +23,7 @@ from fastvit.run.distributed import DistEnv
 from fastvit.run.lr_schedule import LrSchedule
 from fastvit.run.optim import scaled_lr
 from fastvit.train.config import DataConfig, TrainConfig
+from fastvit.train.freeze import Frozen
 
 #: warmup + cooldown may take at most this share of the run before they are shortened
 MAX_WARMUP_COOLDOWN_SHARE = 0.5
@@ -139,9 +140,11 @@ def augmentation_text(data: DataConfig) -> str:
 
 
 def header_lines(cfg: TrainConfig, plan: ClassificationPlan, *, classes: int,
-                 train_images: int, val_images: int, val_source: str) -> list[str]:
+                 train_images: int, val_images: int, val_source: str,
+                 frozen: Frozen | None = None) -> list[str]:
     """The start-of-run statement of what the run will train, how long and on what
-    (the run path adds the device, AMP and compile line)."""
+    (the run path adds the device, AMP and compile line); ``frozen``: what
+    ``model.freeze`` froze."""
     s = cfg.schedule
     start = f"from {cfg.model.pretrained}" if cfg.model.pretrained else "from random weights"
     warm = (f"warmup {plan.warmup_epochs:.3g} epoch(s) from {s.warmup_lr:g}"
@@ -160,5 +163,6 @@ def header_lines(cfg: TrainConfig, plan: ClassificationPlan, *, classes: int,
         f"  batch: {batch}; lr {plan.lr:.3g} ({plan.lr_rule}), weight decay "
         f"{cfg.optim.weight_decay:g}",
         f"  augmentation: {augmentation_text(cfg.data)}; {ema}",
+        *([f"  {frozen.describe()}"] if frozen is not None else []),
         *plan.notes,
     ]

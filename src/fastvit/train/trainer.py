@@ -35,6 +35,7 @@ from fastvit.run.store import BEST_NAME
 from fastvit.run.training import RunSettings, TaskSpec, train_task
 from fastvit.train.config import RESUME_FREE_KEYS, TrainConfig, validate
 from fastvit.train.data import build_datasets, recorded_with_weights, val_source
+from fastvit.train.freeze import freeze_backbone
 from fastvit.train.memory_format import to_channels_last
 from fastvit.train.plan import header_lines, make_plan
 
@@ -46,9 +47,13 @@ _logger = logging.getLogger(__name__)
 
 
 def build_model(cfg: TrainConfig, num_classes: int, *, load_weights: bool = True) -> nn.Module:
-    """The student: recipe drop path, optional initial weights and classifier reset."""
+    """The student: recipe drop path, optional initial weights and classifier reset, and
+    with ``model.freeze: backbone`` everything but the classifier frozen
+    (:func:`fastvit.train.freeze.freeze_backbone`; no drop path)."""
     m = cfg.model
     drop_path = m.drop_path if m.drop_path is not None else VARIANTS[m.variant].recipe_drop_path
+    if m.freeze:
+        drop_path = 0.0
     kwargs: dict[str, Any] = {"drop_path_rate": drop_path, "drop_rate": m.drop_rate}
     pretrained = m.pretrained if load_weights else None
     loaded = load_model(m.variant, pretrained=pretrained, ema=m.pretrained_ema, fused=False,
@@ -61,6 +66,8 @@ def build_model(cfg: TrainConfig, num_classes: int, *, load_weights: bool = True
         model.reset_classifier(num_classes)
     if m.grad_checkpointing:
         model.set_grad_checkpointing(True)
+    if m.freeze == "backbone":
+        model.frozen = freeze_backbone(model)
     return model
 
 
@@ -166,7 +173,8 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
         on_best=lambda state: _export_best(state, out_dir, cfg, classes, recorded),
         eval_every_epochs=cfg.run.eval_every,
         header=header_lines(cfg, plan, classes=len(classes), train_images=len(train_ds),
-                            val_images=len(val_ds), val_source=val_text),
+                            val_images=len(val_ds), val_source=val_text,
+                            frozen=getattr(model, "frozen", None)),
         plot_metrics={"model top-1": "model.top1", "EMA top-1": "ema.top1"},
         plot_title="held-out top-1 (%)", curves_name=CURVES_NAME,
         report=lambda base: _summary(base, out_dir, len(train_ds)), report_name=SUMMARY_NAME)

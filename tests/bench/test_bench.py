@@ -21,7 +21,7 @@ from fastvit.models import VARIANTS, list_models
 from tests.helpers.shallow import one_block_per_stage_spec
 
 TINY = ["--image-size", "64", "--peer-image-size", "64", "--runs", "3", "--warmup", "1",
-        "--throughput-batch", "2", "--threads", "2"]
+        "--throughput-batch", "2", "--threads", "1"]
 SMALL = dict(image_size=64, peer_image_size=64, runs=3, warmup=1, throughput_batch=0,
              threads=2)
 

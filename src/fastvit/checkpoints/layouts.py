@@ -99,7 +99,9 @@ def describe_layout(name: str, fused: bool | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _strip_shared(sd: StateDict) -> StateDict:
+def strip_shared_prefixes(sd: StateDict) -> StateDict:
+    """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``) that every key
+    shares, in any nesting; nothing else (a whole CLIP model keeps its towers)."""
     changed = True
     while sd and changed:
         changed = False
@@ -123,10 +125,11 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     (in any nesting, e.g. DDP around torch.compile) and swa_utils' ``n_averaged``; of
     a whole CLIP / VLM model, keep only the image tower (text tower, ``logit_scale``,
     language model and projector dropped)."""
-    sd = _strip_shared({k: v for k, v in state_dict.items() if k != "n_averaged"})
+    sd = strip_shared_prefixes({k: v for k, v in state_dict.items() if k != "n_averaged"})
     prefix = image_tower_prefix(sd)
     if prefix is not None:
-        sd = _strip_shared({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        sd = strip_shared_prefixes({k[len(prefix):]: v for k, v in sd.items()
+                                    if k.startswith(prefix)})
     return sd
 
 

@@ -99,7 +99,10 @@ def embed_images(clip: ClipModel, paths: Sequence[str | Path], *, batch_size: in
                           preprocessing_of(clip), dict(bad.reasons))
 
 
-def _suffix(path: Path) -> str:
+def check_index_path(path: str | Path) -> str:
+    """The format of an embeddings file name (``.safetensors`` or ``.npy``); ConfigError
+    for any other name."""
+    path = Path(path)
     if path.suffix not in SUFFIXES:
         raise ConfigError(f"{path}: an embeddings file ends in .safetensors or .npy (with a "
                           f"sidecar .json)")
@@ -117,7 +120,7 @@ def write_index(index: EmbeddingIndex, path: str | Path) -> list[Path]:
     path = Path(path)
     info = index.info()
     array = index.embeddings.detach().float().contiguous()
-    if _suffix(path) == ".safetensors":
+    if check_index_path(path) == ".safetensors":
         from safetensors.torch import save_file
 
         metadata = {k: json.dumps(v) for k, v in info.items()}  # str -> str, read back exactly
@@ -153,7 +156,7 @@ def _load(path: Path) -> tuple[torch.Tensor, dict[str, Any]]:
 def read_index(path: str | Path) -> EmbeddingIndex:
     """An index written by :func:`write_index`; anything else is one DataError."""
     path = Path(path)
-    _suffix(path)
+    check_index_path(path)
     if not path.is_file():
         raise DataError(f"embeddings file not found: {path}")
     try:

@@ -168,15 +168,17 @@ def _image_tower(tower: str, tower_sd: StateDict, weights: ClipWeights) -> nn.Mo
 
 @contextlib.contextmanager
 def _quiet_open_clip() -> Iterator[None]:
-    """open_clip logs to the root logger ("No pretrained weights loaded..." while it builds
-    the weightless tower): hold its warnings back while it builds."""
+    """open_clip logs through the root logger's module functions (``logging.info``), which
+    also install a root handler when there is none (every later message of every library
+    then shows twice): hold its messages back and drop any handler it installs."""
     root = logging.getLogger()
-    level = root.level
+    level, handlers = root.level, list(root.handlers)
     root.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.setLevel(level)
+        root.handlers[:] = handlers
 
 
 def _text_tower(name: str, state: StateDict, source: str
@@ -205,7 +207,8 @@ def _text_tower(name: str, state: StateDict, source: str
         raise CheckpointError(f"{source}: {name}'s text tower has tensors the file lacks")
     scale = state["logit_scale"].detach().float().clone()
     bias = state.get("logit_bias")
-    tokenizer = open_clip.get_tokenizer(name)
+    with _quiet_open_clip():
+        tokenizer = open_clip.get_tokenizer(name)
     return text.eval(), tokenizer, scale, None if bias is None else bias.detach().float()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -327,15 +327,16 @@ def variant_signature(name: str, fused: bool) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None
-                  ) -> list[tuple[float, str, bool]]:
-    """Every (score, variant, fused) candidate, best first. The score is the share of
-    keys with equal shape over the union of both key sets (1.0: same architecture)."""
+def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None,
+                  candidates: Sequence[str] | None = None) -> list[tuple[float, str, bool]]:
+    """Every (score, variant, fused) candidate (``candidates``: those variants only), best
+    first. The score is the share of keys with equal shape over the union of both key sets
+    (1.0: same architecture)."""
     keep_final = any(k.startswith("final_conv.") for k in state_dict)
     ckpt = _comparable(state_dict, keep_final)
     forms = (False, True) if fused is None else (fused,)
     results = []
-    for name in list_models("all"):
+    for name in candidates or list_models("all"):
         for form in forms:
             ref = _comparable(variant_signature(name, form), keep_final)
             same = sum(1 for k, shape in ckpt.items() if ref.get(k) == shape)

@@ -24,7 +24,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastvit.checkpoints import convert_state_dict, fused_state, guess_variant, read_state_dict
+from fastvit.checkpoints import (
+    convert_state_dict,
+    fused_state,
+    guess_variant,
+    preprocessing_from_metadata,
+    read_state_dict,
+)
 from fastvit.checkpoints.layouts import StateDict, strip_shared_prefixes
 from fastvit.clip.models import clip_spec, models_with_tower
 from fastvit.clip.weights import ClipWeights, PathLike, resolve_clip_weights
@@ -114,13 +120,13 @@ def load_clip(name: str, checkpoint: PathLike | None = None, pretrained: str | N
     spec = clip_spec(name)
     weights = resolve_clip_weights(name, checkpoint, pretrained, text=text,
                                    cache_dir=cache_dir)
-    raw, _ = read_state_dict(weights.path)
+    raw, metadata = read_state_dict(weights.path)
     state = strip_shared_prefixes({k: v for k, v in raw.items() if k != "n_averaged"})
     tower_sd = _image_state(name, spec.tower, state, weights.source)
     text_tower = tokenizer = scale = bias = None
     if text:
         text_tower, tokenizer, scale, bias = _text_tower(name, state, weights.source)
-    image = _image_tower(spec.tower, tower_sd, weights)
+    image = _image_tower(spec.tower, tower_sd, weights, metadata)
     if fused:
         reparameterize(image, inplace=True)
         fold_batchnorms(image)
@@ -137,10 +143,11 @@ def _image_state(name: str, tower: str, state: StateDict, source: str) -> StateD
         tower_sd = convert_state_dict(state)  # the visual.trunk. keys, in our layout
     except CheckpointError as err:
         raise CheckpointError(f"{source}: no image tower found: {err}") from None
-    ranked = guess_variant(tower_sd, fused_state(tower_sd))
-    score = max(s for s, variant, _ in ranked if variant == tower)
+    form = fused_state(tower_sd)
+    score = guess_variant(tower_sd, form, candidates=[tower])[0][0]
     if score == 1.0:
         return tower_sd
+    ranked = guess_variant(tower_sd, form)
     best_score, best, _ = ranked[0]
     if best_score == 1.0:
         owners = models_with_tower(best)
@@ -153,8 +160,11 @@ def _image_state(name: str, tower: str, state: StateDict, source: str) -> StateD
                           f"{best_score:.0%})")
 
 
-def _image_tower(tower: str, tower_sd: StateDict, weights: ClipWeights) -> nn.Module:
-    """``fastvit.create_model(tower)`` holding the image tower, with its preprocessing."""
+def _image_tower(tower: str, tower_sd: StateDict, weights: ClipWeights,
+                 metadata: dict[str, str]) -> nn.Module:
+    """``fastvit.create_model(tower)`` holding the image tower, with its preprocessing: the
+    row's, the release's (crop ratio), or what the file records (``pretrained_cfg``
+    metadata of our safetensors files, e.g. a model fine-tuned at another size)."""
     image = create_model(tower, checkpoint=tower_sd)
     if weights.registry_tag is not None:
         from fastvit.weights import official_weights
@@ -162,6 +172,7 @@ def _image_tower(tower: str, tower_sd: StateDict, weights: ClipWeights) -> nn.Mo
         with contextlib.suppress(FastVitError):  # a pair the registry lacks: the row's cfg
             image.pretrained_cfg.update(official_weights(tower, weights.registry_tag)
                                         .pretrained_cfg())
+    image.pretrained_cfg.update(preprocessing_from_metadata(metadata))
     image.pretrained_cfg["file"] = str(weights.path)
     return image.eval()
 

@@ -40,6 +40,7 @@ FORBIDDEN = {
     "fastvit.deploy": ("fastvit.train", "fastvit.tasks", "fastvit.bench", "fastvit.cli"),
     "fastvit.bench": ("fastvit.train", "fastvit.tasks", "fastvit.cli"),
     "fastvit.train": ("fastvit.tasks", "fastvit.deploy", "fastvit.bench", "fastvit.cli"),
+    "fastvit.clip": ("fastvit.train", "fastvit.tasks", "fastvit.bench", "fastvit.cli"),
 }
 
 

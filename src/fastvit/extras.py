@@ -6,6 +6,7 @@ Some features need more, grouped as pip extras (``pyproject.toml``)::
     export   onnx, onnxruntime, onnxscript, coremltools   fastvit export, --runtime onnx, int8
     tasks    pycocotools, smplx                           fastvit detect, fastvit hand
     train    tensorboard, scikit-learn                    TensorBoard logs, --data digits
+    clip     open_clip_torch                              MobileCLIP text towers: zeroshot, search
 
 Every import of an optional package goes through :func:`require`, which raises
 :class:`MissingExtraError` (a :class:`~fastvit.errors.FastVitError`: the command
@@ -25,11 +26,11 @@ from fastvit.errors import FastVitError
 EXTRAS: dict[str, str] = {
     "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "onnx_ir": "export",
     "coremltools": "export", "pycocotools": "tasks", "smplx": "tasks",
-    "tensorboard": "train", "sklearn": "train",
+    "tensorboard": "train", "sklearn": "train", "open_clip": "clip",
 }
 #: import names whose pip distribution is spelled differently
 PIP_NAMES: dict[str, str] = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",
-                             "huggingface_hub": "huggingface-hub"}
+                             "huggingface_hub": "huggingface-hub", "open_clip": "open_clip_torch"}
 
 
 class MissingExtraError(FastVitError, ImportError):

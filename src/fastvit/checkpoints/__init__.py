@@ -22,6 +22,7 @@ from fastvit.checkpoints.reading import (
     class_names_from_metadata,
     preprocessing_from_metadata,
     read_checkpoint,
+    read_state_dict,
     val_split_from_metadata,
 )
 from fastvit.checkpoints.writing import save_checkpoint
@@ -40,6 +41,7 @@ __all__ = [
     "num_classes_of",
     "preprocessing_from_metadata",
     "read_checkpoint",
+    "read_state_dict",
     "save_checkpoint",
     "to_official_layout",
     "val_split_from_metadata",

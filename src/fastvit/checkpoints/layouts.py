@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -99,7 +99,9 @@ def describe_layout(name: str, fused: bool | None) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _strip_shared(sd: StateDict) -> StateDict:
+def strip_shared_prefixes(sd: StateDict) -> StateDict:
+    """Remove the wrapper prefixes (``module.``, ``_orig_mod.``, ``model.``) that every key
+    shares, in any nesting; nothing else (a whole CLIP model keeps its towers)."""
     changed = True
     while sd and changed:
         changed = False
@@ -123,10 +125,11 @@ def strip_wrapper_prefixes(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     (in any nesting, e.g. DDP around torch.compile) and swa_utils' ``n_averaged``; of
     a whole CLIP / VLM model, keep only the image tower (text tower, ``logit_scale``,
     language model and projector dropped)."""
-    sd = _strip_shared({k: v for k, v in state_dict.items() if k != "n_averaged"})
+    sd = strip_shared_prefixes({k: v for k, v in state_dict.items() if k != "n_averaged"})
     prefix = image_tower_prefix(sd)
     if prefix is not None:
-        sd = _strip_shared({k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)})
+        sd = strip_shared_prefixes({k[len(prefix):]: v for k, v in sd.items()
+                                    if k.startswith(prefix)})
     return sd
 
 
@@ -324,15 +327,16 @@ def variant_signature(name: str, fused: bool) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None
-                  ) -> list[tuple[float, str, bool]]:
-    """Every (score, variant, fused) candidate, best first. The score is the share of
-    keys with equal shape over the union of both key sets (1.0: same architecture)."""
+def guess_variant(state_dict: Mapping[str, object], fused: bool | None = None,
+                  candidates: Sequence[str] | None = None) -> list[tuple[float, str, bool]]:
+    """Every (score, variant, fused) candidate (``candidates``: those variants only), best
+    first. The score is the share of keys with equal shape over the union of both key sets
+    (1.0: same architecture)."""
     keep_final = any(k.startswith("final_conv.") for k in state_dict)
     ckpt = _comparable(state_dict, keep_final)
     forms = (False, True) if fused is None else (fused,)
     results = []
-    for name in list_models("all"):
+    for name in candidates or list_models("all"):
         for form in forms:
             ref = _comparable(variant_signature(name, form), keep_final)
             same = sum(1 for k, shape in ckpt.items() if ref.get(k) == shape)

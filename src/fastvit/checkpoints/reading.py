@@ -185,15 +185,10 @@ def unwrap(obj: Any, source: str, use_ema: bool) -> tuple[StateDict, dict[str, s
                           f"entries {', '.join(entries)}; it holds {top}")
 
 
-def read_checkpoint(path: PathLike, *, use_ema: bool = False, convert: bool = True
+def read_state_dict(path: PathLike, *, use_ema: bool = False
                     ) -> tuple[StateDict, dict[str, str]]:
-    """Weights and metadata of any supported checkpoint file.
-
-    Returns ``(state_dict, metadata)``: the state dict unwrapped, without
-    ``module.``/``_orig_mod.`` prefixes and (``convert=True``) renamed to our
-    layout; ``metadata`` is the safetensors header metadata, or the plain
-    entries of a training checkpoint (``{}`` for a bare state dict).
-    """
+    """Every tensor of a checkpoint file as stored (unwrapped from a training checkpoint,
+    keys untouched: a whole CLIP model keeps its text tower), and its metadata."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -206,8 +201,21 @@ def read_checkpoint(path: PathLike, *, use_ema: bool = False, convert: bool = Tr
         if use_ema:
             raise CheckpointError(f"{path} is a safetensors file holding one set of weights, "
                                   f"not a training checkpoint with EMA weights; drop use_ema")
-    else:
-        state_dict, metadata = unwrap(_torch_load(path), str(path), use_ema)
+        return state_dict, metadata
+    return unwrap(_torch_load(path), str(path), use_ema)
+
+
+def read_checkpoint(path: PathLike, *, use_ema: bool = False, convert: bool = True
+                    ) -> tuple[StateDict, dict[str, str]]:
+    """Weights and metadata of any supported checkpoint file.
+
+    Returns ``(state_dict, metadata)``: the state dict unwrapped, without
+    ``module.``/``_orig_mod.`` prefixes and (``convert=True``) renamed to our
+    layout; ``metadata`` is the safetensors header metadata, or the plain
+    entries of a training checkpoint (``{}`` for a bare state dict).
+    """
+    path = Path(path)
+    state_dict, metadata = read_state_dict(path, use_ema=use_ema)
     try:
         state_dict = convert_state_dict(state_dict) if convert else strip_wrapper_prefixes(
             state_dict)

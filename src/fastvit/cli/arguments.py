@@ -119,6 +119,31 @@ def add_model(parser: argparse.ArgumentParser, *, checkpoint: bool = True,
     return group
 
 
+CLIP_PRETRAINED_HELP = ("open_clip's published weights of the model: dfndr2b (MobileCLIP2), "
+                        "datacompdr (MobileCLIP), or our tags of the same releases "
+                        "(apple_mclip2_dfndr2b, apple_mclip); fetched once into the Hugging "
+                        "Face cache (HF_HUB_OFFLINE=1: the cache only); or hf-hub:ORG/NAME, a "
+                        "URL")
+
+
+def add_clip_model(parser: argparse.ArgumentParser, *, model_required: bool = True,
+                   model_help: str | None = None) -> argparse._ArgumentGroup:
+    """``--model`` (open_clip's name of a MobileCLIP model), ``--checkpoint``,
+    ``--pretrained`` of the CLIP commands (zeroshot, embed, search)."""
+    from fastvit.clip.models import CLIP_MODELS
+
+    group = parser.add_argument_group("model")
+    towers = ", ".join(f"{name} ({spec.tower})" for name, spec in CLIP_MODELS.items())
+    group.add_argument("--model", metavar="NAME", choices=list(CLIP_MODELS),
+                       required=model_required,
+                       help=model_help or f"the CLIP model, as open_clip names it: {towers}")
+    group.add_argument("--checkpoint", metavar="FILE",
+                       help="an open_clip whole-model file (visual.trunk.*, text.*, "
+                       "logit_scale): safetensors, .bin or .pt")
+    group.add_argument("--pretrained", metavar="TAG|hf-hub:ID", help=CLIP_PRETRAINED_HELP)
+    return group
+
+
 def weights_source(args: argparse.Namespace) -> str | None:
     """The whole model's weights: ``--checkpoint`` or ``--pretrained`` (not both)."""
     checkpoint, pretrained = getattr(args, "checkpoint", None), getattr(args, "pretrained", None)

@@ -17,11 +17,18 @@ from fastvit.errors import ConfigError
 def input_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     """The image files of ``inputs``, in order. :class:`~fastvit.errors.DataError` names a
     missing file, or a folder / pattern without images; no inputs is a ConfigError."""
+    return found_images(inputs)[0]
+
+
+def found_images(inputs: Sequence[str | os.PathLike], what: str = "predict on"
+                 ) -> tuple[list[Path], frozenset[Path]]:
+    """:func:`input_images` and, apart, those found by searching a folder or a pattern
+    (an unreadable one of those may be skipped; a file named outright may not)."""
     from fastvit.deploy.predict import find_images
 
     if not inputs:
-        raise ConfigError("give image files, folders or glob patterns to predict on")
-    return find_images(inputs)[0]
+        raise ConfigError(f"give image files, folders or glob patterns to {what}")
+    return find_images(inputs)
 
 
 def output_stems(paths: Sequence[Path]) -> list[str]:

@@ -26,12 +26,13 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m fastvit demo --out $(OUT)
 
-# pytest-xdist: one worker per core (each on its share of the cores, tests/conftest.py)
+# pytest-xdist: one worker per core (each on its share of the cores, tests/conftest.py);
+# worksteal: an idle worker takes tests queued for a busy one (slow cases are collected first)
 test: $(STAMP)
-	$(PY) -m pytest -q -n auto
+	$(PY) -m pytest -q -n auto --dist worksteal
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -n auto -m "not slow"
+	$(PY) -m pytest -q -n auto --dist worksteal -m "not slow"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,8 @@ def run_train(command: str, tmp_path: Path, monkeypatch, *flags: str) -> object:
         seen.update(kwargs)
         return {"last_eval": {}, "checkpoint": "unused", "train": []}
 
-    monkeypatch.setattr(f"fastvit.tasks.{ENGINES[command]}.engine.train", train)
+    engine = importlib.import_module(f"fastvit.tasks.{ENGINES[command]}.engine")
+    monkeypatch.setattr(engine, "train", train)  # imported here: a test alone has not yet
     data, key = TASKS[command]
     args = [command, "train", *(a.format(d=tmp_path) for a in data),
             "--out", str(tmp_path / "run"), *flags]

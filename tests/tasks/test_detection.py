@@ -285,7 +285,7 @@ def test_small_data_preset_and_image_size(tmp_path: Path, monkeypatch, capsys) -
         seen["recipe"] = recipe
         return {"last_eval": {}, "checkpoint": "unused"}
 
-    monkeypatch.setattr("fastvit.tasks.detection.engine.train", train)
+    monkeypatch.setattr(engine, "train", train)
     assert cli_main(["detect", "train", "--config", SMALL_RECIPE, "--image-size", "128",
                      "--train-images", str(tmp_path), "--train-ann", str(tmp_path / "a.json"),
                      "--no-val", "--out", str(tmp_path / "run")]) == 0

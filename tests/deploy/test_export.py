@@ -192,7 +192,8 @@ def test_cli_exports_checkpoint_with_raw_pixels(tmp_path) -> None:
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["--checkpoint", "{missing}"], "checkpoint not found"),
-    (["--checkpoint", "{digits}", "--model", "fastvit_sa12"], "holds fastvit_t8 weights"),
+    pytest.param(["--checkpoint", "{digits}", "--model", "fastvit_sa12"],
+                 "holds fastvit_t8 weights", marks=pytest.mark.slow),  # fits the digits model
     (["--int8"], "--int8 needs --calibration"),
     (["--format", "coreml", "--dynamic-batch"], "Core ML export is batch 1"),
     (["--image-size", "16"], "--image-size must be >= 32"),

@@ -126,6 +126,16 @@ CLIP_PRETRAINED_HELP = ("open_clip's published weights of the model: dfndr2b (Mo
                         "URL")
 
 
+def add_image_inputs(parser: argparse.ArgumentParser, *, required: bool = True,
+                     unreadable: str = "skipped with a note") -> None:
+    """The positional ``IMAGE|DIR|GLOB...`` of the commands that read images
+    (expanded by :mod:`fastvit.tasks.inputs`)."""
+    parser.add_argument("images", nargs="+" if required else "*", metavar="IMAGE|DIR|GLOB",
+                        help="image files, folders (searched recursively) or quoted glob "
+                        f"patterns ('photos/**/*.jpg'); unreadable files found in a folder are "
+                        f"{unreadable}, a named one is an error")
+
+
 def add_clip_model(parser: argparse.ArgumentParser, *, model_required: bool = True,
                    model_help: str | None = None) -> argparse._ArgumentGroup:
     """``--model`` (open_clip's name of a MobileCLIP model), ``--checkpoint``,

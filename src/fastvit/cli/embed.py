@@ -17,16 +17,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fastvit.cli.arguments import add_clip_model, add_compute, writing
+from fastvit.cli.arguments import add_clip_model, add_compute, add_image_inputs, writing
 from fastvit.errors import ConfigError
 from fastvit.run.device import cpu_threads, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB",
-                        help="image files, folders (searched recursively) or quoted glob "
-                        "patterns; unreadable files found in a folder are skipped (and listed "
-                        "in the file), a named one is an error")
+    add_image_inputs(parser, unreadable="skipped (and listed in the file)")
     add_clip_model(parser)
     parser.add_argument("--out", metavar="FILE", required=True,
                         help="FILE.safetensors, or FILE.npy with a sidecar FILE.json")

@@ -16,6 +16,7 @@ import tempfile
 
 from fastvit.cli.arguments import (
     add_compute,
+    add_image_inputs,
     add_model,
     add_outputs,
     emit_json,
@@ -37,10 +38,7 @@ from fastvit.run.device import cpu_threads, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="+", metavar="IMAGE|DIR|GLOB",
-                        help="image files, folders (searched recursively) or quoted glob "
-                        "patterns ('photos/**/*.jpg'); unreadable files found in a folder are "
-                        "skipped with a note, a named one is an error")
+    add_image_inputs(parser)
     add_model(parser, whole_model=True)
     parser.add_argument("--runtime", choices=RUNTIMES,
                         help="eager PyTorch, or ONNX Runtime (default: onnx with --onnx FILE, "

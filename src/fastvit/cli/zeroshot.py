@@ -18,17 +18,20 @@ from __future__ import annotations
 
 import argparse
 
-from fastvit.cli.arguments import add_clip_model, add_compute, add_outputs, emit_json
+from fastvit.cli.arguments import (
+    add_clip_model,
+    add_compute,
+    add_image_inputs,
+    add_outputs,
+    emit_json,
+)
 from fastvit.clip.zeroshot import DEFAULT_TEMPLATE, check_template, parse_labels
 from fastvit.errors import ConfigError
 from fastvit.run.device import cpu_threads, default_workers, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("images", nargs="*", metavar="IMAGE|DIR|GLOB",
-                        help="image files, folders (searched recursively) or quoted glob "
-                        "patterns; unreadable files found in a folder are skipped with a note, "
-                        "a named one is an error")
+    add_image_inputs(parser, required=False)
     add_clip_model(parser)
     group = parser.add_argument_group("labels")
     group.add_argument("--labels", metavar="A,B,C",

@@ -18,7 +18,7 @@ from fastvit.train.config import TrainConfig, validate
 from fastvit.weights import list_weights
 
 FAKE = "fastvit_fake"
-ROW = VariantSpec((1, 1, 1, 1), (16, 32, 64, 128), 2, True, layer_scale_init=1e-6,
+ROW = VariantSpec((1, 1, 1, 1), (16, 32, 64, 128), 2, (3,), layer_scale_init=1e-6,
                   crop_pct=0.875, recipe_drop_path=0.15, recipe_mixup=0.4,
                   recipe_distill_drop_path=0.05, recipe_distill_mixup=0.6,
                   published=dict(top1=70.1, top1_distilled=71.2, gmacs=0.05))

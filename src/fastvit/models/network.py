@@ -41,7 +41,7 @@ class VariantSpec:
     Architecture: ``depths``/``widths`` have one entry per stage (4, or 5 for MCi3/4:
     strides 4..64; stage 1 never downsamples). ``attention_stages`` (0-based) use
     self-attention blocks, each such stage opening with its own RepCPE 7x7 positional
-    encoding; left out, it is stage 4 when ``stage4_attention``. ``attention_norm`` is
+    encoding (the paper's SA/MA variants: stage 4 only). ``attention_norm`` is
     the norm before attention (``"layernorm"``: over channels, eps 1e-5).
     ``se_downsample_stages`` put squeeze-excite in the large-kernel conv of those
     stages' patch embedding; ``lkc_act`` applies the activation of that conv (the
@@ -58,7 +58,7 @@ class VariantSpec:
     depths: tuple[int, ...]
     widths: tuple[int, ...]
     mlp_ratio: float
-    stage4_attention: bool = False
+    attention_stages: tuple[int, ...] = ()
     layer_scale_init: float = 1e-5
     crop_pct: float = 0.9
     recipe_drop_path: float = 0.0  # the paper's training value; the factory default is 0
@@ -67,7 +67,6 @@ class VariantSpec:
     recipe_distill_mixup: float = 0.2
     published: dict[str, float] = field(default_factory=dict)
     family: str = "paper"
-    attention_stages: tuple[int, ...] | None = None
     attention_norm: str = "batchnorm"
     se_downsample_stages: tuple[int, ...] = ()
     lkc_act: bool = False
@@ -83,18 +82,18 @@ class VariantSpec:
         if n not in (4, 5) or len(self.widths) != n:
             raise ValueError(f"a variant has 4 or 5 stages with one width each, got depths "
                              f"{self.depths} and widths {self.widths}")
-        if self.attention_stages is None:
-            object.__setattr__(self, "attention_stages", (3,) if self.stage4_attention else ())
         stages = set(self.attention_stages) | set(self.se_downsample_stages)
         if not stages <= set(range(n)) or 0 in self.se_downsample_stages:
             raise ValueError(f"stage indices must be in 0..{n - 1} (stage 0 has no patch "
                              f"embedding), got {sorted(stages)}")
-        if self.stage4_attention != (3 in self.attention_stages):
-            raise ValueError("stage4_attention must say whether stage index 3 is in "
-                             "attention_stages")
         if self.attention_norm not in ATTENTION_NORMS or self.family not in FAMILIES:
             raise ValueError(f"attention_norm is one of {ATTENTION_NORMS} and family one of "
                              f"{FAMILIES}, got {self.attention_norm!r}, {self.family!r}")
+
+    @property
+    def stage4_attention(self) -> bool:
+        """Whether the fourth stage mixes with attention (the paper's SA/MA variants)."""
+        return 3 in self.attention_stages
 
     @property
     def num_stages(self) -> int:

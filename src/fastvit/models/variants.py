@@ -23,29 +23,29 @@ NO_MEAN, NO_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # MCi0-2 take pixels in [0, 
 
 def _mci(depths: tuple[int, ...], widths: tuple[int, ...], **kw: Any) -> VariantSpec:
     """An MCi row: what every MobileCLIP tower shares (timm's ``fastvit_mci*``)."""
-    return VariantSpec(depths, widths, stage4_attention=True, family="mobileclip",
-                       lkc_act=True, crop_pct=0.95, **kw)
+    kw.setdefault("attention_stages", (3,))
+    return VariantSpec(depths, widths, family="mobileclip", lkc_act=True, crop_pct=0.95, **kw)
 
 
 VARIANTS: dict[str, VariantSpec] = {
-    "fastvit_t8": VariantSpec((2, 2, 4, 2), (48, 96, 192, 384), 3, False,
+    "fastvit_t8": VariantSpec((2, 2, 4, 2), (48, 96, 192, 384), 3, (),
                               published=dict(top1=76.2, top1_distilled=77.2, gmacs=0.69)),
-    "fastvit_t12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 3, False,
+    "fastvit_t12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 3, (),
                                published=dict(top1=79.3, top1_distilled=80.3, gmacs=1.39)),
-    "fastvit_s12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, False,
+    "fastvit_s12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, (),
                                published=dict(top1=79.9, top1_distilled=81.1, gmacs=1.79)),
-    "fastvit_sa12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, True,
+    "fastvit_sa12": VariantSpec((2, 2, 6, 2), (64, 128, 256, 512), 4, (3,),
                                 recipe_drop_path=0.1, recipe_distill_mixup=0.8,
                                 published=dict(top1=80.9, top1_distilled=81.9, gmacs=1.94)),
-    "fastvit_sa24": VariantSpec((4, 4, 12, 4), (64, 128, 256, 512), 4, True,
+    "fastvit_sa24": VariantSpec((4, 4, 12, 4), (64, 128, 256, 512), 4, (3,),
                                 recipe_drop_path=0.1, recipe_distill_drop_path=0.05,
                                 recipe_distill_mixup=0.8,
                                 published=dict(top1=82.7, top1_distilled=83.4, gmacs=3.76)),
-    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, True,
+    "fastvit_sa36": VariantSpec((6, 6, 18, 6), (64, 128, 256, 512), 4, (3,),
                                 layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.2,
                                 recipe_distill_drop_path=0.1, recipe_distill_mixup=0.8,
                                 published=dict(top1=83.6, top1_distilled=84.2, gmacs=5.59)),
-    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, True,
+    "fastvit_ma36": VariantSpec((6, 6, 18, 6), (76, 152, 304, 608), 4, (3,),
                                 layer_scale_init=1e-6, crop_pct=0.95, recipe_drop_path=0.35,
                                 recipe_mixup=0.8, recipe_distill_drop_path=0.2,
                                 recipe_distill_mixup=0.8,

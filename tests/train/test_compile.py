@@ -15,7 +15,9 @@ import fastvit
 from fastvit.run.compiling import compile_options
 from fastvit.run.store import checkpoint_name
 from fastvit.train.memory_format import to_channels_last
+from fastvit.models import VARIANTS
 from fastvit.train.trainer import fit
+from tests.helpers.shallow import one_block_per_stage_spec
 from tests.helpers.training import load_state, subprocess_env, tensors_equal, tiny_config
 from tests.train.test_loop import _Colours
 
@@ -57,6 +59,14 @@ def test_training_forward_has_no_graph_breaks(channels_last: bool) -> None:
     assert explanation.graph_count == 1
 
 
+@pytest.fixture
+def shallow_t8(monkeypatch) -> None:
+    """fastvit_t8 cut to one block per stage: what is compiled here is the run path's use of
+    torch.compile (wrapping, checkpoints, resume, evaluation), and Inductor's code
+    generation time grows with every block (minutes, cold, at full depth)."""
+    monkeypatch.setitem(VARIANTS, "fastvit_t8", one_block_per_stage_spec("fastvit_t8"))
+
+
 def _datasets():
     """test_loop's data with 10 validation images, two full evaluation batches of 5: one
     evaluation graph to compile (a smaller last batch would compile a dynamic-shape one)."""
@@ -65,7 +75,7 @@ def _datasets():
 
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
-def test_compiled_stop_and_resume_equals_uninterrupted(tmp_path) -> None:
+def test_compiled_stop_and_resume_equals_uninterrupted(tmp_path, shallow_t8) -> None:
     torch._dynamo.reset()
     reference = tiny_config(tmp_path / "reference", "unused")
     done = fit(reference, datasets=_datasets(), compiled=True, log=lambda _m: None)
@@ -123,7 +133,7 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_compiled_evaluation_scores_like_eager(tmp_path) -> None:
+def test_compiled_evaluation_scores_like_eager(tmp_path, shallow_t8) -> None:
     from fastvit.evaluate import run_evaluation
     from fastvit.pipeline import load_model
     from tests.helpers.training import make_image_folder

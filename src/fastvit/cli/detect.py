@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
     add_eval_options,
     add_train_options,
     add_val_options,
@@ -38,10 +39,8 @@ for the scale of your images. Head sizes are recipe keys, e.g. --set head.fpn_ch
 --set head.box_dim=256 --set head.mask_channels=64 --set head.rois_per_image=128
 --set head.rpn_proposals_train=500 (docs/tasks.md). The run's first lines state them."""
 
-FLAG_KEYS = {"model": "model.variant", "pretrained": "model.pretrained",
-             "epochs": "schedule.epochs", "batch_size": "data.batch_size", "lr": "optim.lr",
-             "min_size": "data.min_size", "max_size": "data.max_size", "amp": "run.amp",
-             "workers": "data.workers", "seed": "run.seed"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "epochs": "schedule.epochs", "min_size": "data.min_size",
+             "max_size": "data.max_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

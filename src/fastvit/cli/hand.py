@@ -22,16 +22,19 @@ import argparse
 import os
 
 from fastvit.cli.arguments import add_compute, emit_json
-from fastvit.cli.tasks import add_train_options, add_val_options, recipe_values, val_split
+from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
+    add_train_options,
+    add_val_options,
+    recipe_values,
+    val_split,
+)
 from fastvit.errors import ConfigError
 from fastvit.run.device import cpu_threads, resolve_device
 from fastvit.run.distributed import cleanup, init_distributed
 
-FLAG_KEYS = {"model": "model.variant", "pretrained": "model.pretrained",
-             "image_size": "data.image_size", "epochs": "schedule.epochs",
-             "batch_size": "data.batch_size", "lr": "optim.lr",
-             "weight_decay": "optim.weight_decay", "workers": "data.workers", "seed": "run.seed",
-             "amp": "run.amp"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "epochs": "schedule.epochs", "image_size": "data.image_size",
+             "weight_decay": "optim.weight_decay"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

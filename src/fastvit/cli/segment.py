@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
     add_eval_options,
     add_train_options,
     add_val_options,
@@ -26,11 +27,8 @@ from fastvit.cli.tasks import (
 from fastvit.run.device import cpu_threads, resolve_amp, resolve_device
 from fastvit.run.distributed import cleanup, init_distributed
 
-FLAG_KEYS = {"model": "model.variant", "pretrained": "model.pretrained",
-             "num_classes": "model.num_classes", "iters": "schedule.iters",
-             "batch_size": "data.batch_size", "lr": "optim.lr", "crop_size": "data.crop_size",
-             "base_size": "data.base_size", "amp": "run.amp", "workers": "data.workers",
-             "seed": "run.seed"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "iters": "schedule.iters", "num_classes": "model.num_classes",
+             "crop_size": "data.crop_size", "base_size": "data.base_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -127,3 +127,18 @@ def test_stored_recipes_keep_their_values_and_refuse_the_flat_shape():
     with pytest.raises(CheckpointError, match=r"run.pt: .*flat shape.*'model', 'lr'"):
         stored_recipe(HandRecipe, {"model": "fastvit_t8", "lr": 1e-3}, HAND, "tasks",
                       source="run.pt")
+
+
+def test_resuming_a_checkpoint_with_the_flat_recipe_is_one_line(tmp_path):
+    """``--resume`` of a run whose checkpoint has a recipe without sections: the same
+    CheckpointError line, not a list of every key as "differing"."""
+    import torch
+
+    from fastvit.run.epochs import read_resume_state
+
+    path = tmp_path / "ckpt_step00000002.pt"
+    torch.save({"task": "hand", "recipe": {"model": "fastvit_t8", "lr": 1e-3}, "step": 2,
+                "extra": {}, "model": {}}, path)
+    current = to_dict(load_task_recipe(HandRecipe, HAND))
+    with pytest.raises(CheckpointError, match=r"cannot resume .*flat shape"):
+        read_resume_state(path, tmp_path, "hand", current, world_size=1)

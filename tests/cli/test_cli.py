@@ -68,10 +68,10 @@ def test_one_spelling_per_concept_across_commands():
     for command, argv in (("train", []), ("detect", ["train", "--out", "o"]),
                           ("segment", ["train", "--data", "d", "--out", "o"]),
                           ("hand", ["train", "--data", "d", "--mano", "m", "--out", "o"])):
-        args = _parse(command, [*argv, "--config", "r.yaml", "--set", "lr=1", "--pretrained",
+        args = _parse(command, [*argv, "--config", "r.yaml", "--set", "optim.lr=1", "--pretrained",
                                 "w.pt", "--max-steps", "5", "--amp", "bf16"])
         assert (args.config, args.overrides, args.pretrained, args.max_steps, args.amp) == (
-            "r.yaml", ["lr=1"], "w.pt", 5, "bf16"), command
+            "r.yaml", ["optim.lr=1"], "w.pt", 5, "bf16"), command
 
 
 def test_old_spellings_still_work_and_name_the_new_one(caplog):

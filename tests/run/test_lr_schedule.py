@@ -80,8 +80,8 @@ def test_detection_linear_warmup_into_step_decay():
     """mmdet 1x: lr x (ratio + (1 - ratio) t / warmup) during warmup, x gamma after each
     step epoch; the same values as the torch schedulers it replaced."""
     recipe = load_task_recipe(DetectionRecipe, DET_RECIPE, values={
-        "lr": LR, "warmup_iters": 6, "warmup_ratio": 0.001, "lr_steps": (2, 3),
-        "lr_gamma": 0.1, "epochs": 4})
+        "optim.lr": LR, "schedule.warmup_iters": 6, "schedule.warmup_ratio": 0.001,
+        "schedule.lr_steps": (2, 3), "schedule.lr_gamma": 0.1, "schedule.epochs": 4})
     per_epoch, total = 4, 16
     lrs = _run(det_engine.lr_schedule(recipe, per_epoch, total), total)
 
@@ -98,15 +98,15 @@ def test_detection_linear_warmup_into_step_decay():
 
 
 def test_detection_warmup_is_cut_to_a_short_run():
-    recipe = load_task_recipe(DetectionRecipe, DET_RECIPE, values={"warmup_iters": 500})
+    recipe = load_task_recipe(DetectionRecipe, DET_RECIPE, values={"schedule.warmup_iters": 500})
     assert det_engine.lr_schedule(recipe, 2, 8).warmup_steps == 8
 
 
 def test_segmentation_linear_warmup_into_poly_decay():
     """mmseg: (1 - t / iters) ** power to 0, times the linear warmup."""
     recipe = load_task_recipe(SegmentationRecipe, SEG_RECIPE, values={
-        "lr": LR, "iters": 20})
-    recipe.warmup_iters, recipe.warmup_ratio, recipe.poly_power = 5, 1e-6, 0.9
+        "optim.lr": LR, "schedule.iters": 20, "schedule.warmup_iters": 5,
+        "schedule.warmup_ratio": 1e-6, "schedule.poly_power": 0.9})
     lrs = _run(seg_engine.lr_schedule(recipe, 20), 24)
 
     def expected(t: int) -> float:
@@ -125,7 +125,8 @@ def test_hand_linear_warmup_into_cosine_to_min_ratio():
     """Cosine over the whole run to ``min_lr_ratio`` x lr, times the linear warmup (at
     most half the run)."""
     recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values={
-        "lr": LR, "warmup_iters": 4, "warmup_ratio": 0.01, "min_lr_ratio": 0.05})
+        "optim.lr": LR, "schedule.warmup_iters": 4, "schedule.warmup_ratio": 0.01,
+        "schedule.min_lr_ratio": 0.05})
     total = 30
     lrs = _run(hand_engine.lr_schedule(recipe, total), total + 3)
 

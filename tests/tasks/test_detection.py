@@ -19,6 +19,7 @@ from pycocotools.coco import COCO
 from fastvit.cli import main as cli_main
 from fastvit.errors import DataError
 from fastvit.run.distributed import DistEnv
+from fastvit.run.recipes import get_value
 from fastvit.run.store import checkpoint_name, load_run_checkpoint
 from fastvit.tasks.detection import engine
 from fastvit.tasks.detection.data import coco_dataset
@@ -30,14 +31,15 @@ from tests.helpers.tasks import make_coco, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 #: heads shrunk for CPU speed; everything else is the real recipe
-TINY = dict(model="fastvit_t8", min_size=128, max_size=128, batch_size=2, workers=0,
-            fpn_channels=64, box_head_dim=256, mask_head_channels=64, rois_per_image=64,
-            rpn_proposals_train=256, rpn_proposals_test=100, warmup_iters=2, log_every=2)
+TINY = {"model.variant": "fastvit_t8", "data.min_size": 128, "data.max_size": 128,
+        "data.batch_size": 2, "data.workers": 0, "head.fpn_channels": 64, "head.box_dim": 256,
+        "head.mask_channels": 64, "head.rois_per_image": 64, "head.rpn_proposals_train": 256,
+        "head.rpn_proposals_test": 100, "schedule.warmup_iters": 2, "run.log_every": 2}
 
 
-def tiny_recipe(**changes) -> DetectionRecipe:
-    """The packaged recipe with the TINY changes (and ``changes``)."""
-    return load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, values={**TINY, **changes})
+def tiny_recipe(changes: dict | None = None) -> DetectionRecipe:
+    """The packaged recipe with the TINY changes (and ``changes``, dotted keys)."""
+    return load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, values={**TINY, **(changes or {})})
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +56,11 @@ def trained(coco, tmp_path_factory) -> Path:
     root, _, _ = coco
     out = tmp_path_factory.mktemp("det_run")
     sets = [f"--set={k}={v}" for k, v in TINY.items()
-            if k not in ("model", "min_size", "max_size", "batch_size")]
+            if k not in ("model.variant", "data.min_size", "data.max_size", "data.batch_size")]
     rc = cli_main(["detect", "train", "--data", str(root), "--train-split", "train",
                    "--val-split", "train", "--out", str(out), "--model", "fastvit_t8",
                    "--epochs", "4", "--batch-size", "2", "--lr", "1e-3", "--min-size", "128",
-                   "--max-size", "128", "--device", "cpu", "--set=eval_every_epochs=4", *sets])
+                   "--max-size", "128", "--device", "cpu", "--set=run.eval_every=4", *sets])
     assert rc == 0
     return out
 
@@ -240,7 +242,7 @@ def test_detector_takes_imagenet_backbone_weights(tmp_path: Path) -> None:
     classifier = fastvit.create_model("fastvit_t8", num_classes=10)
     fastvit.randomize_model_stats(classifier, seed=2)
     save_checkpoint(classifier, tmp_path / "t8.safetensors")
-    recipe = tiny_recipe(pretrained=str(tmp_path / "t8.safetensors"))
+    recipe = tiny_recipe({"model.pretrained": str(tmp_path / "t8.safetensors")})
     detector = engine.build_detector(recipe, num_classes=2)
     body = detector.backbone.body.body.state_dict()
     reference = classifier.state_dict()
@@ -256,10 +258,11 @@ def test_detector_takes_imagenet_backbone_weights(tmp_path: Path) -> None:
 def test_packaged_recipe_is_the_papers_1x_schedule() -> None:
     recipe = tiny_recipe()
     packaged = load_task_recipe(DetectionRecipe, DEFAULT_RECIPE)
-    assert (packaged.epochs, packaged.lr, packaged.weight_decay, packaged.lr_steps) == (
-        12, 2e-4, 1e-4, (8, 11))
-    assert (packaged.min_size, packaged.max_size, packaged.box_head_dim) == (800, 1333, 1024)
-    assert recipe.epochs == 12 and recipe.fpn_channels == 64  # TINY changes only its keys
+    assert (packaged.schedule.epochs, packaged.optim.lr, packaged.optim.weight_decay,
+            packaged.schedule.lr_steps) == (12, 2e-4, 1e-4, (8, 11))
+    assert (packaged.data.min_size, packaged.data.max_size, packaged.head.box_dim) == (
+        800, 1333, 1024)
+    assert recipe.schedule.epochs == 12 and recipe.head.fpn_channels == 64  # TINY: its keys
 
 
 def test_small_data_preset_and_image_size(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -269,12 +272,11 @@ def test_small_data_preset_and_image_size(tmp_path: Path, monkeypatch, capsys) -
 
     paper = load_task_recipe(DetectionRecipe, DEFAULT_RECIPE)
     small = load_task_recipe(DetectionRecipe, SMALL_RECIPE)
-    assert (small.lr, small.weight_decay, small.norm_eval) == (paper.lr, paper.weight_decay,
-                                                               paper.norm_eval)
-    for key in ("fpn_channels", "box_head_dim", "mask_head_channels", "rois_per_image",
-                "rpn_proposals_train", "min_size"):
-        assert getattr(small, key) < getattr(paper, key), key
-    assert max(small.lr_steps) < small.epochs
+    assert small.optim == paper.optim and small.backbone == paper.backbone
+    for key in ("head.fpn_channels", "head.box_dim", "head.mask_channels",
+                "head.rois_per_image", "head.rpn_proposals_train", "data.min_size"):
+        assert get_value(small, key) < get_value(paper, key), key
+    assert max(small.schedule.lr_steps) < small.schedule.epochs
     small.validate()
     with pytest.raises(SystemExit):
         cli_main(["detect", "train", "--help"])
@@ -290,7 +292,8 @@ def test_small_data_preset_and_image_size(tmp_path: Path, monkeypatch, capsys) -
                      "--train-images", str(tmp_path), "--train-ann", str(tmp_path / "a.json"),
                      "--no-val", "--out", str(tmp_path / "run")]) == 0
     recipe = seen["recipe"]
-    assert (recipe.min_size, recipe.max_size, recipe.fpn_channels) == (128, 213, 64)
+    assert (recipe.data.min_size, recipe.data.max_size, recipe.head.fpn_channels) == (
+        128, 213, 64)
     assert "shorter side 128 (longer <= 213)" in recipe.describe()
 
 
@@ -298,11 +301,11 @@ def test_recipe_rejects_unknown_and_invalid(tmp_path: Path) -> None:
     from fastvit.errors import ConfigError
 
     bad = tmp_path / "r.yaml"
-    bad.write_text(f"base: {DEFAULT_RECIPE}\nepochz: 3\n")
-    with pytest.raises(ConfigError, match="unknown recipe key 'epochz'"):
+    bad.write_text(f"base: {DEFAULT_RECIPE}\nschedule:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match="unknown recipe key 'schedule.epochz'"):
         load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, bad)
-    with pytest.raises(ConfigError, match="lr_steps"):
-        tiny_recipe(lr_steps=[11, 8]).validate()
+    with pytest.raises(ConfigError, match="schedule.lr_steps"):
+        tiny_recipe({"schedule.lr_steps": [11, 8]}).validate()
 
 
 # ---------------------------------------------------------------------------
@@ -357,7 +360,7 @@ def test_library_load_evaluate_predict(coco, trained: Path, tmp_path: Path) -> N
     loaded = engine.load_detector(trained)
     assert isinstance(loaded, engine.LoadedDetector)
     assert loaded.category_ids == [3, 7] and loaded.class_names == ["square", "disc"]
-    assert loaded.recipe.model == "fastvit_t8" and not loaded.model.training
+    assert loaded.recipe.model.variant == "fastvit_t8" and not loaded.model.training
     loaded.model.train()
     metrics = engine.evaluate_detector(loaded.model, coco_dataset(images, ann, train=False),
                                        DistEnv(), workers=0, verbose=False)
@@ -387,7 +390,8 @@ def test_predict_without_images_is_one_line(trained: Path, tmp_path: Path, capsy
 @pytest.mark.slow
 def test_resume_continues_from_checkpoint(tmp_path: Path) -> None:
     images, ann = make_coco(tmp_path, "train", n_images=4, size=64, seed=5)
-    recipe = tiny_recipe(min_size=64, max_size=64, lr=1e-3, epochs=2)
+    recipe = tiny_recipe({"data.min_size": 64, "data.max_size": 64, "optim.lr": 1e-3,
+                          "schedule.epochs": 2})
     first = engine.train(recipe, train_images=images, train_ann=ann, out_dir=tmp_path / "a",
                          device="cpu", max_steps=2)
     assert first["stopped"] and first["step"] == 2
@@ -421,7 +425,7 @@ def test_torchrun_evaluate_matches_single_process(coco, trained: Path, tmp_path:
 def test_overfit_reaches_box_ap(coco, tmp_path: Path) -> None:
     """A few dozen iterations on 4 images: box AP on those images > 0.5."""
     _, images, ann = coco
-    recipe = tiny_recipe(epochs=15, lr=1e-3, eval_every_epochs=15)
+    recipe = tiny_recipe({"schedule.epochs": 15, "optim.lr": 1e-3, "run.eval_every": 15})
     report = engine.train(recipe, train_images=images, train_ann=ann, val_images=images,
                           val_ann=ann, out_dir=tmp_path, device="cpu")
     assert report["eval"][-1]["bbox"]["AP"] > 0.5

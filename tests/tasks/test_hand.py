@@ -336,7 +336,9 @@ def test_packaged_recipe_uses_the_papers_backbone():
 
     recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE)
     recipe.validate()
-    assert recipe.model == "fastvit_ma36" and (recipe.lr, recipe.weight_decay) == (2e-4, 1e-4)
+    assert recipe.model.variant == "fastvit_ma36"
+    assert (recipe.optim.lr, recipe.optim.weight_decay) == (2e-4, 1e-4)
+    assert (recipe.data.image_size, recipe.mano.root_joint, recipe.run.eval_every) == (224, 9, 5)
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,15 +348,11 @@ OVERFIT = ["--model", "fastvit_t8", "--input-size", "64", "--epochs", "15", "--b
            "--lr", "2e-3", "--workers", "0", "--no-amp"]
 OVERFIT_RECIPE = """
 base: hand_fastvit_ma36_freihand
-drop_path_rate: 0.0
-head_hidden: 256
-warmup_iters: 8
-aug_scale: 0.0
-aug_rotation: 0.0
-aug_translate: 0.0
-aug_color: 0.0
-log_every: 4
-eval_every_epochs: 100
+model: {drop_path: 0.0}
+head: {hidden: 256}
+schedule: {warmup_iters: 8}
+augment: {scale: 0.0, rotation: 0.0, translate: 0.0, color: 0.0}
+run: {log_every: 4, eval_every: 100}
 """
 # Predicting the MANO mean hand scores ~12 mm PA-MPJPE on these images (asserted below
 # to exceed twice the threshold); 60 steps reach ~3.4 mm on this machine. Under 5 mm --
@@ -421,11 +419,11 @@ def test_library_load_evaluate_predict(trained, freihand, mano_npz, tmp_path):
 
     loaded = engine.load_hand_mesh(trained, mano_path=mano_npz)
     assert isinstance(loaded, engine.LoadedHandMesh) and not loaded.model.training
-    assert loaded.metadata["variant"] == loaded.recipe.model == "fastvit_t8"
+    assert loaded.metadata["variant"] == loaded.recipe.model.variant == "fastvit_t8"
     dataset = engine.eval_dataset(freihand, "evaluation", loaded.recipe)
     loaded.model.train()
     metrics = engine.evaluate_hand_mesh(loaded.model, dataset, DistEnv(), mano=loaded.mano,
-                                        batch_size=3, root=loaded.recipe.root_joint)
+                                        batch_size=3, root=loaded.recipe.mano.root_joint)
     assert loaded.model.training
     saved = json.loads((trained / "evaluation.json").read_text())["metrics"]
     assert metrics == pytest.approx(saved)

@@ -43,13 +43,15 @@ from tests.helpers.tasks import make_ade, torchrun
 
 ROOT = Path(__file__).resolve().parents[2]
 #: small head and 64x64 crops for CPU speed; everything else is the real recipe
-TINY = dict(model="fastvit_t8", num_classes=3, batch_size=4, crop_size=64, base_size=64,
-            fpn_channels=64, head_channels=32, workers=0, log_every=5)
+TINY = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.batch_size": 4,
+        "data.crop_size": 64, "data.base_size": 64, "head.fpn_channels": 64,
+        "head.channels": 32, "data.workers": 0, "run.log_every": 5}
 
 
-def tiny_recipe(**changes) -> SegmentationRecipe:
-    """The packaged recipe with the TINY changes (and ``changes``)."""
-    return load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, values={**TINY, **changes})
+def tiny_recipe(changes: dict | None = None) -> SegmentationRecipe:
+    """The packaged recipe with the TINY changes (and ``changes``, dotted keys)."""
+    return load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE,
+                            values={**TINY, **(changes or {})})
 
 
 @pytest.fixture(scope="module")
@@ -220,7 +222,7 @@ def test_bad_label_from_a_worker_is_one_line(tmp_path: Path, capsys) -> None:
     rc = cli_main(["segment", "train", "--data", str(tmp_path), "--no-val", "--out",
                    str(tmp_path / "run"), "--model", "fastvit_t8", "--num-classes", "3",
                    "--iters", "1", "--batch-size", "2", "--crop-size", "64", "--workers", "1",
-                   "--set", "base_size=64", "--device", "cpu"])
+                   "--set", "data.base_size=64", "--device", "cpu"])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("fastvit segment:")]
     assert rc == 2 and "Traceback" not in err
@@ -236,20 +238,21 @@ def test_bad_label_from_a_worker_is_one_line(tmp_path: Path, capsys) -> None:
 
 def test_packaged_recipe_is_the_papers_ade20k_setting() -> None:
     recipe = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE)
-    assert (recipe.iters, recipe.lr, recipe.weight_decay, recipe.poly_power,
-            recipe.crop_size) == (40_000, 2e-4, 1e-4, 0.9, 512)
-    with pytest.raises(ConfigError, match="crop_size must be a multiple of 32"):
-        tiny_recipe(crop_size=500).validate()
+    assert (recipe.schedule.iters, recipe.optim.lr, recipe.optim.weight_decay,
+            recipe.schedule.poly_power, recipe.data.crop_size) == (40_000, 2e-4, 1e-4, 0.9, 512)
+    with pytest.raises(ConfigError, match="data.crop_size must be a multiple of 32"):
+        tiny_recipe({"data.crop_size": 500}).validate()
 
 
 def test_the_data_scale_follows_the_crop_size_unless_base_size_says_otherwise(
         ade: Path, tmp_path: Path, monkeypatch, caplog) -> None:
     packaged = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE)
-    assert packaged.base_size is None and packaged.scale == 512  # the paper: 512 and 512
-    small = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE, values={"crop_size": 128})
+    assert packaged.data.base_size is None and packaged.scale == 512  # the paper: 512, 512
+    small = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE,
+                             values={"data.crop_size": 128})
     assert small.scale == 128  # not ADE20K's 512: 128-px images are not enlarged 2-8x
     apart = load_task_recipe(SegmentationRecipe, DEFAULT_RECIPE,
-                             values={"crop_size": 128, "base_size": 256})
+                             values={"data.crop_size": 128, "data.base_size": 256})
     assert apart.scale == 256 and "shorter side 256 (--base-size)" in apart.describe()
     # what the run feeds the model, and what its header says
     seen = {}
@@ -264,8 +267,8 @@ def test_the_data_scale_follows_the_crop_size_unless_base_size_says_otherwise(
         rc = cli_main(["segment", "train", "--data", str(ade), "--no-val", "--out",
                        str(tmp_path / "run"), "--model", "fastvit_t8", "--num-classes", "3",
                        "--iters", "1", "--batch-size", "2", "--crop-size", "64", "--workers",
-                       "0", "--device", "cpu", "--set", "fpn_channels=32",
-                       "--set", "head_channels=16"])
+                       "0", "--device", "cpu", "--set", "head.fpn_channels=32",
+                       "--set", "head.channels=16"])
     assert rc == 0 and seen["train"] == (64, 64)
     assert ("data: shorter side 64 (= crop size) x U(0.5, 2), random 64 x 64 crops; "
             "evaluation at shorter side 64") in caplog.text
@@ -279,8 +282,8 @@ def test_the_data_scale_follows_the_crop_size_unless_base_size_says_otherwise(
 @pytest.mark.slow
 def test_overfit_reaches_miou(ade: Path, tmp_path: Path) -> None:
     """30 iterations on 4 images: the loss falls and mIoU on those images > 0.8."""
-    recipe = tiny_recipe(iters=30, lr=5e-3, eval_every=30, scale_range=(1.0, 1.0),
-                         photometric=False)
+    recipe = tiny_recipe({"schedule.iters": 30, "optim.lr": 5e-3, "run.eval_every_iters": 30,
+                          "data.scale_range": (1.0, 1.0), "data.photometric": False})
     report = engine.train(recipe, data_root=ade, out_dir=tmp_path, val_split="training",
                           device="cpu")
     losses = [h["loss"] for h in report["train"]]
@@ -296,11 +299,11 @@ def test_cli_train_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     evaluate with sliding windows, predict colour masks."""
     out = tmp_path / "run"
     sets = [f"--set={k}={v}" for k, v in TINY.items()
-            if k in ("base_size", "fpn_channels", "head_channels", "log_every")]
+            if k in ("data.base_size", "head.fpn_channels", "head.channels", "run.log_every")]
     rc = cli_main(["segment", "train", "--data", str(ade), "--out", str(out), "--model",
                    "fastvit_t8", "--num-classes", "3", "--iters", "4", "--batch-size", "2",
                    "--crop-size", "64", "--workers", "0", "--device", "cpu", "--amp",
-                   "--set", "eval_every=2", "--set", "log_every=2", *sets])
+                   "--set", "run.eval_every_iters=2", "--set", "run.log_every=2", *sets])
     assert rc == 0
     report = json.loads((out / "metrics.json").read_text())
     assert [e["step"] for e in report["eval"]] == [2, 4]
@@ -344,7 +347,7 @@ def test_library_load_evaluate_predict(ade: Path, tmp_path: Path) -> None:
     ``evaluate_segmenter`` on a model in train mode (scored in eval mode, handed back in
     train mode), ``predict_label_maps`` over a folder and a glob pattern."""
     loaded = engine.load_segmenter(untrained_checkpoint(tmp_path / "model.pt"))
-    assert isinstance(loaded, engine.LoadedSegmenter) and loaded.recipe.num_classes == 3
+    assert isinstance(loaded, engine.LoadedSegmenter) and loaded.recipe.model.num_classes == 3
     dataset = ADE20KSegmentation(ade, "validation", 3, EvalTransform(64))
     before = engine.evaluate_segmenter(loaded.model, dataset, DistEnv(), num_classes=3,
                                        workers=0)
@@ -388,3 +391,21 @@ def test_torchrun_evaluate_matches_single_process(ade: Path, tmp_path: Path) -> 
     for key in ("mIoU", "aAcc", "mAcc"):
         assert ddp[key] == pytest.approx(single[key], abs=1e-12), key
     assert ddp["IoU"] == pytest.approx(single["IoU"], abs=1e-12, nan_ok=True)
+
+
+def test_a_checkpoint_with_the_flat_recipe_is_refused_in_one_line(ade: Path, tmp_path: Path,
+                                                                   capsys) -> None:
+    """Recipes had no sections before (``model: fastvit_t8``, ``lr: ...``): such a
+    checkpoint is named in one CheckpointError line, not rebuilt from the defaults."""
+    from fastvit.errors import CheckpointError
+
+    flat = tmp_path / "flat.pt"
+    torch.save({"task": "segmentation", "recipe": {"model": "fastvit_t8", "num_classes": 3,
+                                                   "lr": 1e-3}, "step": 0, "extra": {},
+                "model": {}}, flat)
+    with pytest.raises(CheckpointError, match="flat shape of an older fastvit"):
+        engine.load_segmenter(flat)
+    rc = cli_main(["segment", "predict", "--checkpoint", str(flat), str(ade / "images"),
+                   "--out", str(tmp_path / "pred")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err.count("\n") == 0 and "'model', 'num_classes', 'lr'" in err, err

@@ -100,10 +100,11 @@ def _assert_same_final_state(resumed: Path, full: Path) -> None:
 
 # -- detection ------------------------------------------------------------------------------
 
-DET = dict(model="fastvit_t8", min_size=64, max_size=64, batch_size=2, workers=0,
-           fpn_channels=64, box_head_dim=256, mask_head_channels=64, rois_per_image=64,
-           rpn_proposals_train=256, rpn_proposals_test=100, warmup_iters=2, log_every=1,
-           lr=1e-3, epochs=2, lr_steps=(1,))
+DET = {"model.variant": "fastvit_t8", "data.min_size": 64, "data.max_size": 64,
+       "data.batch_size": 2, "data.workers": 0, "head.fpn_channels": 64, "head.box_dim": 256,
+       "head.mask_channels": 64, "head.rois_per_image": 64, "head.rpn_proposals_train": 256,
+       "head.rpn_proposals_test": 100, "schedule.warmup_iters": 2, "run.log_every": 1,
+       "optim.lr": 1e-3, "schedule.epochs": 2, "schedule.lr_steps": (1,)}
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +137,9 @@ def test_detection_resume_is_bit_identical(det):
 
 # -- hand ---------------------------------------------------------------------------------
 
-HAND = dict(model="fastvit_t8", input_size=64, batch_size=2, epochs=2, workers=0,
-            head_hidden=64, versions=(0,), warmup_iters=2, log_every=1)
+HAND = {"model.variant": "fastvit_t8", "data.image_size": 64, "data.batch_size": 2,
+        "schedule.epochs": 2, "data.workers": 0, "head.hidden": 64, "data.versions": (0,),
+        "schedule.warmup_iters": 2, "run.log_every": 1}
 
 
 @pytest.fixture(scope="module")
@@ -234,8 +236,9 @@ def test_hand_sigterm_then_resume_is_bit_identical(hand):
                                     "none", *_sets(HAND)], root / "sigterm", runs["full"])
 
 
-SEG = dict(model="fastvit_t8", num_classes=3, batch_size=2, crop_size=64, base_size=64,
-           fpn_channels=64, head_channels=32, workers=0, log_every=1, iters=FULL)
+SEG = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.batch_size": 2,
+       "data.crop_size": 64, "data.base_size": 64, "head.fpn_channels": 64,
+       "head.channels": 32, "data.workers": 0, "run.log_every": 1, "schedule.iters": FULL}
 
 
 @pytest.mark.slow
@@ -261,7 +264,7 @@ def test_hand_torchrun_evaluate_odd_sample_count_equals_single_process(tmp_path,
     mano = write_mano_npz(tmp_path / "mano_right.npz")
     data = make_freihand(tmp_path / "FreiHAND", mano, num_samples=2, versions=1,
                          image_size=64, eval_samples=5)
-    recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values={**HAND, "head_hidden": 32})
+    recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values={**HAND, "head.hidden": 32})
     torch.manual_seed(3)
     checkpoint = tmp_path / "checkpoint.pt"  # the layout of earlier releases, still read
     torch.save({"task": "hand", "recipe": to_dict(recipe), "step": 0, "extra": {},

@@ -119,9 +119,10 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> No
     torch._dynamo.reset()
     mano = write_mano_npz(tmp_path / "mano_right.npz")
     data = make_freihand(tmp_path / "FreiHAND", mano, num_samples=4, versions=1, image_size=64)
-    recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, values=dict(
-        model="fastvit_t8", input_size=64, batch_size=2, epochs=1, workers=0, head_hidden=64,
-        versions=(0,), warmup_iters=1, log_every=1))
+    recipe = load_task_recipe(HandRecipe, DEFAULT_RECIPE, values={
+        "model.variant": "fastvit_t8", "data.image_size": 64, "data.batch_size": 2,
+        "schedule.epochs": 1, "data.workers": 0, "head.hidden": 64, "data.versions": (0,),
+        "schedule.warmup_iters": 1, "run.log_every": 1})
     report = hand_engine.train(recipe, data=data, mano_path=mano, out_dir=tmp_path / "run",
                                device="cpu", eval_split=None, compiled=True)
     captured = capsys.readouterr()  # the run's header is logged (stderr under the CLI)

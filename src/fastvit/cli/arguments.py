@@ -205,7 +205,7 @@ def add_recipe(parser: argparse.ArgumentParser, default_help: str) -> argparse._
     group.add_argument("--recipe", dest="config", action="old_spelling", new="--config")
     group.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE",
-                       help="override any recipe key, e.g. --set lr=5e-4 (repeatable)")
+                       help="override any recipe key, e.g. --set optim.lr=5e-4 (repeatable)")
     return group
 
 

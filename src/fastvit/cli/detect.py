@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
     add_eval_options,
     add_train_options,
     add_val_options,
@@ -34,13 +35,12 @@ schedule with the standard heads and images resized to shorter side 800.
 
 Small data sets or a CPU: --config maskrcnn_small (heads 4x narrower, fewer RoIs and
 proposals, shorter side 320: several times faster per iteration), with --image-size N
-for the scale of your images. Head sizes are recipe keys, e.g. --set fpn_channels=64
---set box_head_dim=256 --set mask_head_channels=64 --set rois_per_image=128
---set rpn_proposals_train=500 (docs/tasks.md). The run's first lines state them."""
+for the scale of your images. Head sizes are recipe keys, e.g. --set head.fpn_channels=64
+--set head.box_dim=256 --set head.mask_channels=64 --set head.rois_per_image=128
+--set head.rpn_proposals_train=500 (docs/tasks.md). The run's first lines state them."""
 
-FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "epochs": "epochs",
-             "batch_size": "batch_size", "lr": "lr", "min_size": "min_size",
-             "max_size": "max_size", "amp": "amp", "workers": "workers", "seed": "seed"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "epochs": "schedule.epochs", "min_size": "data.min_size",
+             "max_size": "data.max_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,8 +114,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.image_size is not None:
         if args.min_size is not None:
             raise ConfigError("--image-size sets --min-size: give one")
-        values["min_size"] = args.image_size
-        values["max_size"] = args.max_size or round(args.image_size * MAX_SIZE_RATIO)
+        values["data.min_size"] = args.image_size
+        values["data.max_size"] = args.max_size or round(args.image_size * MAX_SIZE_RATIO)
     recipe = load_task_recipe(DetectionRecipe, DEFAULT_RECIPE, args.config, values,
                               args.overrides)
     train_images, train_ann = _paths(args, args.train_images, args.train_ann, args.train_split)
@@ -144,7 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             if engine.base_dataset(dataset).category_ids != loaded.category_ids:
                 raise ConfigError(f"the categories of {ann} differ from those the model was "
                                   f"trained on")
-            workers = loaded.recipe.workers if args.workers is None else args.workers
+            workers = loaded.recipe.data.workers if args.workers is None else args.workers
             metrics = engine.evaluate_detector(loaded.model, dataset, env,
                                                batch_size=args.batch_size, workers=workers,
                                                amp_dtype=resolve_amp(args.amp, env.device),

@@ -22,14 +22,19 @@ import argparse
 import os
 
 from fastvit.cli.arguments import add_compute, emit_json
-from fastvit.cli.tasks import add_train_options, add_val_options, recipe_values, val_split
+from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
+    add_train_options,
+    add_val_options,
+    recipe_values,
+    val_split,
+)
 from fastvit.errors import ConfigError
 from fastvit.run.device import cpu_threads, resolve_device
 from fastvit.run.distributed import cleanup, init_distributed
 
-FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "image_size": "input_size",
-             "epochs": "epochs", "batch_size": "batch_size", "lr": "lr",
-             "weight_decay": "weight_decay", "workers": "workers", "seed": "seed", "amp": "amp"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "epochs": "schedule.epochs", "image_size": "data.image_size",
+             "weight_decay": "optim.weight_decay"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,7 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", dest="image_size", type=int, action="old_spelling",
                    new="--image-size")
     p.add_argument("--weight-decay", type=float)
-    add_val_options(p, "evaluation", "split scored every eval_every_epochs epochs and at the "
+    add_val_options(p, "evaluation", "split scored every run.eval_every epochs and at the "
                     "end (skipped when its xyz/verts files are absent)")
     p.add_argument("--eval-split", dest="val_split", action="old_spelling", new="--val-split")
 
@@ -126,21 +131,23 @@ def _evaluate(args: argparse.Namespace) -> int:
             dataset = engine.eval_dataset(args.data, args.split, recipe)
             metrics = engine.evaluate_hand_mesh(loaded.model, dataset, env, mano=loaded.mano,
                                                 batch_size=args.batch_size,
-                                                workers=args.workers, root=recipe.root_joint)
+                                                workers=args.workers,
+                                                root=recipe.mano.root_joint)
             examples = []
             if env.is_main and args.out is not None:
                 examples = engine.example_predictions(loaded.model, dataset, mano=loaded.mano,
                                                       count=args.num_examples,
-                                                      device=env.device, root=recipe.root_joint)
+                                                      device=env.device,
+                                                      root=recipe.mano.root_joint)
     finally:
         cleanup()
     if not env.is_main:
         return 0
-    result = {"split": args.split, "checkpoint": str(args.checkpoint), "model": recipe.model,
-              "metrics": metrics}
+    result = {"split": args.split, "checkpoint": str(args.checkpoint),
+              "model": recipe.model.variant, "metrics": metrics}
     if args.out is not None:
         result["files"] = write_report(args.out, result, examples, loaded.mano.faces.cpu(),
-                                       recipe.input_size)
+                                       recipe.data.image_size)
     emit_json("-", result)
     if args.json not in (None, "-"):
         emit_json(args.json, result)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fastvit.cli.arguments import emit_json
 from fastvit.cli.tasks import (
+    TASK_FLAG_KEYS,
     add_eval_options,
     add_train_options,
     add_val_options,
@@ -26,10 +27,8 @@ from fastvit.cli.tasks import (
 from fastvit.run.device import cpu_threads, resolve_amp, resolve_device
 from fastvit.run.distributed import cleanup, init_distributed
 
-FLAG_KEYS = {"model": "model", "pretrained": "pretrained", "num_classes": "num_classes",
-             "iters": "iters", "batch_size": "batch_size", "lr": "lr",
-             "crop_size": "crop_size", "base_size": "base_size", "amp": "amp",
-             "workers": "workers", "seed": "seed"}
+FLAG_KEYS = {**TASK_FLAG_KEYS, "iters": "schedule.iters", "num_classes": "model.num_classes",
+             "crop_size": "data.crop_size", "base_size": "data.base_size"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--data", type=Path, required=True,
                        help="ADE20K-layout root (images/SPLIT/*.jpg, annotations/SPLIT/*.png)")
     train.add_argument("--train-split", default="training")
-    add_val_options(train, "validation", "split evaluated every eval_every iterations")
+    add_val_options(train, "validation", "split evaluated every run.eval_every_iters "
+                    "iterations")
     add_train_options(train, length="iters")
     train.add_argument("--num-classes", type=int)
     train.add_argument("--crop-size", type=int,
@@ -99,14 +99,15 @@ def _evaluate(args: argparse.Namespace) -> int:
         with cpu_threads(args.threads):
             loaded = engine.load_segmenter(args.checkpoint, env.device)
             recipe = loaded.recipe
-            dataset = ADE20KSegmentation(args.data, args.split, recipe.num_classes,
+            num_classes = recipe.model.num_classes
+            dataset = ADE20KSegmentation(args.data, args.split, num_classes,
                                          EvalTransform(recipe.scale))
-            mode = args.mode or recipe.eval_mode
-            workers = recipe.workers if args.workers is None else args.workers
+            mode = args.mode or recipe.eval.mode
+            workers = recipe.data.workers if args.workers is None else args.workers
             metrics = engine.evaluate_segmenter(loaded.model, dataset, env,
-                                                num_classes=recipe.num_classes, mode=mode,
-                                                window=recipe.crop_size,
-                                                stride=args.stride or recipe.eval_stride,
+                                                num_classes=num_classes, mode=mode,
+                                                window=recipe.data.crop_size,
+                                                stride=args.stride or recipe.eval.stride,
                                                 workers=workers,
                                                 amp_dtype=resolve_amp(args.amp, env.device))
     finally:

@@ -19,6 +19,13 @@ from fastvit.cli.arguments import (
 from fastvit.models import list_models
 from fastvit.run.recipes import list_recipes
 
+#: The recipe keys of the flags every task's ``train`` has (``add_train_options`` and
+#: ``--amp``): the same dotted keys as ``fastvit train``'s (``cli/train.py: FLAG_KEYS``).
+TASK_FLAG_KEYS = {"model": "model.variant", "pretrained": "model.pretrained",
+                  "drop_path": "model.drop_path", "batch_size": "data.batch_size",
+                  "workers": "data.workers", "lr": "optim.lr", "clip_grad": "optim.clip_grad",
+                  "seed": "run.seed", "amp": "run.amp"}
+
 
 def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> None:
     """Recipe, backbone, run folder, resume, early stop, compute -- the same everywhere."""
@@ -33,8 +40,10 @@ def add_train_options(p: argparse.ArgumentParser, *, length: str = "epochs") -> 
         g.add_argument("--epochs", type=int)
     else:
         g.add_argument("--iters", type=int, help="optimizer steps")
+    g.add_argument("--drop-path", type=float, help="stochastic depth of the backbone")
     g.add_argument("--batch-size", type=int, help="per process")
     g.add_argument("--lr", type=float)
+    g.add_argument("--clip-grad", type=float, metavar="NORM", help="max global grad norm")
     g.add_argument("--workers", type=int, help="DataLoader worker processes")
     g.add_argument("--seed", type=int)
     g = p.add_argument_group("run")
@@ -81,7 +90,7 @@ def val_split(args: argparse.Namespace) -> str | None:
     return args.val_split
 
 
-__all__ = ["HIDDEN", "add_eval_options", "add_train_options", "add_val_options",
+__all__ = ["HIDDEN", "TASK_FLAG_KEYS", "add_eval_options", "add_train_options", "add_val_options",
            "recipe_values", "val_split"]
 
 

@@ -325,7 +325,7 @@ def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
     unreadable ones are skipped with a ``warn`` naming them (see
     :func:`fastvit.run.store.load_resumable`).
     """
-    from fastvit.run.recipes import recipe_differences
+    from fastvit.run.recipes import recipe_differences, require_sections
 
     if not resume:
         return None, None
@@ -333,6 +333,8 @@ def read_resume_state(resume: str | Path | None, out_dir: str | Path, task: str,
     if not candidates:
         return None, None
     state, path = store.load_resumable(candidates, task, warn)
+    if config and all(isinstance(v, dict) for v in config.values()):
+        require_sections(state["config"], f"cannot resume {path}")
     diffs = recipe_differences(state["config"], config, free_keys)
     if diffs:
         raise ConfigError(f"cannot resume {path}: it was trained with another recipe; "

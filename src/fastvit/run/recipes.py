@@ -6,11 +6,15 @@ YAML file that spells out every value, or starts from another recipe with
 (``fastvit/configs/NAME.yaml``, ``fastvit/configs/tasks/NAME.yaml``), the paper's
 recipe of a variant derived from the variant table (``fastvit_<v>``,
 ``fastvit_<v>_distill``: :mod:`fastvit.run.variant_recipes`), or the user's own.
-The recipe's dataclass (flat like the task recipes, or with
-sections like :class:`fastvit.train.config.TrainConfig`) declares each key's
-type and has a ``validate()`` method; loading converts every value to its
-declared type and refuses unknown or missing keys. Precedence, lowest first:
-``base`` recipe < recipe file < plain command-line flags < ``--set key=value``.
+The recipe's dataclass (a tree of sections such as
+:class:`fastvit.train.config.TrainConfig`) declares each key's type and is
+validated before a run; loading converts every value to its declared type and
+refuses unknown or missing keys. Precedence, lowest first: ``base`` recipe <
+recipe file < plain command-line flags < ``--set section.key=value``.
+
+All four trainers' recipes have one shape: the keys they share (:data:`SHARED_KEYS`)
+sit in the same sections under the same names, so ``--set optim.lr=1e-4`` means the
+same to ``fastvit train`` and ``fastvit detect|segment|hand train``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,22 @@ from typing import Any, TypeVar
 
 import yaml
 
-from fastvit.errors import ConfigError
+from fastvit.errors import CheckpointError, ConfigError
 from fastvit.run.variant_recipes import variant_recipe, variant_recipe_names
 
 R = TypeVar("R")
 BASE_KEY = "base"
+#: The keys every trainer's recipe has, at the same dotted path with the same type
+#: (``None`` allowed or not aside: ``optim.lr: null`` means "from lr_base" only to
+#: classification). Keys two or three trainers share (``schedule.epochs``,
+#: ``data.image_size``, ``data.hflip``, ``run.eval_every``...) follow the same rule.
+SHARED_KEYS: dict[str, type] = {
+    "model.variant": str, "model.pretrained": str, "model.drop_path": float,
+    "data.batch_size": int, "data.workers": int,
+    "optim.lr": float, "optim.weight_decay": float, "optim.clip_grad": float,
+    "run.amp": str, "run.seed": int, "run.deterministic": bool, "run.keep_last": int,
+    "run.log_every": int,
+}
 
 
 def recipe_dir(folder: str = "") -> Path:
@@ -237,9 +252,21 @@ def set_value(recipe: Any, dotted: str, value: Any, *, source: str = "override")
     hints = typing.get_type_hints(type(target))
     key = parts[-1]
     if key not in hints or dataclasses.is_dataclass(hints[key]):
-        raise ConfigError(f"{source}: unknown recipe key {dotted!r} "
-                          f"(keys: {', '.join(_keys(recipe))})")
+        near = [k for k in _leaf_keys(recipe) if k.rsplit(".", 1)[-1] == key]
+        hint = (f"did you mean {' or '.join(near)}?" if near
+                else f"keys: {', '.join(_keys(recipe))}")
+        raise ConfigError(f"{source}: unknown recipe key {dotted!r} ({hint})")
     setattr(target, key, coerce(value, hints[key], dotted))
+
+
+def _leaf_keys(recipe: Any, prefix: str = "") -> list[str]:
+    """Every ``section.key`` of ``recipe``."""
+    out = []
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        out += (_leaf_keys(value, f"{prefix}{f.name}.") if dataclasses.is_dataclass(value)
+                else [f"{prefix}{f.name}"])
+    return out
 
 
 def _keys(recipe: Any, prefix: str = "") -> list[str]:
@@ -257,7 +284,7 @@ def parse_override(item: str) -> tuple[str, Any]:
     """``"optim.lr=5e-4"`` -> ``("optim.lr", 5e-4)`` (the value parsed as YAML)."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects KEY=VALUE (e.g. lr=5e-4), got {item!r}")
+        raise ConfigError(f"--set expects KEY=VALUE (e.g. optim.lr=5e-4), got {item!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
@@ -299,27 +326,77 @@ def recipe_differences(stored: Mapping[str, Any], current: Mapping[str, Any],
     return diffs
 
 
+def get_value(recipe: Any, dotted: str) -> Any:
+    """The value of ``section.key`` in ``recipe``."""
+    value = recipe
+    for part in dotted.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def require_sections(stored: Mapping[str, Any], source: str) -> None:
+    """One clear line for a recipe stored before the task recipes had sections
+    (top-level ``model: fastvit_sa12``, ``lr: 2e-4``...): it names no section."""
+    leaves = [k for k, v in stored.items() if not isinstance(v, Mapping)]
+    if leaves:
+        raise CheckpointError(
+            f"{source}: its recipe is in the flat shape of an older fastvit (top-level "
+            f"{', '.join(repr(k) for k in leaves[:3])}{'...' if len(leaves) > 3 else ''}); "
+            f"recipes have sections now (model.variant, optim.lr, run.amp...): train it "
+            f"again with this version, or load it with the version that wrote it")
+
+
 def stored_recipe(cls: type[R], stored: Mapping[str, Any], default: str, folder: str = "",
                   source: str = "checkpoint") -> R:
     """The recipe a checkpoint was trained with, readable even when the checkpoint is
     older than today's recipe keys: missing keys come from the packaged ``default``
-    recipe, keys that no longer exist are dropped, and the old on/off ``amp``
-    switch becomes ``"on"`` / ``"none"``."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    values = {k: v for k, v in stored.items() if k in names}
-    if isinstance(values.get("amp"), bool):
-        values["amp"] = "on" if values["amp"] else "none"
+    recipe, keys that no longer exist are dropped, and the old on/off ``run.amp``
+    switch becomes ``"on"`` / ``"none"``. A recipe of the flat shape is refused
+    (:func:`require_sections`)."""
+    require_sections(stored, source)
+    values = _known(cls, stored)
+    run = values.get("run", {})
+    if isinstance(run.get("amp"), bool):
+        run["amp"] = "on" if run["amp"] else "none"
     return from_dict(cls, merge(read_recipe(default, folder), values), source=source)
 
 
+def _known(cls: type, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """``stored`` without the keys ``cls`` (a tree of dataclasses) no longer has."""
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in stored:
+            continue
+        kind, value = hints[f.name], stored[f.name]
+        if dataclasses.is_dataclass(kind):
+            if isinstance(value, Mapping):
+                out[f.name] = _known(kind, value)
+        else:
+            out[f.name] = value
+    return out
+
+
 def check_task_keys(recipe: Any) -> None:
-    """Checks of the keys every dense-task recipe shares (``model``, ``amp``, ``keep_last``)."""
+    """Checks of the shared keys of a dense-task recipe (:data:`SHARED_KEYS`)."""
     from fastvit.models import VARIANTS
     from fastvit.run.device import AMP_CHOICES, LEGACY_AMP_ON
 
-    if recipe.amp not in (*AMP_CHOICES, LEGACY_AMP_ON):
-        raise ConfigError(f"amp must be one of {', '.join(AMP_CHOICES)}, got {recipe.amp!r}")
-    if recipe.keep_last < 1:
-        raise ConfigError(f"keep_last must be >= 1, got {recipe.keep_last}")
-    if recipe.model not in VARIANTS:
-        raise ConfigError(f"unknown model {recipe.model!r}; choose one of {', '.join(VARIANTS)}")
+    if recipe.run.amp not in (*AMP_CHOICES, LEGACY_AMP_ON):
+        raise ConfigError(f"run.amp must be one of {', '.join(AMP_CHOICES)}, "
+                          f"got {recipe.run.amp!r}")
+    if recipe.model.variant not in VARIANTS:
+        raise ConfigError(f"model.variant {recipe.model.variant!r} is not a FastViT variant; "
+                          f"choose one of {', '.join(VARIANTS)}")
+    check_positive(recipe, ("data.batch_size", "optim.lr", "run.keep_last", "run.log_every"))
+    for key in ("data.workers", "optim.weight_decay", "model.drop_path"):
+        if get_value(recipe, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {get_value(recipe, key)}")
+
+
+def check_positive(recipe: Any, keys: Iterable[str]) -> None:
+    """ConfigError naming the first of ``keys`` (dotted) that is not > 0."""
+    for key in keys:
+        value = get_value(recipe, key)
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")

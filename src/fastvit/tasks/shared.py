@@ -39,21 +39,24 @@ def eval_loader(dataset: Dataset, batch_size: int, workers: int, env: DistEnv, *
 def run_settings(recipe: Any, *, out_dir: str | Path, device: str | None,
                  resume: str | Path | None, max_steps: int | None, threads: int | None,
                  compiled: bool) -> RunSettings:
-    """The :class:`~fastvit.run.training.RunSettings` of a dense-task recipe (its ``seed``,
-    ``batch_size``, ``workers``, ``amp``, ``clip_grad``, ``deterministic``,
-    ``log_every`` and ``keep_last``) and the command's flags."""
-    return RunSettings(out_dir, recipe.batch_size, seed=recipe.seed, workers=recipe.workers,
-                       amp=recipe.amp, clip_grad=recipe.clip_grad,
-                       deterministic=recipe.deterministic, device=device, threads=threads,
-                       resume=resume, max_steps=max_steps, log_every=recipe.log_every,
-                       keep_last=recipe.keep_last, compiled=compiled)
+    """The :class:`~fastvit.run.training.RunSettings` of a dense-task recipe (its
+    ``data.batch_size``, ``data.workers``, ``optim.clip_grad`` and ``run`` section:
+    ``seed``, ``amp``, ``deterministic``, ``log_every``, ``keep_last``) and the
+    command's flags."""
+    data, run = recipe.data, recipe.run
+    return RunSettings(out_dir, data.batch_size, seed=run.seed, workers=data.workers,
+                       amp=run.amp, clip_grad=recipe.optim.clip_grad,
+                       deterministic=run.deterministic, device=device, threads=threads,
+                       resume=resume, max_steps=max_steps, log_every=run.log_every,
+                       keep_last=run.keep_last, compiled=compiled)
 
 
 def task_header(task: str, recipe: Any, samples: int, env: DistEnv, unit: str = "images"
                 ) -> str:
     """The first header line of a dense-task run, worded the same by all three tasks."""
-    return (f"fastvit {task} train: {recipe.model}, {samples} training {unit}, "
-            f"{env.world_size} process(es) x batch {recipe.batch_size}, lr {recipe.lr:g}")
+    return (f"fastvit {task} train: {recipe.model.variant}, {samples} training {unit}, "
+            f"{env.world_size} process(es) x batch {recipe.data.batch_size}, "
+            f"lr {recipe.optim.lr:g}")
 
 
 def read_rgb(path: str | os.PathLike) -> Any:

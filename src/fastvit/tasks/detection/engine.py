@@ -33,16 +33,17 @@ TASK = "detection"
 
 def build_detector(recipe: DetectionRecipe, num_classes: int, *,
                    with_pretrained: bool = True) -> MaskRCNN:
-    return build_mask_rcnn(recipe.model, num_classes,
-                           pretrained=recipe.pretrained if with_pretrained else None,
-                           frozen_stages=recipe.frozen_stages, norm_eval=recipe.norm_eval,
-                           drop_path_rate=recipe.drop_path_rate, min_size=recipe.min_size,
-                           max_size=recipe.max_size, fpn_channels=recipe.fpn_channels,
-                           box_head_dim=recipe.box_head_dim,
-                           mask_head_channels=recipe.mask_head_channels,
-                           rois_per_image=recipe.rois_per_image,
-                           rpn_proposals_train=recipe.rpn_proposals_train,
-                           rpn_proposals_test=recipe.rpn_proposals_test)
+    model, head = recipe.model, recipe.head
+    return build_mask_rcnn(model.variant, num_classes,
+                           pretrained=model.pretrained if with_pretrained else None,
+                           frozen_stages=recipe.backbone.frozen_stages,
+                           norm_eval=recipe.backbone.norm_eval,
+                           drop_path_rate=model.drop_path, min_size=recipe.data.min_size,
+                           max_size=recipe.data.max_size, fpn_channels=head.fpn_channels,
+                           box_head_dim=head.box_dim, mask_head_channels=head.mask_channels,
+                           rois_per_image=head.rois_per_image,
+                           rpn_proposals_train=head.rpn_proposals_train,
+                           rpn_proposals_test=head.rpn_proposals_test)
 
 
 def base_dataset(dataset: Any) -> CocoInstances:
@@ -125,8 +126,9 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
     ``metrics.jsonl``, ``metrics.json`` (loss log, per-epoch COCO metrics) and
     ``loss.png``.
     """
-    train_set = coco_dataset(train_images, train_ann, train=True, hflip=recipe.hflip,
-                             scales=recipe.train_scales)
+    recipe.validate()
+    train_set = coco_dataset(train_images, train_ann, train=True, hflip=recipe.data.hflip,
+                             scales=recipe.data.train_scales)
     base = base_dataset(train_set)
     val_set = None
     if val_ann is not None:
@@ -138,7 +140,7 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
         from fastvit.run.device import resolve_amp
 
         model = build_detector(recipe, len(base.category_ids))
-        amp_dtype = resolve_amp(recipe.amp, env.device)
+        amp_dtype = resolve_amp(recipe.run.amp, env.device)
 
         def step(net: nn.Module, batch: tuple) -> StepOutput:
             images, targets = _to_device(*batch, env.device)
@@ -147,17 +149,19 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
 
         def run_eval(net: nn.Module) -> dict:
             return evaluate_detector(net, val_set, env, batch_size=eval_batch_size,
-                                     workers=recipe.workers, amp_dtype=amp_dtype,
+                                     workers=recipe.data.workers, amp_dtype=amp_dtype,
                                      verbose=False)
 
         return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
-                            recipe, per_epoch, total), recipe.lr, recipe.weight_decay,
-                        metadata={"variant": recipe.model, "class_names": base.class_names,
+                            recipe, per_epoch, total), recipe.optim.lr,
+                        recipe.optim.weight_decay,
+                        metadata={"variant": recipe.model.variant,
+                                  "class_names": base.class_names,
                                   "category_ids": base.category_ids},
-                        epochs=recipe.epochs, collate_fn=list_collate,
+                        epochs=recipe.schedule.epochs, collate_fn=list_collate,
                         evaluate=run_eval if val_set is not None else None,
                         score=lambda m: m["bbox"]["AP"] if m else float("-inf"),
-                        eval_every_epochs=recipe.eval_every_epochs,
+                        eval_every_epochs=recipe.run.eval_every,
                         header=[task_header(TASK, recipe, len(train_set), env),
                                 recipe.describe()],
                         plot_metrics={"box AP": "bbox.AP", "mask AP": "segm.AP"},
@@ -171,9 +175,10 @@ def train(recipe: DetectionRecipe, *, train_images: str | Path, train_ann: str |
 def lr_schedule(recipe: DetectionRecipe, steps_per_epoch: int, total_steps: int) -> LrSchedule:
     """mmdet's 1x: linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps,
     multiplied into a step decay (x ``lr_gamma`` after each of the ``lr_steps`` epochs)."""
-    return LrSchedule("step", warmup_steps=min(recipe.warmup_iters, total_steps),
-                      warmup_start=recipe.warmup_ratio, gamma=recipe.lr_gamma,
-                      milestones=tuple(e * steps_per_epoch for e in recipe.lr_steps))
+    s = recipe.schedule
+    return LrSchedule("step", warmup_steps=min(s.warmup_iters, total_steps),
+                      warmup_start=s.warmup_ratio, gamma=s.lr_gamma,
+                      milestones=tuple(e * steps_per_epoch for e in s.lr_steps))
 
 
 # ---------------------------------------------------------------------------

@@ -43,21 +43,23 @@ log = logging.getLogger(__name__)
 
 
 def build_net(recipe: HandRecipe, pretrained: str | Path | None = None) -> HandMeshNet:
-    return HandMeshNet(recipe.model, pretrained, hidden=recipe.head_hidden,
-                       iterations=recipe.head_iterations, dropout=recipe.head_dropout,
-                       camera_scale_init=recipe.camera_scale_init,
-                       frozen_stages=recipe.frozen_stages, norm_eval=recipe.norm_eval,
-                       drop_path_rate=recipe.drop_path_rate)
+    head = recipe.head
+    return HandMeshNet(recipe.model.variant, pretrained, hidden=head.hidden,
+                       iterations=head.iterations, dropout=head.dropout,
+                       camera_scale_init=head.camera_scale_init,
+                       frozen_stages=recipe.backbone.frozen_stages,
+                       norm_eval=recipe.backbone.norm_eval,
+                       drop_path_rate=recipe.model.drop_path)
 
 
 def build_mano(recipe: HandRecipe, mano_path: str | os.PathLike) -> ManoLayer:
-    return build_mano_layer(mano_path, flat_hand_mean=recipe.flat_hand_mean,
-                            fingertip_vertex_ids=tuple(recipe.fingertip_vertex_ids))
+    return build_mano_layer(mano_path, flat_hand_mean=recipe.mano.flat_hand_mean,
+                            fingertip_vertex_ids=tuple(recipe.mano.fingertip_vertex_ids))
 
 
 def loss_weights(recipe: HandRecipe) -> LossWeights:
-    return LossWeights(recipe.w_joints_3d, recipe.w_vertices_3d, recipe.w_joints_2d,
-                       recipe.w_pose, recipe.w_shape)
+    w = recipe.loss
+    return LossWeights(w.joints_3d, w.vertices_3d, w.joints_2d, w.pose, w.shape)
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ def load_hand_mesh(checkpoint: str | os.PathLike, device: torch.device | str = "
     try:
         net.load_state_dict(state["model"])
     except RuntimeError as err:
-        raise DataError(f"{path} does not match a {recipe.model} hand model: "
+        raise DataError(f"{path} does not match a {recipe.model.variant} hand model: "
                         f"{str(err).splitlines()[0]}") from None
     device = torch.device(device)
     mano = build_mano(recipe, mano_path).to(device)
@@ -98,8 +100,8 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 def eval_dataset(data: str | os.PathLike, split: str, recipe: HandRecipe) -> FreiHandDataset:
     """A FreiHAND split as scored: the evaluation split has one version of each image."""
-    return FreiHandDataset(data, split, input_size=recipe.input_size,
-                           versions=(0,) if split == "evaluation" else recipe.versions)
+    return FreiHandDataset(data, split, input_size=recipe.data.image_size,
+                           versions=(0,) if split == "evaluation" else recipe.data.versions)
 
 
 # -- evaluation ------------------------------------------------------------------------
@@ -149,9 +151,10 @@ def example_predictions(model: torch.nn.Module, dataset: Dataset, *, mano: ManoL
 def lr_schedule(recipe: HandRecipe, total_steps: int) -> LrSchedule:
     """Linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps (at most half
     the run), multiplied into a cosine decay to ``min_lr_ratio`` x lr over the run."""
-    return LrSchedule("cosine", main_steps=total_steps, min_ratio=recipe.min_lr_ratio,
-                      warmup_steps=min(recipe.warmup_iters, total_steps // 2),
-                      warmup_start=recipe.warmup_ratio)
+    s = recipe.schedule
+    return LrSchedule("cosine", main_steps=total_steps, min_ratio=s.min_lr_ratio,
+                      warmup_steps=min(s.warmup_iters, total_steps // 2),
+                      warmup_start=s.warmup_ratio)
 
 
 def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.PathLike,
@@ -163,19 +166,19 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
     ground truth is present. Writes ``ckpt_step*.pt``, ``best.pt`` (lowest PA-MPJPE),
     ``metrics.jsonl``, ``metrics.json`` (the run report), ``loss.png`` and (with an
     eval split) ``evaluation.json`` + ``examples.png`` of the last evaluation."""
-    out_dir = Path(out_dir)
-    augment = Augmentation(recipe.aug_scale, recipe.aug_rotation, recipe.aug_translate,
-                           recipe.aug_color)
-    train_set = FreiHandDataset(data, "training", input_size=recipe.input_size,
-                                versions=recipe.versions, augment=augment)
+    recipe.validate()
+    out_dir, aug = Path(out_dir), recipe.augment
+    augment = Augmentation(aug.scale, aug.rotation, aug.translate, aug.color)
+    train_set = FreiHandDataset(data, "training", input_size=recipe.data.image_size,
+                                versions=recipe.data.versions, augment=augment)
     eval_set = _optional_eval_set(data, eval_split, recipe)
     last: dict[str, Any] = {}
 
     def build(env: DistEnv, fresh: bool) -> TaskSpec:
         mano = build_mano(recipe, mano_path).to(env.device)
-        net = build_net(recipe, recipe.pretrained)
-        weights, root = loss_weights(recipe), recipe.root_joint
-        amp_dtype = resolve_amp(recipe.amp, env.device)
+        net = build_net(recipe, recipe.model.pretrained)
+        weights, root = loss_weights(recipe), recipe.mano.root_joint
+        amp_dtype = resolve_amp(recipe.run.amp, env.device)
 
         def step(model: torch.nn.Module, batch: dict[str, Any]) -> StepOutput:
             batch = to_device(batch, env.device)
@@ -185,7 +188,8 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
 
         def run_eval(model: torch.nn.Module) -> dict[str, float]:
             metrics = evaluate_hand_mesh(model, eval_set, env, mano=mano,
-                                         batch_size=recipe.batch_size, workers=recipe.workers,
+                                         batch_size=recipe.data.batch_size,
+                                         workers=recipe.data.workers,
                                          root=root, amp_dtype=amp_dtype)
             examples = (example_predictions(model, eval_set, mano=mano, count=num_examples,
                                             device=env.device, root=root, amp_dtype=amp_dtype)
@@ -194,12 +198,13 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
             return metrics
 
         return TaskSpec(net, train_set, step, lambda per_epoch, total: lr_schedule(
-                            recipe, total), recipe.lr, recipe.weight_decay,
-                        metadata={"variant": recipe.model}, epochs=recipe.epochs,
+                            recipe, total), recipe.optim.lr, recipe.optim.weight_decay,
+                        metadata={"variant": recipe.model.variant},
+                        epochs=recipe.schedule.epochs,
                         collate_fn=default_collate,
                         evaluate=run_eval if eval_set is not None else None,
                         score=lambda m: -m["pa_mpjpe_mm"],
-                        eval_every_epochs=recipe.eval_every_epochs,
+                        eval_every_epochs=recipe.run.eval_every,
                         header=[task_header(TASK, recipe, len(train_set), env, "samples")],
                         plot_metrics={"PA-MPJPE (mm)": "pa_mpjpe_mm",
                                       "PA-MPVPE (mm)": "pa_mpvpe_mm"},
@@ -210,10 +215,10 @@ def train(recipe: HandRecipe, *, data: str | os.PathLike, mano_path: str | os.Pa
                                                    threads=threads, compiled=compiled), build)
     if last and last["env"].is_main:
         report = {"split": eval_split, "checkpoint": result["checkpoint"],
-                  "model": recipe.model, "metrics": last["metrics"]}
+                  "model": recipe.model.variant, "metrics": last["metrics"]}
         result["metrics"] = last["metrics"]
         result["files"] = write_report(out_dir, report, last["examples"], last["faces"],
-                                       recipe.input_size, name="evaluation.json")
+                                       recipe.data.image_size, name="evaluation.json")
     return result
 
 

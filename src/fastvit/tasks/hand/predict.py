@@ -34,7 +34,7 @@ def _predict(loaded: LoadedHandMesh, dataset: Dataset, batch_size: int, workers:
     try:
         for batch in loader:
             params = loaded.model(batch["image"].to(loaded.device))
-            pred = decode_mesh(params, loaded.mano, loaded.recipe.root_joint)
+            pred = decode_mesh(params, loaded.mano, loaded.recipe.mano.root_joint)
             if len(examples) < num_examples:
                 examples += examples_from_batch(batch, pred, num_examples - len(examples))
             out += [{k: pred[k][i].cpu() for k in OUTPUTS}
@@ -52,7 +52,7 @@ def predict_hand_meshes(loaded: LoadedHandMesh, inputs: Sequence[str | os.PathLi
     ``OUT/examples.png``, and returns one record per image in order."""
     out_dir, recipe = Path(out_dir), loaded.recipe
     paths = input_images(inputs)
-    preds, examples = _predict(loaded, ImageListDataset(paths, recipe.input_size),
+    preds, examples = _predict(loaded, ImageListDataset(paths, recipe.data.image_size),
                                batch_size, workers, num_examples)
     records = [{"image": str(path), "camera": p["camera"].tolist(),
                 "pose": p["pose"].tolist(), "shape": p["shape"].tolist(),
@@ -61,14 +61,14 @@ def predict_hand_meshes(loaded: LoadedHandMesh, inputs: Sequence[str | os.PathLi
                 "vertices": p["vertices"].tolist()}
                for path, p in zip(paths, preds, strict=True)]
     write_json(out_dir / "predictions.json", {
-        "model": recipe.model,
-        "units": {"joints_3d": f"metres, relative to joint {recipe.root_joint}",
+        "model": recipe.model.variant,
+        "units": {"joints_3d": f"metres, relative to joint {recipe.mano.root_joint}",
                   "joints_2d_normalized": "[-1, 1] of the image width/height"},
         "joint_order": "FreiHAND (wrist, thumb, index, middle, ring, little)",
         "predictions": records})
     if examples:
         save_examples_png(out_dir / "examples.png", examples, loaded.mano.faces.cpu(),
-                          recipe.input_size, title=f"{recipe.model} predictions")
+                          recipe.data.image_size, title=f"{recipe.model.variant} predictions")
     return records
 
 
@@ -79,7 +79,7 @@ def predict_freihand_submission(loaded: LoadedHandMesh, freihand: str | os.PathL
     ``OUT/pred.json`` ([joints list, vertices list], root-relative metres: the server's
     aligned scores are the ones that apply); returns ``joints_3d`` and ``vertices`` per
     image in the split's order."""
-    dataset = FreiHandDataset(freihand, "evaluation", input_size=loaded.recipe.input_size,
+    dataset = FreiHandDataset(freihand, "evaluation", input_size=loaded.recipe.data.image_size,
                               require_targets=False)
     preds, _ = _predict(loaded, dataset, batch_size, workers)
     records = [{"joints_3d": p["joints_3d"].tolist(), "vertices": p["vertices"].tolist()}

@@ -36,13 +36,14 @@ TASK = "segmentation"
 
 
 def build_segmenter(recipe: SegmentationRecipe, *, with_pretrained: bool = True) -> SemanticFPN:
-    return build_semantic_fpn(recipe.model, recipe.num_classes,
-                              pretrained=recipe.pretrained if with_pretrained else None,
-                              frozen_stages=recipe.frozen_stages, norm_eval=recipe.norm_eval,
-                              drop_path_rate=recipe.drop_path_rate,
-                              fpn_channels=recipe.fpn_channels,
-                              head_channels=recipe.head_channels, head_norm=recipe.head_norm,
-                              dropout=recipe.dropout)
+    model, head = recipe.model, recipe.head
+    return build_semantic_fpn(model.variant, model.num_classes,
+                              pretrained=model.pretrained if with_pretrained else None,
+                              frozen_stages=recipe.backbone.frozen_stages,
+                              norm_eval=recipe.backbone.norm_eval,
+                              drop_path_rate=model.drop_path, fpn_channels=head.fpn_channels,
+                              head_channels=head.channels, head_norm=head.norm,
+                              dropout=head.dropout)
 
 
 # ---------------------------------------------------------------------------
@@ -135,25 +136,25 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
           compiled: bool = False) -> dict:
     """Train Semantic FPN on an ADE20K-layout folder; returns (and writes) the report.
 
-    Evaluates and checkpoints every ``eval_every`` iterations and at the end
+    Evaluates and checkpoints every ``run.eval_every_iters`` iterations and at the end
     (``ckpt_step*.pt``, ``best.pt`` by mIoU); writes ``metrics.jsonl``,
     ``metrics.json`` and ``loss.png``.
     """
-    root = Path(data_root)
+    recipe.validate()
+    root, data, num_classes = Path(data_root), recipe.data, recipe.model.num_classes
     train_set = ADE20KSegmentation(
-        root, train_split, recipe.num_classes,
-        train_transforms(recipe.crop_size, recipe.scale, recipe.scale_range, recipe.hflip,
-                         recipe.photometric))
+        root, train_split, num_classes,
+        train_transforms(data.crop_size, recipe.scale, data.scale_range, data.hflip,
+                         data.photometric))
     val_set = None
     if val_split is not None:
-        val_set = ADE20KSegmentation(root, val_split, recipe.num_classes,
-                                     EvalTransform(recipe.scale))
+        val_set = ADE20KSegmentation(root, val_split, num_classes, EvalTransform(recipe.scale))
 
     def build(env: DistEnv, fresh: bool) -> TaskSpec:
         model = build_segmenter(recipe)
-        if env.distributed and recipe.head_norm == "bn":
+        if env.distributed and recipe.head.norm == "bn":
             model.head = nn.SyncBatchNorm.convert_sync_batchnorm(model.head)
-        amp_dtype = resolve_amp(recipe.amp, env.device)
+        amp_dtype = resolve_amp(recipe.run.amp, env.device)
 
         def step(net: nn.Module, batch: tuple) -> StepOutput:
             images, labels = (t.to(env.device, non_blocking=True) for t in batch)
@@ -162,18 +163,18 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
             return StepOutput({"loss": loss}, images.shape[0])
 
         def run_eval(net: nn.Module) -> dict:
-            return evaluate_segmenter(net, val_set, env, num_classes=recipe.num_classes,
-                                      mode=recipe.eval_mode, window=recipe.crop_size,
-                                      stride=recipe.eval_stride, workers=recipe.workers,
+            return evaluate_segmenter(net, val_set, env, num_classes=num_classes,
+                                      mode=recipe.eval.mode, window=data.crop_size,
+                                      stride=recipe.eval.stride, workers=data.workers,
                                       amp_dtype=amp_dtype)
 
         return TaskSpec(model, train_set, step, lambda per_epoch, total: lr_schedule(
-                            recipe, total), recipe.lr, recipe.weight_decay,
-                        metadata={"variant": recipe.model, "num_classes": recipe.num_classes},
-                        iters=recipe.iters, collate_fn=default_collate,
+                            recipe, total), recipe.optim.lr, recipe.optim.weight_decay,
+                        metadata={"variant": recipe.model.variant, "num_classes": num_classes},
+                        iters=recipe.schedule.iters, collate_fn=default_collate,
                         evaluate=run_eval if val_set is not None else None,
                         score=lambda m: m["mIoU"], eval_every_epochs=0,
-                        eval_every_steps=recipe.eval_every,
+                        eval_every_steps=recipe.run.eval_every_iters,
                         header=[task_header(TASK, recipe, len(train_set), env),
                                 recipe.describe()],
                         plot_metrics={"mIoU": "mIoU", "pixel accuracy": "aAcc"},
@@ -187,9 +188,10 @@ def train(recipe: SegmentationRecipe, *, data_root: str | Path, out_dir: str | P
 def lr_schedule(recipe: SegmentationRecipe, total_steps: int) -> LrSchedule:
     """mmseg's: linear warmup from ``warmup_ratio`` x lr over ``warmup_iters`` steps,
     multiplied into a polynomial decay ``(1 - t / total_steps) ** poly_power`` to 0."""
-    return LrSchedule("poly", main_steps=total_steps, power=recipe.poly_power,
-                      warmup_steps=min(recipe.warmup_iters, total_steps),
-                      warmup_start=recipe.warmup_ratio)
+    s = recipe.schedule
+    return LrSchedule("poly", main_steps=total_steps, power=s.poly_power,
+                      warmup_steps=min(s.warmup_iters, total_steps),
+                      warmup_start=s.warmup_ratio)
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,13 @@ def predict_label_maps(loaded: LoadedSegmenter, inputs: Sequence[str | os.PathLi
     paths = input_images(inputs)
     recipe = loaded.recipe
     to_input = image_transform(recipe.scale)
-    colours = palette(recipe.num_classes)
+    colours = palette(recipe.model.num_classes)
     written = []
     for path, stem in zip(paths, output_stems(paths), strict=True):
         image = read_rgb(path)
         x = to_input(image).unsqueeze(0).to(loaded.device)
-        logits = infer_logits(loaded.model, x, mode or recipe.eval_mode, recipe.crop_size,
-                              recipe.eval_stride)
+        logits = infer_logits(loaded.model, x, mode or recipe.eval.mode, recipe.data.crop_size,
+                              recipe.eval.stride)
         logits = F.interpolate(logits, size=(image.height, image.width), mode="bilinear",
                                align_corners=False)
         labels = logits.argmax(1)[0].cpu().numpy()

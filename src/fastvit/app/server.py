@@ -210,7 +210,8 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
                     det_button = gr.Button("Detect", variant="primary")
                 with gr.Column():
                     det_status = gr.Markdown()
-                    det_out = gr.Image(label="detections", interactive=False)
+                    det_out = gr.Image(label="detections", interactive=False,
+                                       format="png")
                     det_json = gr.JSON(label="boxes")
             det_button.click(_guarded(app, "detection", "Detect", (None, None))(page.detect),
                              [det_image, threshold], [det_out, det_json, det_status],
@@ -223,7 +224,8 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
                     seg_button = gr.Button("Segment", variant="primary")
                 with gr.Column():
                     seg_status = gr.Markdown()
-                    seg_out = gr.Image(label="label map over the image", interactive=False)
+                    seg_out = gr.Image(label="label map over the image",
+                                       interactive=False, format="png")
             seg_button.click(_guarded(app, "segmentation", "Segment", (None,))(page.segment),
                              seg_image, [seg_out, seg_status], api_name="segment")
         with gr.Tab("Hand"):
@@ -234,7 +236,8 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
                     hand_button = gr.Button("Fit the hand mesh", variant="primary")
                 with gr.Column():
                     hand_status = gr.Markdown()
-                    hand_out = gr.Image(label="mesh and skeleton", interactive=False)
+                    hand_out = gr.Image(label="mesh and skeleton", interactive=False,
+                                        format="png")
                     hand_json = gr.JSON(label="3D joints (metres, root-relative)")
             hand_button.click(_guarded(app, "hand", "Hand", (None, None))(page.hand),
                               hand_image, [hand_out, hand_json, hand_status], api_name="hand")

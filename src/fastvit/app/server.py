@@ -36,13 +36,13 @@ def _gradio() -> Any:
     return require("gradio", FEATURE, "app")
 
 
-def _image_input(gr: Any, label: str) -> Any:
+def _image_input(gr: Any, label: str, elem_id: str | None = None) -> Any:
     """An image upload handed to the tab as its file path, undecoded: Gradio's own
     ``Image`` opens uploads with PIL first, where a broken file would fail outside our
     bad-image handling. (Overridden on the instance: a subclass of a Gradio component
     makes Gradio write a ``.pyi`` stub beside this module.)"""
     image = gr.Image(label=label, type="filepath", sources=["upload", "clipboard"],
-                     height=320)
+                     height=320, elem_id=elem_id)
 
     def path_only(payload: Any) -> str | None:
         return None if payload is None or payload.path is None else str(payload.path)
@@ -153,8 +153,8 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
             _note(gr, app, "classifier", "Classify")
             with gr.Row():
                 with gr.Column():
-                    image = _image_input(gr, "image")
-                    button = gr.Button("Classify", variant="primary")
+                    image = _image_input(gr, "image", "classify-image")
+                    button = gr.Button("Classify", variant="primary", elem_id="classify-button")
                     if examples:
                         gr.Examples(examples, inputs=image)
                 with gr.Column():

@@ -4,14 +4,19 @@ uploads an image, and the top-1 the page shows is the one ``fastvit predict`` gi
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 from PIL import Image
 
-from tests.app.conftest import classifier_file, launched
+from tests.app.conftest import classifier_file, launched, needs_gradio
 from tests.helpers.browser import chromium, classify_in_page, headless_page
 from tests.helpers.images import write_image
 
-pytest.importorskip("websockets")
+pytestmark = [needs_gradio, pytest.mark.skipif(importlib.util.find_spec("websockets") is None,
+                                               reason="websockets is not installed")]
+
+
 
 
 @pytest.mark.slow

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.app.conftest import CLASSES, SIZE, classifier_file, launched
+from tests.app.conftest import CLASSES, SIZE, classifier_file, launched, needs_gradio
 from tests.helpers.images import write_image, write_not_an_image, write_truncated_jpeg
+
+pytestmark = needs_gradio
 
 MAX_PIXELS = 100_000
 
@@ -44,7 +46,9 @@ def upload(path: Path):
 
 
 def test_classify_shows_predicts_top5_input_and_both_latencies(app, files):
-    from fastvit.deploy.predict import build_predictor, predict
+    from fastvit.app.inference import network_view
+    from fastvit.deploy.predict import build_predictor, predict, read_image
+    from fastvit.pipeline import eval_transform
 
     model, _, client = app
     label, seen, latency, status = client.predict(upload(files["photo"]), api_name="/classify")
@@ -54,8 +58,12 @@ def test_classify_shows_predicts_top5_input_and_both_latencies(app, files):
     for row in want["predictions"]:
         assert got[row["label"]] == pytest.approx(row["probability"], abs=1e-5)
     assert f"top-1: **{label['label']}**" in status
-    network_input = np.asarray(Image.open(seen))
-    assert network_input.shape == (SIZE, SIZE, 3)
+    shown = np.asarray(Image.open(seen))  # 64 px, each pixel shown as a 4 x 4 square
+    assert shown.shape == (4 * SIZE, 4 * SIZE, 3)
+    assert np.array_equal(shown, np.kron(shown[::4, ::4], np.ones((4, 4, 1), np.uint8)))
+    cfg = model.model.loaded.cfg  # the eval transform's output, de-normalized
+    x = eval_transform(cfg)(read_image(files["photo"]))
+    assert np.array_equal(shown[::4, ::4], network_view(x, cfg))
     assert "train-time" in latency and "reparameterized" in latency and " ms " in latency
     assert "largest logit difference" in latency and model.model.train_time is not None
 

@@ -4,16 +4,20 @@ indexed once (cached beside the photos, reused), and only that folder served."""
 
 from __future__ import annotations
 
+import importlib.util
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import SIZE, launched
+from tests.app.conftest import SIZE, launched, needs_gradio
 from tests.helpers.images import write_image, write_not_an_image
 
-pytest.importorskip("open_clip")
+pytestmark = [needs_gradio, pytest.mark.skipif(importlib.util.find_spec("open_clip") is None,
+                                               reason="open_clip is not installed")]
+
+
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ what they need."""
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,10 +13,13 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.app.conftest import launched
+from tests.app.conftest import launched, needs_gradio
 from tests.helpers.images import write_image, write_not_an_image
 
-pytest.importorskip("pycocotools")
+pytestmark = [needs_gradio, pytest.mark.skipif(importlib.util.find_spec("pycocotools") is None,
+                                               reason="pycocotools is not installed")]
+
+
 
 DET = dict(model="fastvit_t8", min_size=64, max_size=64, fpn_channels=32, box_head_dim=64,
            mask_head_channels=16, rois_per_image=32, rpn_proposals_test=20)

@@ -6,8 +6,10 @@ shows, and take a screenshot.
 (``DOM.setFileInputFiles``). The client is the ``websockets`` package; no browser is
 downloaded. Also a command, for the README's screenshot::
 
-    python -m tests.helpers.browser --checkpoint digits.safetensors --image 7.png \\
-        --out docs/app.png
+    python -m tests.helpers.browser --digits --out docs/app.png
+
+(``--digits``: the fitted digits classifier of :mod:`tests.helpers.digits` and one of its
+held-out digits; or ``--checkpoint FILE --image IMG``.)
 """
 
 from __future__ import annotations
@@ -42,11 +44,8 @@ def _free_port() -> int:
 class DevTools:
     """A minimal CDP session over one page target."""
 
-    def __init__(self, ws_url: str) -> None:
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=64 * 2**20, open_timeout=30)
-        self.ids = itertools.count(1)
+    def __init__(self, ws: Any) -> None:
+        self.ws, self.ids = ws, itertools.count(1)
 
     def call(self, method: str, timeout: float = 30, **params: Any) -> dict[str, Any]:
         ident = next(self.ids)
@@ -72,9 +71,6 @@ class DevTools:
                 return value
             time.sleep(0.2)
         raise TimeoutError(f"the page never showed {what or expression}")
-
-    def close(self) -> None:
-        self.ws.close()
 
 
 @contextlib.contextmanager
@@ -104,13 +100,14 @@ def headless_page(width: int = 1280, height: int = 900) -> Iterator[DevTools]:
                     if time.monotonic() > deadline or process.poll() is not None:
                         raise RuntimeError("chromium did not open its DevTools port") from None
                     time.sleep(0.2)
-            page = DevTools(targets[0]["webSocketDebuggerUrl"])
-            try:
+            from websockets.sync.client import connect
+
+            with connect(targets[0]["webSocketDebuggerUrl"], max_size=64 * 2**20,
+                         open_timeout=30) as ws:
+                page = DevTools(ws)
                 page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
                           deviceScaleFactor=1, mobile=False)
                 yield page
-            finally:
-                page.close()
         finally:
             process.terminate()
             try:
@@ -146,23 +143,53 @@ def classify_in_page(page: DevTools, url: str, image: str | Path,
     return str(line).strip()
 
 
+def digits_example(folder: Path) -> tuple[Path, Path]:
+    """The fitted digits classifier (32 px, classes ``digit 0``..``digit 9``) saved in
+    ``folder``, and a held-out digit it was not fitted on, as a 128 px PNG."""
+    from PIL import Image
+
+    from fastvit.checkpoints import save_checkpoint
+    from tests.helpers.digits import (
+        DIGITS_SIZE,
+        HELD_OUT_OFFSET,
+        digit_images,
+        fit_digits_model,
+        split_indices,
+    )
+
+    checkpoint = save_checkpoint(
+        fit_digits_model(), folder / "digits_t8.safetensors",
+        class_names=[f"digit {i}" for i in range(10)],
+        metadata={"pretrained_cfg": {"input_size": [3, DIGITS_SIZE, DIGITS_SIZE]}})
+    images, labels = digit_images(128)
+    index = split_indices(labels, 1, HELD_OUT_OFFSET)[7]  # a held-out 7
+    image = folder / f"digit_{labels[index]}.png"
+    Image.fromarray(images[index]).save(image)
+    return checkpoint, image
+
+
 def main() -> None:
     from fastvit.app import load_app_model, serve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True)
-    parser.add_argument("--image", required=True)
+    parser.add_argument("--digits", action="store_true",
+                        help="the fitted digits classifier and a held-out digit")
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--image")
     parser.add_argument("--out", required=True, help="the screenshot PNG")
     parser.add_argument("--width", type=int, default=1100)
     parser.add_argument("--height", type=int, default=760)
     args = parser.parse_args()
-    blocks = serve(load_app_model(checkpoint=args.checkpoint), port=_free_port(), block=False,
-                   examples=None)
-    try:
-        with headless_page(args.width, args.height) as page:
-            print(classify_in_page(page, blocks.local_url, args.image, args.out))
-    finally:
-        blocks.close()
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.digits:
+            args.checkpoint, args.image = digits_example(Path(scratch))
+        blocks = serve(load_app_model(checkpoint=args.checkpoint), port=_free_port(),
+                       block=False)
+        try:
+            with headless_page(args.width, args.height) as page:
+                print(classify_in_page(page, blocks.local_url, args.image, args.out))
+        finally:
+            blocks.close()
 
 
 if __name__ == "__main__":

@@ -86,7 +86,10 @@ class Page:
         result = inference.classify(self.app.model, read_upload(path, self.limits),
                                     repeats=self.repeats)
         top1, p = next(iter(result.top.items()))
-        return (result.top, result.network_input, inference.format_latency(result.latency),
+        seen = result.network_input  # shown at least 224 px wide, its pixels as squares
+        scale = max(1, -(-224 // seen.shape[1]))
+        seen = seen.repeat(scale, axis=0).repeat(scale, axis=1)
+        return (result.top, seen, inference.format_latency(result.latency),
                 f"top-1: **{top1}** ({100 * p:.1f}%)")
 
     def zeroshot(self, path: str | None, labels: str, template: str) -> tuple:

@@ -4,7 +4,6 @@ input or a missing extra."""
 from __future__ import annotations
 
 import ast
-import os
 import sys
 from importlib import metadata
 
@@ -12,6 +11,7 @@ import pytest
 
 from fastvit.cli import main
 from tests.app.conftest import classifier_file, needs_gradio
+from tests.helpers.images import make_image_folder
 
 pytestmark = needs_gradio
 
@@ -68,15 +68,19 @@ def test_without_gradio_the_command_names_the_extra(monkeypatch, capsys):
                                        "pip install 'fastvit[app]'\n")
 
 
-def test_the_command_binds_localhost_by_default(monkeypatch, capsys, shallow_t8):
-    """What ``fastvit app`` hands to Gradio (the server itself is not started here)."""
+def test_the_command_binds_localhost_by_default(monkeypatch, capsys, shallow_t8, tmp_path):
+    """What ``fastvit app`` hands to the page (the server itself is not started here): this
+    machine only, the photo folder, its first images to pick from."""
     import fastvit.app
 
+    photos = make_image_folder(tmp_path / "photos", {"a": 2, "b": 1}, size=(20, 20))
     seen = {}
     monkeypatch.setattr(fastvit.app, "serve", lambda app, **kw: seen.update(kw, app=app))
-    assert main(["app", "--model", "fastvit_t8", "--threads", "1"]) == 0
+    assert main(["app", "--model", "fastvit_t8", "--threads", "1", "--photos",
+                 str(photos)]) == 0
     assert seen["host"] == "127.0.0.1" and seen["port"] == 7860
-    assert seen["app"].source == "random weights"
+    assert seen["photos"] == str(photos) and seen["app"].source == "random weights"
+    assert [p.relative_to(photos).as_posix() for p in seen["examples"]] == \
+        ["a/0.jpg", "a/1.jpg", "b/0.jpg"]
     err = capsys.readouterr().err
     assert "serving http://127.0.0.1:7860" in err and "uploads up to 20 MB" in err
-    assert os.environ.get("GRADIO_SERVER_NAME") is None

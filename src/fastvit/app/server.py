@@ -149,7 +149,11 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
     if photos is not None and not photos.is_dir():
         raise DataError(f"photo folder not found: {photos}")
     page = Page(app, limits, photos, repeats)
-    examples = examples or []
+    examples = [str(p) for p in (examples or [])]
+
+    def pick(image: Any) -> None:
+        if examples:
+            gr.Examples(examples, inputs=image, label="or pick one")
     with gr.Blocks(title=f"fastvit: {app.name}", analytics_enabled=False) as blocks:
         gr.Markdown(f"# fastvit app: {app.name}\nweights: `{app.source}`")
         with gr.Tab("Classify"):
@@ -158,8 +162,7 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
                 with gr.Column():
                     image = _image_input(gr, "image", "classify-image")
                     button = gr.Button("Classify", variant="primary", elem_id="classify-button")
-                    if examples:
-                        gr.Examples(examples, inputs=image)
+                    pick(image)
                 with gr.Column():
                     status = gr.Markdown(elem_id="classify-status")
                     top = gr.Label(num_top_classes=5, label="top-5", elem_id="classify-top")
@@ -174,6 +177,7 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
             with gr.Row():
                 with gr.Column():
                     zs_image = _image_input(gr, "image")
+                    pick(zs_image)
                     labels = gr.Textbox(label="labels, comma-separated",
                                         value="a cat, a dog, a car")
                     template = gr.Textbox(label="prompt ({} is the label)",
@@ -209,6 +213,7 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
             with gr.Row():
                 with gr.Column():
                     det_image = _image_input(gr, "image")
+                    pick(det_image)
                     threshold = gr.Slider(0, 1, value=0.5, label="score threshold")
                     det_button = gr.Button("Detect", variant="primary")
                 with gr.Column():
@@ -224,6 +229,7 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
             with gr.Row():
                 with gr.Column():
                     seg_image = _image_input(gr, "image")
+                    pick(seg_image)
                     seg_button = gr.Button("Segment", variant="primary")
                 with gr.Column():
                     seg_status = gr.Markdown()
@@ -236,6 +242,7 @@ def build_app(app: AppModel, *, photos: str | Path | None = None,
             with gr.Row():
                 with gr.Column():
                     hand_image = _image_input(gr, "a crop centred on one right hand")
+                    pick(hand_image)
                     hand_button = gr.Button("Fit the hand mesh", variant="primary")
                 with gr.Column():
                     hand_status = gr.Markdown()

@@ -25,6 +25,8 @@ from fastvit.errors import ConfigError
 from fastvit.models import list_models
 from fastvit.run.device import cpu_threads, resolve_device
 
+MAX_EXAMPLES = 8
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from fastvit.clip.models import CLIP_MODELS
@@ -47,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     page.add_argument("--photos", metavar="DIR",
                       help="a folder of photos the Search tab ranks by text (MobileCLIP); its "
                       "embeddings are cached inside it, in .fastvit-embeddings/")
+    page.add_argument("--examples", nargs="+", metavar="IMAGE|DIR",
+                      help="images offered to pick in the image tabs (default: the first "
+                      f"{MAX_EXAMPLES} of --photos)")
     page.add_argument("--host", default="127.0.0.1",
                       help="address to listen on; 0.0.0.0 makes the page reachable from "
                       "other machines")
@@ -68,8 +73,13 @@ def main(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"--port {args.port}: a port is 1..65535")
     limits = UploadLimits(args.max_pixels, int(args.max_upload_mb * 2**20))
+    examples = []
     if args.export_space is None:
         require("gradio", "fastvit app", "app")  # before the model loads
+        if args.examples or args.photos:
+            from fastvit.deploy.predict import find_images
+
+            examples = find_images(args.examples or [args.photos])[0][:MAX_EXAMPLES]
     with cpu_threads(args.threads):
         app = load_app_model(args.model, args.checkpoint, args.pretrained, mano=args.mano,
                              device=resolve_device(args.device))
@@ -83,5 +93,6 @@ def main(args: argparse.Namespace) -> int:
               f"{photos}); uploads up to {limits.max_bytes / 2**20:g} MB and "
               f"{limits.max_pixels:,} pixels\nserving http://{args.host}:{args.port} "
               f"(Ctrl-C stops)", file=sys.stderr)
-        serve(app, photos=args.photos, limits=limits, host=args.host, port=args.port)
+        serve(app, photos=args.photos, limits=limits, host=args.host, port=args.port,
+              examples=examples)
     return 0

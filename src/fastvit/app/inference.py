@@ -10,6 +10,7 @@ drawing the command line writes.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import tempfile
 import time
@@ -24,6 +25,8 @@ import torch
 from fastvit.app.state import ClassifierPair
 from fastvit.errors import ConfigError
 from fastvit.pipeline import eval_transform
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -169,8 +172,11 @@ def index_photos(clip: Any, folder: str | Path, *, batch_size: int = 16,
     index = EmbeddingIndex(torch.cat([p.embeddings for p in parts]),
                            [path for p in parts for path in p.paths], clip.name, clip.weights,
                            None, parts[0].preprocessing, skipped)
-    cache.parent.mkdir(exist_ok=True)
-    write_index(index, cache)
+    try:
+        cache.parent.mkdir(exist_ok=True)
+        write_index(index, cache)
+    except OSError as err:  # a read-only folder: search works, the next start embeds again
+        log.warning("fastvit app: the embeddings of %s are not cached (%s)", folder, err)
     return index
 
 

@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
                   f"{', '.join(p.name for p in written)}", file=sys.stderr)
             return 0
         photos = f"; photos {args.photos}" if args.photos else ""
-        print(f"fastvit app: {app.name} ({app.kind}, weights {app.source}, {app.device}"
+        print(f"fastvit app: {app.name} ({app.kind}, weights: {app.source}, {app.device}"
               f"{photos}); uploads up to {limits.max_bytes / 2**20:g} MB and "
               f"{limits.max_pixels:,} pixels\nserving http://{args.host}:{args.port} "
               f"(Ctrl-C stops)", file=sys.stderr)

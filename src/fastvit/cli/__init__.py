@@ -43,6 +43,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "hand": ("fastvit.cli.hand", "FreiHAND 3D hand mesh regression"),
     "weights": ("fastvit.cli.weights", "list, pre-fetch and verify the official weights"),
     "push": ("fastvit.cli.push", "publish a model on the Hugging Face Hub (timm-compatible)"),
+    "app": ("fastvit.cli.app", "a local web page over one model: classify, zero-shot, photo "
+            "search, detect, segment, hand"),
 }
 ALIASES = {"validate": "evaluate"}
 

@@ -13,13 +13,12 @@ PIP_OPTS    ?=
 
 .PHONY: demo test test-fast lint bench clean venv
 
-$(STAMP): pyproject.toml requirements/constraints.txt requirements/app.txt
+$(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(if $(TORCH_INDEX),$(PY) -m pip install -q $(PIP_OPTS) -c requirements/constraints.txt \
 		--index-url $(TORCH_INDEX) torch torchvision)
 	$(PY) -m pip install -q $(PIP_OPTS) -c requirements/constraints.txt -e '.[all]'
-	$(PY) -m pip install -q $(PIP_OPTS) --no-deps -r requirements/app.txt  # fastvit[app], see there
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -21,11 +21,12 @@ pytestmark = [needs_gradio, pytest.mark.skipif(importlib.util.find_spec("pycocot
 
 
 
-DET = dict(model="fastvit_t8", min_size=64, max_size=64, fpn_channels=32, box_head_dim=64,
-           mask_head_channels=16, rois_per_image=32, rpn_proposals_test=20)
-SEG = dict(model="fastvit_t8", num_classes=3, crop_size=64, base_size=64, fpn_channels=32,
-           head_channels=16)
-HAND = dict(model="fastvit_t8", input_size=64, head_hidden=32)
+DET = {"model.variant": "fastvit_t8", "data.min_size": 64, "data.max_size": 64,
+       "head.fpn_channels": 32, "head.box_dim": 64, "head.mask_channels": 16,
+       "head.rois_per_image": 32, "head.rpn_proposals_test": 20}
+SEG = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.crop_size": 64,
+       "data.base_size": 64, "head.fpn_channels": 32, "head.channels": 16}
+HAND = {"model.variant": "fastvit_t8", "data.image_size": 64, "head.hidden": 32}
 
 
 def _recipe(kind: str):

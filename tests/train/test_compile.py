@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import fastvit
+from fastvit.models import VARIANTS
 from fastvit.run.compiling import compile_options
 from fastvit.run.store import checkpoint_name
 from fastvit.train.memory_format import to_channels_last
-from fastvit.models import VARIANTS
 from fastvit.train.trainer import fit
 from tests.helpers.shallow import one_block_per_stage_spec
 from tests.helpers.training import load_state, subprocess_env, tensors_equal, tiny_config

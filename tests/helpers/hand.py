@@ -184,3 +184,11 @@ def draw_hand(K: torch.Tensor, joints: torch.Tensor, verts: torch.Tensor, size: 
         colour = FINGER_COLOURS[0 if k == 0 else (k - 1) // 4 + 1]
         draw.ellipse([x - 1.5, y - 1.5, x + 1.5, y + 1.5], fill=colour)
     return img
+
+
+def random_rotation(seed: int) -> torch.Tensor:
+    """A seeded uniformly random proper rotation (float64, det +1)."""
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed),
+                                       dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.det(q) > 0 else -q

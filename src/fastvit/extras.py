@@ -7,6 +7,7 @@ Some features need more, grouped as pip extras (``pyproject.toml``)::
     tasks    pycocotools, smplx                           fastvit detect, fastvit hand
     train    tensorboard, scikit-learn                    TensorBoard logs, --data digits
     clip     open_clip_torch                              MobileCLIP text towers: zeroshot, search
+    openvino openvino, nncf                               --format openvino, --runtime openvino
 
 Every import of an optional package goes through :func:`require`, which raises
 :class:`MissingExtraError` (a :class:`~fastvit.errors.FastVitError`: the command
@@ -27,6 +28,7 @@ EXTRAS: dict[str, str] = {
     "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "onnx_ir": "export",
     "coremltools": "export", "pycocotools": "tasks", "smplx": "tasks",
     "tensorboard": "train", "sklearn": "train", "open_clip": "clip",
+    "openvino": "openvino", "nncf": "openvino",
 }
 #: import names whose pip distribution is spelled differently
 PIP_NAMES: dict[str, str] = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",

@@ -118,6 +118,8 @@ def pick_runtime(config: BenchConfig, *, images: str | Path | None = None, count
     models = expand_models(config.models)
     if len(models) != 1 or models[0] not in VARIANTS:
         raise ConfigError(f"--pick takes one FastViT variant, got {', '.join(models)}")
+    if count < 2:
+        raise ConfigError(f"--pick-images must be >= 2 (half calibrate int8), got {count}")
     device = torch.device(config.device)
     subject = build_subject(models[0], fused=True, features_only=False,
                             image_size=config.image_size, peer_image_size=None,

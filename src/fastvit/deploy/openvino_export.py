@@ -152,14 +152,19 @@ def bin_path(xml: str | Path) -> Path:
     return Path(xml).with_suffix(".bin")
 
 
+def check_ir_name(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix != ".xml":
+        raise ConfigError(f"an OpenVINO IR is an .xml file (with its .bin): got {path}")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_ir(path: str | Path) -> Iterator[Path]:
     """Yield an ``.xml`` path in a scratch folder beside ``path``; on success move the
     ``.xml`` and its ``.bin`` into place (the ``.bin`` first, so an ``.xml`` never names
     weights that are not there). The scratch folder is removed either way."""
-    path = Path(path)
-    if path.suffix != ".xml":
-        raise ConfigError(f"an OpenVINO IR is an .xml file (with its .bin): got {path}")
+    path = check_ir_name(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         scratch = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
@@ -204,6 +209,7 @@ def export_openvino(model: nn.Module, path: str | Path, *, image_size: int,
     compare with eager (max |diff| <= :data:`OPENVINO_TOLERANCE`, relative to the output
     scale with ``relative``); a failed check writes nothing."""
     openvino()
+    check_ir_name(path)  # before any work
     model = model.eval()
     ov_model = convert(model, image_size=image_size, dynamic_batch=dynamic_batch,
                        raw_pixels=raw_pixels, metadata=metadata)

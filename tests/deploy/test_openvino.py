@@ -99,6 +99,7 @@ def test_attention_structure_raw_pixels_and_static_batch(tmp_path) -> None:
     assert compiled.inputs[0].get_partial_shape().to_shape() == [1, 3, SIZE, SIZE]
 
 
+@pytest.mark.slow
 def test_features_only_backbone_outputs_four_named_maps(tmp_path) -> None:
     from fastvit.models import FastVit, fold_batchnorms, reparameterize
 
@@ -242,3 +243,21 @@ def test_compiled_ir_carries_the_policy(exported, monkeypatch) -> None:
             build_predictor(runtime="openvino", openvino_file=bad)
         finally:
             bad.unlink()
+
+
+def test_nncf_statistics_models_follow_the_policy(exported, monkeypatch) -> None:
+    """NNCF compiles its own models (OpenVINO defaults: threads pinned to every core);
+    inside nncf_quantize they get ours."""
+    from nncf.openvino.engine import OVNativeEngine
+
+    from fastvit.deploy.openvino_export import core, nncf_engines_follow_policy
+
+    monkeypatch.delenv("FASTVIT_SPIN", raising=False)
+    original = OVNativeEngine.__init__
+    model = core().read_model(str(exported[1].path))
+    with nncf_engines_follow_policy():
+        engine = OVNativeEngine(model)
+    assert OVNativeEngine.__init__ is original
+    compiled = engine.engine.infer_request.get_compiled_model()
+    assert compiled.get_property("ENABLE_CPU_PINNING") is False
+    assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"

@@ -232,10 +232,30 @@ def nncf_quantize(fp32_path: str | Path, images: Sequence[torch.Tensor]):
         raise DataError("no readable calibration images")
     ov_model = core().read_model(str(fp32_path))
     data = nncf.Dataset([x.unsqueeze(0).numpy().astype(np.float32) for x in images])
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), nncf_engines_follow_policy():
         warnings.simplefilter("ignore")
         return nncf.quantize(ov_model, data, subset_size=len(images),
                              preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
+@contextlib.contextmanager
+def nncf_engines_follow_policy() -> Iterator[None]:
+    """Make the models NNCF compiles to collect statistics follow our thread policy
+    (:func:`cpu_properties`, f32): NNCF compiles them with OpenVINO's defaults, threads
+    pinned to every core."""
+    engine = require("nncf.openvino.engine", "int8 with --format openvino", "openvino")
+    native = engine.OVNativeEngine
+    original = native.__init__
+
+    def __init__(self, model, use_fp32_precision: bool = True) -> None:
+        compiled = core().compile_model(model, "CPU", cpu_properties())
+        self.engine = engine.OVCompiledModelEngine(compiled, engine.model_has_state(model))
+
+    native.__init__ = __init__
+    try:
+        yield
+    finally:
+        native.__init__ = original
 
 
 def quantize_openvino_int8(loaded: Loaded, fp32_path: str | Path, calibration: str | Path, *,

@@ -10,8 +10,9 @@ where spinning shaves wake-up latency, turn it back on with ``--spin`` (``fastvi
 predict`` / ``fastvit bench``) or ``FASTVIT_SPIN=1`` in the environment.
 
 ExecuTorch's XNNPACK pool (pthreadpool) has no spinning switch from Python; its size
-is set with ``--threads``. PyTorch's own OpenMP pool follows ``OMP_WAIT_POLICY``
-(``PASSIVE``: no spinning), which must be set before the process starts.
+is set with ``--threads``. PyTorch's own OpenMP pool follows ``OMP_WAIT_POLICY``, read
+when torch loads: ``import fastvit`` sets it to ``PASSIVE`` (unless ``FASTVIT_SPIN=1`` or
+it is set already), which is what kept training from collapsing beside exports.
 """
 
 from __future__ import annotations

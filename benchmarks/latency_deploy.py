@@ -12,7 +12,8 @@ and the int8/fp32 ratio swing between 0.6 and 1.1 from run to run).
     python benchmarks/latency_deploy.py --investigate       # what makes ORT fast
 
 ExecuTorch (XNNPACK delegate, the runtime of PyTorch's phone apps) runs beside them, fp32
-and int8 (PT2E), when the executorch package is installed.
+and int8 (PT2E), when the executorch package is installed; OpenVINO (fp32, bf16 precision
+hint, NNCF int8, and on the ONNX Runtime int8 file) when openvino and nncf are.
 
 Targets: best fp32 runtime <= 0.40x timm eager; int8 ORT <= 0.8x fp32 ORT; best int8
 runtime <= 0.30x timm eager (int8 accuracy on real images: tests/deploy/test_quantize.py and
@@ -107,6 +108,36 @@ def add_executorch(calls: dict, ours: torch.nn.Module, args: argparse.Namespace,
         calls[f"ours fused, ExecuTorch {'int8' if int8 else 'fp32'} (XNNPACK)"] = bind(1)
 
 
+def add_openvino(calls: dict, ours: torch.nn.Module, args: argparse.Namespace,
+                 scratch: Path, int8_onnx: Path) -> None:
+    """OpenVINO rows: our IR in fp32, with the bf16 precision hint, its NNCF int8, and
+    OpenVINO running our ONNX Runtime int8 QDQ file (skipped when openvino is missing)."""
+    from fastvit.extras import MissingExtraError
+
+    try:
+        from fastvit.deploy import openvino_export as ov
+
+        ov.FORMAT.require_installed(int8=True)
+    except MissingExtraError as why:
+        print(f"skipped OpenVINO: {why}")
+        return
+    size, threads = args.image_size, args.threads
+    xml = scratch / "t8.xml"
+    ov.export_openvino(ours, xml, image_size=size)
+    g = torch.Generator().manual_seed(0)
+    int8_xml = scratch / "t8.int8.xml"
+    ov.save_ir(ov.nncf_quantize(xml, [torch.randn(3, size, size, generator=g)
+                                      for _ in range(16)]), int8_xml)
+    x = torch.randn(1, 3, size, size)
+    for name, path, precision in (("OpenVINO fp32", xml, "fp32"),
+                                  ("OpenVINO bf16 hint", xml, "bf16"),
+                                  ("OpenVINO int8 (NNCF)", int8_xml, "fp32"),
+                                  ("OpenVINO on the ORT int8 QDQ file", int8_onnx, "fp32")):
+        run = ov.ir_runner(ov.compile_ir(path, threads=threads, precision=precision,
+                                         spin=args.ort_spinning))
+        calls[f"ours fused, {name}"] = functools.partial(run, x)
+
+
 def investigate_int8(calls: dict, fp32: Path, int8: Path, args: argparse.Namespace,
                      scratch: Path, ort_call, ours: torch.nn.Module) -> None:
     """int8 graphs that keep GELU in int8 (benchmarks/int8_variants.py), and PyTorch's own
@@ -189,6 +220,8 @@ def build_candidates(args: argparse.Namespace, ours: torch.nn.Module, scratch: P
     calls["ours fused, ONNX Runtime int8"] = ort_call(int8, size, threads)
     if not args.no_executorch:
         add_executorch(calls, ours, args, scratch)
+    if not args.no_openvino:
+        add_openvino(calls, ours, args, scratch, int8)
     if args.investigate:
         from onnxruntime.quantization import QuantType
 
@@ -219,14 +252,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--block", type=int, default=5,
                         help="consecutive timed calls per candidate per round")
     parser.add_argument("--ort-spinning", action="store_true",
-                        help="let ONNX Runtime's idle threads spin (its default; use with a "
-                        "large --block)")
+                        help="let ONNX Runtime's idle threads spin and OpenVINO pin its "
+                        "threads (their defaults; use with a large --block)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--investigate", action="store_true",
                         help="also time ORT settings, exporters, int8 types, BN folding")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--no-executorch", action="store_true", help="skip ExecuTorch")
+    parser.add_argument("--no-openvino", action="store_true", help="skip OpenVINO")
     parser.add_argument("--out", default="outputs/latency_deploy")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -237,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
         timings = time_interleaved(calls, runs=args.runs, warmup=args.warmup, block=args.block)
     base = timings["timm fastvit_t8 fused, eager"].median_ms
     fp32_ort = timings["ours fused, ONNX Runtime fp32"].median_ms
-    fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n]
+    fp32_names = [n for n in timings if n.startswith("ours fused,") and "int8" not in n
+                  and "bf16" not in n]
     best = min(fp32_names, key=lambda n: timings[n].median_ms)
     int8 = timings["ours fused, ONNX Runtime int8"].median_ms
     int8_names = [n for n in timings if n.startswith("ours fused,") and "int8" in n]

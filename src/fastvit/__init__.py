@@ -6,7 +6,18 @@ are imported on first use, so ``import fastvit`` stays cheap.
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Good neighbours (fastvit.deploy.spinning): PyTorch's OpenMP threads spin-wait at every
+# barrier by default; with more busy threads than cores (training beside an export, a
+# test run or another model) they burn the cores the working threads need, and training
+# throughput collapsed 3-10x on a loaded 2-core machine (docs/deployment.md). PASSIVE
+# makes them sleep. Read once, when torch loads its OpenMP runtime: it applies when
+# fastvit is imported before torch (the fastvit command always is). FASTVIT_SPIN=1 or an
+# OMP_WAIT_POLICY of your own keeps spinning.
+if os.environ.get("FASTVIT_SPIN", "").strip().lower() not in ("1", "true", "yes", "on"):
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from fastvit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from fastvit.factory import BUILDERS, create_model

@@ -8,6 +8,7 @@ Some features need more, grouped as pip extras (``pyproject.toml``)::
     train    tensorboard, scikit-learn                    TensorBoard logs, --data digits
     clip     open_clip_torch                              MobileCLIP text towers: zeroshot, search
     app      gradio                                       fastvit app (a local web page)
+    openvino openvino, nncf                               --format openvino, --runtime openvino
 
 Every import of an optional package goes through :func:`require`, which raises
 :class:`MissingExtraError` (a :class:`~fastvit.errors.FastVitError`: the command
@@ -29,6 +30,7 @@ EXTRAS: dict[str, str] = {
     "coremltools": "export", "pycocotools": "tasks", "smplx": "tasks",
     "tensorboard": "train", "sklearn": "train", "open_clip": "clip",
     "gradio": "app",
+    "openvino": "openvino", "nncf": "openvino",
 }
 #: import names whose pip distribution is spelled differently
 PIP_NAMES: dict[str, str] = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",

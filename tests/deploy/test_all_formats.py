@@ -6,14 +6,14 @@ errors show) is exported once per format at 64x64 with a dynamic batch, and the
 round-trip tests below share those files. The slow test takes each variant at one block
 per stage: its widths, MLP ratio, mixers, positional encodings and head, the layers an
 exporter meets one by one (depth repeats them, it adds none: there fastvit_sa24 and
-fastvit_sa36 are fastvit_sa12). Each distinct one is converted to Core ML, ONNX and
-TorchScript (a fresh trace); the first of each distinct set of layer kinds (the same
+fastvit_sa36 are fastvit_sa12). Each distinct one is converted to Core ML, ONNX,
+TorchScript (a fresh trace) and OpenVINO; the first of each distinct set of layer kinds (the same
 modules, whatever their widths) also to ExecuTorch and torch.export (``.pt2``), the two
 slow lowerings (~25 s each for ExecuTorch, even at this size): there fastvit_sa12
 (attention) is the one structure fastvit_t8's shared files lack.
 Full-depth reparameterization of every variant is checked in eager mode
 (tests/models/test_reparam.py).
-Tolerances: ONNX Runtime and ExecuTorch <= 1e-4, TorchScript and torch.export <= 1e-5.
+Tolerances: ONNX Runtime, OpenVINO and ExecuTorch <= 1e-4, TorchScript and torch.export <= 1e-5.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from fastvit.deploy.export import export_model
 from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.onnx_export import export_onnx
 from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
+from fastvit.deploy.openvino_export import export_openvino
 from fastvit.deploy.registry import FORMATS
 from fastvit.deploy.torch_export import export_program
 from fastvit.deploy.torchscript_export import export_torchscript
@@ -45,15 +46,20 @@ from tests.helpers.shallow import one_block_per_stage, one_block_per_stage_fused
 SIZE = 64
 META = {"fastvit.variant": "fastvit_t8"}
 EXPORTERS = {"onnx": export_onnx, "torchscript": export_torchscript,
-             "torch-export": export_program, "executorch": export_executorch}
-TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "torch-export": 1e-5, "executorch": 1e-4}
+             "torch-export": export_program, "executorch": export_executorch,
+             "openvino": export_openvino}
+TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "torch-export": 1e-5, "executorch": 1e-4,
+             "openvino": 1e-4}
 #: formats every distinct structure is exported to (and Core ML), and those once per
 #: distinct set of layer kinds
-EVERY_STRUCTURE = ("onnx", "torchscript")
+EVERY_STRUCTURE = ("onnx", "torchscript", "openvino")
 EVERY_LAYER_KIND = ("executorch", "torch-export")
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_executorch = pytest.mark.skipif(not HAS_EXECUTORCH,
                                       reason="pip install 'fastvit[executorch]'")
+MISSING = {fmt for fmt, present in (("executorch", HAS_EXECUTORCH),
+                                    ("openvino", HAS_OPENVINO)) if not present}
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +70,7 @@ def t8(tmp_path_factory) -> tuple[torch.nn.Module, dict[str, Path], dict]:
     model = fused_randomized("fastvit_t8", seed=11)
     files, checks = {}, {}
     for fmt, export in EXPORTERS.items():
-        if fmt == "executorch" and not HAS_EXECUTORCH:
+        if fmt in MISSING:
             continue
         files[fmt] = folder / f"t8{FORMATS[fmt].suffix}"
         checks[fmt] = export(model, files[fmt], image_size=SIZE, dynamic_batch=True,
@@ -75,7 +81,7 @@ def t8(tmp_path_factory) -> tuple[torch.nn.Module, dict[str, Path], dict]:
 @pytest.mark.slow
 def test_every_tensor_format_verifies_with_a_dynamic_batch(t8) -> None:
     _, _, checks = t8
-    assert set(checks) == set(EXPORTERS) - (set() if HAS_EXECUTORCH else {"executorch"})
+    assert set(checks) == set(EXPORTERS) - MISSING
     for fmt, check in checks.items():
         assert check.batches == (1, 4), fmt
         assert check.max_abs_diff <= TOLERANCE[fmt], (fmt, check.max_abs_diff)
@@ -195,7 +201,7 @@ def test_every_variant_structure_verifies(tmp_path, name: str, new_kinds: bool) 
     if name == "fastvit_t8":
         formats = ()  # the shared files above, at full depth
     for fmt in formats:
-        if fmt == "executorch" and not HAS_EXECUTORCH:
+        if fmt in MISSING:
             continue
         check = EXPORTERS[fmt](model, tmp_path / f"{name}{FORMATS[fmt].suffix}",
                                image_size=SIZE, dynamic_batch=True)

@@ -117,3 +117,28 @@ def test_min_agreement_failure_writes_nothing(onnx_int8, tmp_path) -> None:
         quantize_int8(load_model(checkpoint=assets.checkpoint), fp32, assets.calibration,
                       calibration_size=10, min_agreement=1.01)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.onnx"]
+
+
+def test_calibration_sessions_do_not_spin(tmp_path, monkeypatch) -> None:
+    """ONNX Runtime's calibrator opens its own sessions (default options: spinning threads on
+    every core); inside quantize_onnx they follow the policy."""
+    from onnx import TensorProto, helper
+    from onnxruntime.quantization import calibrate
+
+    from fastvit.deploy.quantize import calibration_sessions_follow_policy
+
+    monkeypatch.delenv("FASTVIT_SPIN", raising=False)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    path = tmp_path / "identity.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    calibrator = object.__new__(calibrate.CalibraterBase)
+    calibrator.augmented_model_path, calibrator.execution_providers = str(path), [
+        "CPUExecutionProvider"]
+    original = calibrate.CalibraterBase.create_inference_session
+    with calibration_sessions_follow_policy():
+        calibrator.create_inference_session()
+    assert calibrate.CalibraterBase.create_inference_session is original
+    options = calibrator.infer_session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -48,16 +48,17 @@ def test_write_formats_table_replaces_a_stale_table_only(tmp_path) -> None:
 
 
 def test_every_format_is_declared_completely() -> None:
-    assert list(FORMATS) == ["onnx", "coreml", "torchscript", "torch-export", "executorch"]
+    assert list(FORMATS) == ["onnx", "coreml", "torchscript", "torch-export", "executorch",
+                             "openvino"]
     suffixes = [f.suffix for f in FORMATS.values()]
     assert len(set(suffixes)) == len(suffixes) and all(s.startswith(".") for s in suffixes)
     for name, fmt in FORMATS.items():
         assert fmt.name == name and callable(fmt.export)
-        assert fmt.extra in (None, "export", "executorch")
+        assert fmt.extra in (None, "export", "executorch", "openvino")
         assert fmt.verified_by and fmt.tolerance
         assert default_export_path("fastvit_t8", 64, name, "out") == Path(
             f"out/fastvit_t8_64{fmt.suffix}")
-    assert [n for n, f in FORMATS.items() if f.int8] == ["onnx", "executorch"]
+    assert [n for n, f in FORMATS.items() if f.int8] == ["onnx", "executorch", "openvino"]
     assert [n for n, f in FORMATS.items() if not f.dynamic_batch] == ["coreml"]
     assert FORMATS["executorch"].max_batch == 64
 
@@ -72,6 +73,8 @@ def test_table_rows_say_what_each_format_supports() -> None:
     cells = [c.strip() for c in rows["executorch"].strip("|").split("|")]
     assert cells[1:5] == ["`.pte`", "`fastvit[executorch]`", "yes", "up to 64"]
     assert "| core install |" in rows["torchscript"]
+    cells = [c.strip() for c in rows["openvino"].strip("|").split("|")]
+    assert cells[1:7] == ["`.xml`", "`fastvit[openvino]`", "yes", "yes", "yes", "yes"]
     assert rows["onnx"].endswith("| 1e-4 |") and rows["torchscript"].endswith("| 1e-5 |")
 
 

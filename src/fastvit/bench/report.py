@@ -25,9 +25,9 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """One line per (model, runtime): latency median/p90, throughput, size, top-1."""
-    lines = ["| model | form | runtime | input | batch | median ms | p90 ms | throughput img/s "
-             "(batch) | params M | published top-1 | status |",
-             "|" + "---|" * 11]
+    lines = ["| model | form | runtime | precision | input | batch | median ms | p90 ms | "
+             "throughput img/s (batch) | params M | published top-1 | status |",
+             "|" + "---|" * 12]
     for r in rows:
         lat = r.get("latency") or {}
         thr = r.get("throughput") or {}
@@ -35,7 +35,7 @@ def markdown_table(rows: list[dict]) -> str:
         throughput = (f"{thr['images_per_s']:.1f} ({thr['batch']})" if thr else "-")
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {r.get('note', '')}"
         lines.append(
-            f"| {r['model']} | {r.get('form', '-')} | {r['runtime']} "
+            f"| {r['model']} | {r.get('form', '-')} | {r['runtime']} | {r.get('precision', '-')} "
             f"| {f'{size}x{size}' if size else '-'} | {r.get('batch', '-')} "
             f"| {_fmt(lat.get('median_ms'), '.2f')} | {_fmt(lat.get('p90_ms'), '.2f')} "
             f"| {throughput} | {_fmt(r.get('params_m'), '.2f')} "
@@ -54,7 +54,11 @@ def markdown_report(report: dict) -> str:
         f"{env['threads']} threads, device {env['device']}"
         + (f" ({env['gpu']})" if env.get("gpu") else "")
         + f"; torch {env['torch']}, onnxruntime {env['onnxruntime']}"
-        + (f", executorch {env['executorch']}" if env.get("executorch") else "") + ".",
+        + (f", executorch {env['executorch']}" if env.get("executorch") else "")
+        + (f", openvino {env['openvino']}" if env.get("openvino") else "") + ".",
+        "",
+        f"CPU features: {env.get('isa_summary', '-')}. Threads: "
+        f"{env.get('thread_policy', '-')}.",
         "",
         "Latency: median and p90 over the timed runs after warm-up. Published top-1: from the "
         "papers (fastvit/assets/published_top1.csv), not measured here; weights are random. "

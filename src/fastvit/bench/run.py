@@ -22,9 +22,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from fastvit.bench.machine import cpu_isa, cpu_name, isa_summary
 from fastvit.bench.peers import PeerUnavailable
-from fastvit.bench.runtimes import RUNTIMES, build_subject, expand_models, make_runtime
+from fastvit.bench.runtimes import PRECISION, RUNTIMES, build_subject, expand_models, make_runtime
 from fastvit.bench.timing import Timing, time_callable
+from fastvit.deploy.spinning import policy
 from fastvit.errors import ConfigError
 from fastvit.models import VARIANTS
 
@@ -48,6 +50,7 @@ class BenchConfig:
     device: str = "cpu"
     half: bool = False
     pretrained: str | None = None  # weights of the FastViT variants (a tag, or one file)
+    spin: bool | None = None  # ORT / OpenVINO threads spin (None: FASTVIT_SPIN, else no)
     out: str = "outputs/bench"
 
     def validate(self) -> None:
@@ -84,7 +87,7 @@ def reproduce_command(config: BenchConfig) -> str:
         parts += ["--peer-image-size", str(config.peer_image_size)]
     if config.pretrained:
         parts += ["--pretrained", str(config.pretrained)]
-    for flag in ("unfused", "features_only", "half"):
+    for flag in ("unfused", "features_only", "half", "spin"):
         if getattr(config, flag):
             parts.append("--" + flag.replace("_", "-"))
     return shlex.join(parts)
@@ -127,18 +130,6 @@ def measure(bind: Callable[[int], Callable[[], object]], *, batch: int, throughp
     return result
 
 
-def cpu_name() -> str:
-    """The CPU model (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def environment(config: BenchConfig) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -148,14 +139,14 @@ def environment(config: BenchConfig) -> dict:
         ort_version = None
     env = {"python": platform.python_version(), "torch": torch.__version__,
            "onnxruntime": ort_version, "platform": platform.platform(),
-           "processor": cpu_name(), "cpu_count": os.cpu_count(),
-           "threads": config.threads, "device": config.device}
-    try:
-        from importlib.metadata import version
-
-        env["executorch"] = version("executorch")
-    except Exception:  # not installed: the executorch runtimes are skipped
-        env["executorch"] = None
+           "processor": cpu_name(), "isa": cpu_isa(), "isa_summary": isa_summary(),
+           "cpu_count": os.cpu_count(), "threads": config.threads, "device": config.device,
+           "thread_policy": policy(config.spin)}
+    for package in ("executorch", "openvino", "nncf"):
+        try:
+            env[package] = version(package)
+        except PackageNotFoundError:  # not installed: its runtimes are skipped
+            env[package] = None
     if torch.device(config.device).type == "cuda":
         env["gpu"] = torch.cuda.get_device_name()
     return env
@@ -197,7 +188,8 @@ def run_benchmark(config: BenchConfig,
                   runs=config.runs, warmup=config.warmup, device=device)
     with tempfile.TemporaryDirectory(prefix="fastvit-bench-") as scratch:
         for i, (name, runtime) in enumerate(tqdm(jobs, desc="bench", unit="run")):
-            row = {"model": name, "runtime": runtime, "batch": config.batch_size}
+            row = {"model": name, "runtime": runtime, "precision": PRECISION[runtime],
+                   "batch": config.batch_size}
             try:
                 if name not in subjects:
                     subjects[name] = build_subject(
@@ -212,7 +204,8 @@ def run_benchmark(config: BenchConfig,
                 workdir = Path(scratch) / str(i)
                 workdir.mkdir()
                 binds[i] = make_runtime(subject, runtime, device=device, half=config.half,
-                                        threads=config.threads, workdir=workdir)
+                                        threads=config.threads, workdir=workdir,
+                                        spin=config.spin)
                 passes[i] = [measure(binds[i], **timing)]
                 row.update(passes[i][0], status="ok")
             except PeerUnavailable as why:

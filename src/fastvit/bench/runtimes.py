@@ -1,7 +1,10 @@
 """What gets benchmarked and how it runs: subjects (ours and peers) and runtimes.
 
-Each runtime gives ``bind(batch) -> zero-argument call`` with its inputs made
-outside the timed region, so every runtime is timed the same way.
+Each runtime is a :class:`Runtime`: ``runtime(batch)`` gives a zero-argument call
+with its inputs made outside the timed region, so every runtime is timed the same
+way, and ``runtime.forward(x)`` runs given images (agreement checks of ``--pick``).
+ONNX Runtime and OpenVINO follow the good-neighbour policy
+(:mod:`fastvit.deploy.spinning`: no spinning unless ``spin``).
 """
 
 from __future__ import annotations
@@ -31,7 +34,39 @@ from fastvit.models import VARIANTS, list_models
 from fastvit.pipeline import load_model
 
 RUNTIMES = ("eager", "channels_last", "compile", "onnx", "onnx-int8", "executorch",
-            "executorch-int8")
+            "executorch-int8", "openvino", "openvino-bf16", "openvino-int8")
+#: what each runtime runs, in words (the ``precision`` of a bench row)
+PRECISION = {"eager": "fp32", "channels_last": "fp32", "compile": "fp32", "onnx": "fp32",
+             "onnx-int8": "int8 QDQ (ORT quantizer)", "executorch": "fp32",
+             "executorch-int8": "int8 PT2E (XNNPACK)",
+             "openvino": "fp32 IR, INFERENCE_PRECISION_HINT f32",
+             "openvino-bf16": "fp32 IR, INFERENCE_PRECISION_HINT bf16",
+             "openvino-int8": "int8 IR (NNCF), INFERENCE_PRECISION_HINT f32"}
+
+
+@dataclass
+class Runtime:
+    """A model ready to run in one runtime: ``run(prepared input)`` and how a CPU float
+    tensor becomes its input (device, dtype, layout, numpy)."""
+
+    run: Callable[[object], object]
+    prepare: Callable[[torch.Tensor], object]
+    image_size: int
+    seed: int = 0
+
+    def __call__(self, batch: int) -> Callable[[], object]:
+        """A zero-argument call on a random ``batch`` prepared outside the timed region."""
+        x = self.prepare(torch.randn(batch, 3, self.image_size, self.image_size,
+                                     generator=torch.Generator().manual_seed(self.seed)))
+        return lambda: self.run(x)
+
+    def forward(self, x: torch.Tensor) -> np.ndarray:
+        """The first output of ``x`` (a CPU float batch) as a float32 array."""
+        out = self.run(self.prepare(x))
+        first = out[0] if isinstance(out, list | tuple) else out
+        if isinstance(first, torch.Tensor):
+            return first.detach().float().cpu().numpy()
+        return np.asarray(first, dtype=np.float32)
 
 
 def mobileclip_group() -> list[str]:
@@ -105,27 +140,22 @@ def build_subject(name: str, *, fused: bool, features_only: bool, image_size: in
 
 
 def torch_runtime(model: nn.Module, image_size: int, device: torch.device, dtype: torch.dtype,
-                  channels_last: bool = False, compiled: bool = False
-                  ) -> Callable[[int], Callable[[], object]]:
+                  channels_last: bool = False, compiled: bool = False) -> Runtime:
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     # A copy: runtimes of one model must not change each other's layout or dtype.
     model = copy.deepcopy(model).to(device=device, dtype=dtype, memory_format=fmt).eval()
-    run = torch.compile(model) if compiled else model
+    compiled_model = torch.compile(model) if compiled else model
 
-    def bind(batch: int) -> Callable[[], object]:
-        x = torch.randn(batch, 3, image_size, image_size, device=device, dtype=dtype)
-        x = x.contiguous(memory_format=fmt)
-
-        def call() -> object:
-            with torch.inference_mode():
-                return run(x)
-        return call
-    return bind
+    def run(x: torch.Tensor) -> object:
+        with torch.inference_mode():
+            return compiled_model(x)
+    return Runtime(run, lambda x: x.to(device=device, dtype=dtype).contiguous(
+        memory_format=fmt), image_size)
 
 
 def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
-                 device: torch.device, int8: bool = False
-                 ) -> Callable[[int], Callable[[], object]]:
+                 device: torch.device, int8: bool = False, spin: bool | None = None,
+                 calibration: Sequence[torch.Tensor] | None = None) -> Runtime:
     """Export (dynamic batch, verified), optionally quantize, and open an ORT session."""
     from fastvit.deploy.onnx_export import export_onnx
     from fastvit.extras import require
@@ -147,16 +177,12 @@ def onnx_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
         from fastvit.deploy.quantize import TensorCalibration, quantize_onnx
 
         path = quantize_onnx(path, workdir / "model.int8.onnx",
-                             TensorCalibration(calibration_samples(image_size), "input",
-                                               progress=False))
-    session = ort_session(path, threads=threads, providers=providers)
+                             TensorCalibration(calibration or calibration_samples(image_size),
+                                               "input", progress=False))
+    session = ort_session(path, threads=threads, providers=providers, spinning=spin)
     name = session.get_inputs()[0].name
-
-    def bind(batch: int) -> Callable[[], object]:
-        x = np.random.default_rng(0).standard_normal(
-            (batch, 3, image_size, image_size)).astype(np.float32)
-        return lambda: session.run(None, {name: x})
-    return bind
+    return Runtime(lambda x: session.run(None, {name: x}),
+                   lambda x: x.numpy().astype(np.float32), image_size)
 
 
 def calibration_samples(image_size: int) -> list[torch.Tensor]:
@@ -166,8 +192,8 @@ def calibration_samples(image_size: int) -> list[torch.Tensor]:
 
 
 def executorch_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
-                       device: torch.device, int8: bool = False
-                       ) -> Callable[[int], Callable[[], object]]:
+                       device: torch.device, int8: bool = False,
+                       calibration: Sequence[torch.Tensor] | None = None) -> Runtime:
     """Lower to a ``.pte`` (XNNPACK, dynamic batch, verified; int8: PT2E) and load it in
     ``executorch.runtime`` with ``threads`` pool threads."""
     try:
@@ -183,31 +209,59 @@ def executorch_runtime(model: nn.Module, image_size: int, workdir: Path, threads
     path = workdir / "model.pte"
     et.export_executorch(model, path, image_size=image_size, dynamic_batch=True, relative=True)
     if int8:
-        program = et.quantize_pt2e(model, calibration_samples(image_size),
+        program = et.quantize_pt2e(model, calibration or calibration_samples(image_size),
                                    image_size=image_size, dynamic_batch=True)
         path = workdir / "model.int8.pte"
         path.write_bytes(et.lower_to_pte(program))
-    run = et.pte_runner(path)
+    return Runtime(et.pte_runner(path), lambda x: x.float().contiguous(), image_size)
 
-    def bind(batch: int) -> Callable[[], object]:
-        x = torch.randn(batch, 3, image_size, image_size,
-                        generator=torch.Generator().manual_seed(0))
-        return lambda: run(x)
-    return bind
+
+def openvino_runtime(model: nn.Module, image_size: int, workdir: Path, threads: int,
+                     device: torch.device, precision: str = "fp32", int8: bool = False,
+                     spin: bool | None = None,
+                     calibration: Sequence[torch.Tensor] | None = None) -> Runtime:
+    """Convert to an OpenVINO IR (dynamic batch, verified; int8: NNCF on random inputs) and
+    compile it for the CPU with ``threads`` threads and the ``precision`` hint."""
+    from fastvit.deploy import openvino_export as ov
+    from fastvit.extras import MissingExtraError
+
+    try:
+        ov.FORMAT.require_installed(int8=int8)
+    except MissingExtraError as err:
+        raise PeerUnavailable(str(err)) from err
+    if device.type != "cpu":
+        raise PeerUnavailable("OpenVINO rows run on the CPU plugin; skipped")
+    model = copy.deepcopy(model).float().to("cpu").eval()
+    path = workdir / "model.xml"
+    ov.export_openvino(model, path, image_size=image_size, dynamic_batch=True, relative=True)
+    if int8:
+        quantized = ov.nncf_quantize(path, calibration or calibration_samples(image_size))
+        path = workdir / "model.int8.xml"
+        ov.save_ir(quantized, path)
+    run = ov.ir_runner(ov.compile_ir(path, threads=threads, precision=precision, spin=spin))
+    return Runtime(run, lambda x: x, image_size)
 
 
 def make_runtime(subject: Subject, runtime: str, *, device: torch.device, half: bool,
-                 threads: int, workdir: Path) -> Callable[[int], Callable[[], object]]:
+                 threads: int, workdir: Path, spin: bool | None = None,
+                 calibration: Sequence[torch.Tensor] | None = None) -> Runtime:
+    """``runtime`` of ``subject``; int8 runtimes calibrate on ``calibration`` (CHW tensors,
+    preprocessed) or, without it, on random inputs (enough for latency only)."""
     dtype = torch.float16 if half else torch.float32
     if runtime in ("eager", "channels_last", "compile"):
         return torch_runtime(subject.model, subject.image_size, device, dtype,
                              channels_last=runtime != "eager" and device.type != "mps",
                              compiled=runtime == "compile")
     if half:
-        raise PeerUnavailable("--half is for the PyTorch runtimes; ONNX Runtime and ExecuTorch "
-                              "run fp32/int8")
+        raise PeerUnavailable("--half is for the PyTorch runtimes; ONNX Runtime, ExecuTorch "
+                              "and OpenVINO run fp32/bf16/int8")
     if runtime.startswith("executorch"):
         return executorch_runtime(subject.model, subject.image_size, workdir, threads, device,
-                                  int8=runtime == "executorch-int8")
+                                  int8=runtime == "executorch-int8", calibration=calibration)
+    if runtime.startswith("openvino"):
+        return openvino_runtime(subject.model, subject.image_size, workdir, threads, device,
+                                precision="bf16" if runtime == "openvino-bf16" else "fp32",
+                                int8=runtime == "openvino-int8", spin=spin,
+                                calibration=calibration)
     return onnx_runtime(subject.model, subject.image_size, workdir, threads, device,
-                        int8=runtime == "onnx-int8")
+                        int8=runtime == "onnx-int8", spin=spin, calibration=calibration)

@@ -30,7 +30,7 @@ from fastvit.cli.arguments import (
     emit_json,
     weights_source,
 )
-from fastvit.deploy.calibration import check_gates, int8_summary
+from fastvit.deploy.calibration import check_gates, int8_summary, open_folder
 from fastvit.deploy.coreml import COREML_PRECISIONS
 from fastvit.deploy.export import default_export_path, export_model, quantize_export
 from fastvit.deploy.onnx_export import EXPORTERS, ONNX_OPSET
@@ -99,6 +99,8 @@ def _check(args: argparse.Namespace) -> None:
 
 def main(args: argparse.Namespace) -> int:
     _check(args)
+    if args.int8:  # an empty or missing folder fails before any file is written
+        open_folder(args.calibration, None, "calibration")
     with cpu_threads(args.threads):
         loaded = load_model(args.model, weights_source(args), ema=args.ema,
                             features_only=args.features_only)

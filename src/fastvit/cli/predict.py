@@ -1,4 +1,5 @@
-"""``fastvit predict IMAGE|DIR|GLOB...``: top-k classes of images, in PyTorch or ONNX Runtime.
+"""``fastvit predict IMAGE|DIR|GLOB...``: top-k classes of images, in PyTorch, ONNX Runtime or
+OpenVINO.
 
 Examples::
 
@@ -6,6 +7,8 @@ Examples::
     fastvit predict cat.jpg --model fastvit_t8 --pretrained in1k   # official ImageNet weights
     fastvit predict photos/ --checkpoint runs/t8/best.safetensors --csv preds.csv
     fastvit predict 'photos/**/*.jpg' --onnx fastvit_t8_256.onnx --json preds.json
+    fastvit predict photos/ --openvino fastvit_t8_256.xml --precision bf16
+    fastvit predict photos/ --openvino fastvit_t8_256.int8.xml --threads 2 --spin
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from fastvit.cli.arguments import (
     weights_source,
     writing,
 )
+from fastvit.deploy.openvino_export import PRECISIONS
 from fastvit.deploy.predict import (
     RUNTIMES,
     build_predictor,
@@ -41,11 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_image_inputs(parser)
     add_model(parser, whole_model=True)
     parser.add_argument("--runtime", choices=RUNTIMES,
-                        help="eager PyTorch, or ONNX Runtime (default: onnx with --onnx FILE, "
-                        "else eager)")
+                        help="eager PyTorch, ONNX Runtime or OpenVINO (default: onnx with "
+                        "--onnx FILE, openvino with --openvino FILE, else eager)")
     parser.add_argument("--onnx", metavar="PATH",
                         help="an exported ONNX file to run (implies --runtime onnx; without "
                         "it, --runtime onnx exports the model now)")
+    parser.add_argument("--openvino", metavar="PATH",
+                        help="an exported OpenVINO IR (.xml, fp32 or int8) to run (implies "
+                        "--runtime openvino; without it, --runtime openvino exports now)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="OpenVINO precision hint for an fp32 IR: fp32 (exact) or bf16 "
+                        "(the CPU's bf16 units: AVX512-BF16, AMX)")
+    parser.add_argument("--spin", action="store_true", default=None,
+                        help="let ONNX Runtime / OpenVINO threads spin between batches and "
+                        "pin them (a dedicated host; default: off unless FASTVIT_SPIN=1)")
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16,
                         help="images decoded and classified at a time")
@@ -61,9 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError("--topk and --batch-size must be >= 1")
-    if args.onnx and args.runtime == "eager":
-        raise ConfigError("--onnx FILE runs on ONNX Runtime: drop --runtime eager")
-    args.runtime = args.runtime or ("onnx" if args.onnx else "eager")
+    if args.onnx and args.openvino:
+        raise ConfigError("give --onnx FILE or --openvino FILE, not both")
+    if args.onnx and args.runtime not in (None, "onnx"):
+        raise ConfigError(f"--onnx FILE runs on ONNX Runtime: drop --runtime {args.runtime}")
+    if args.openvino and args.runtime not in (None, "openvino"):
+        raise ConfigError(f"--openvino FILE runs on OpenVINO: drop --runtime {args.runtime}")
+    args.runtime = args.runtime or ("onnx" if args.onnx else
+                                    "openvino" if args.openvino else "eager")
     weights = weights_source(args)
     if args.runtime == "eager" and not (args.model or weights):
         raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "
@@ -71,9 +89,11 @@ def main(args: argparse.Namespace) -> int:
     files, found = find_images(args.images)  # a missing file fails before any model
     with cpu_threads(args.threads), tempfile.TemporaryDirectory(prefix="fastvit-") as scratch:
         predictor = build_predictor(args.model, weights, runtime=args.runtime,
-                                    onnx_file=args.onnx, image_size=args.image_size,
+                                    onnx_file=args.onnx, openvino_file=args.openvino,
+                                    precision=args.precision, image_size=args.image_size,
                                     workdir=scratch, ema=args.ema,
-                                    device=resolve_device(args.device))
+                                    device=resolve_device(args.device),
+                                    threads=args.threads, spin=args.spin)
         if predictor.source == RANDOM_WEIGHTS:
             print("warning: no --checkpoint or --pretrained given: random weights (meaningless "
                   "predictions)",

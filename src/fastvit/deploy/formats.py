@@ -92,6 +92,7 @@ class ExportFormat:
     tolerance: str  # max |diff| accepted by that check (docs)
     export: Callable[[ExportJob], Verification | None]
     quantize: Callable[[Int8Job], dict] | None = None  # None: no int8
+    int8_requires: tuple[str, ...] = ()  # import names the int8 path needs besides
     dynamic_batch: bool = True
     raw_pixels: bool = True
     image_input: bool = False
@@ -115,10 +116,12 @@ class ExportFormat:
             raise KeyError(option)
         return bool(getattr(self, option))
 
-    def require_installed(self) -> None:
+    def require_installed(self, int8: bool = False) -> None:
         """Raise :class:`~fastvit.extras.MissingExtraError` naming the extra to install."""
         for module in self.requires:
             require(module, f"--format {self.name}", self.extra)
+        for module in self.int8_requires if int8 else ():
+            require(module, f"--format {self.name} --int8", self.extra)
 
     def refuse(self, option: str, others: list[str]) -> ConfigError:
         """The one error for ``option`` given with this format; ``others`` support it."""

@@ -5,17 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from fastvit.deploy.spinning import ort_spin_entries
 from fastvit.extras import require
 
 
-def ort_session(path: str | Path, threads: int | None = None, providers: Sequence[str] = (
-        "CPUExecutionProvider",), level: str = "all", spinning: bool = True):
-    """An ONNX Runtime session with full graph optimization and ``threads`` intra-op threads.
-
-    ``spinning=False`` stops idle pool threads from busy-waiting after a run: slightly
-    slower wake-ups, but they no longer steal cores from whatever runs next (needed
-    when timing several runtimes interleaved in one process).
-    """
+def ort_session_options(threads: int | None = None, level: str = "all",
+                        spinning: bool | None = None):
+    """The ``SessionOptions`` of :func:`ort_session` (graph optimization, threads, spinning)."""
     ort = require("onnxruntime", "ONNX Runtime (--runtime onnx, int8, benchmarks)")
     options = ort.SessionOptions()
     options.graph_optimization_level = {
@@ -27,9 +23,23 @@ def ort_session(path: str | Path, threads: int | None = None, providers: Sequenc
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(str(path), options, providers=list(providers))
+    for key, value in ort_spin_entries(spinning).items():
+        options.add_session_config_entry(key, value)
+    return options
+
+
+def ort_session(path: str | Path, threads: int | None = None, providers: Sequence[str] = (
+        "CPUExecutionProvider",), level: str = "all", spinning: bool | None = None):
+    """An ONNX Runtime session with full graph optimization and ``threads`` intra-op threads.
+
+    Idle pool threads do not busy-wait after a run unless ``spinning`` (default: the
+    policy of :mod:`fastvit.deploy.spinning`, off unless ``FASTVIT_SPIN=1``): slightly
+    slower wake-ups, but they no longer steal cores from whatever runs next (other
+    processes, or the next runtime timed in this one).
+    """
+    ort = require("onnxruntime", "ONNX Runtime (--runtime onnx, int8, benchmarks)")
+    return ort.InferenceSession(str(path), ort_session_options(threads, level, spinning),
+                                providers=list(providers))
 
 
 def ort_runner(session):

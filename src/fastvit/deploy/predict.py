@@ -1,7 +1,10 @@
-"""Top-k classes of images, in PyTorch or ONNX Runtime (``fastvit predict``).
+"""Top-k classes of images, in PyTorch, ONNX Runtime or OpenVINO (``fastvit predict``).
 
 Class names come from the checkpoint (our safetensors metadata ``class_names``)
-or the exported ONNX file, else ImageNet's names for a 1000-class model.
+or the exported ONNX / OpenVINO file, else ImageNet's names for a 1000-class model.
+OpenVINO runs an fp32 IR with an fp32 or bf16 precision hint, or an int8 IR
+(``fastvit export --format openvino --int8``). ONNX Runtime and OpenVINO threads do
+not spin between batches unless ``spin`` (see :mod:`fastvit.deploy.spinning`).
 Inputs are files, folders (searched recursively) and glob patterns
 (:func:`find_images`). Images are preprocessed with the variant's eval
 transform (or what the ONNX file's metadata asks for, e.g. raw pixels for a
@@ -13,6 +16,7 @@ one found in a folder is skipped with one line and an ``error`` entry.
 from __future__ import annotations
 
 import csv
+import functools
 import glob
 import io
 import json
@@ -29,7 +33,7 @@ from fastvit.labels import default_class_names
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import Loaded, eval_transform, load_model
 
-RUNTIMES = ("eager", "onnx")
+RUNTIMES = ("eager", "onnx", "openvino")
 
 
 @dataclass
@@ -76,8 +80,25 @@ def eager_predictor(loaded: Loaded, image_size: int | None = None,
                      source=loaded.source)
 
 
+def _file_facts(path: Path, meta: dict[str, str], *, model_name: str | None,
+                image_size: int | None, class_names: list[str] | None,
+                num_outputs: object) -> tuple[Callable, list[str] | None]:
+    """The transform and class names an exported file asks for (its metadata)."""
+    name = meta.get("fastvit.variant", model_name)
+    if model_name and name != model_name:
+        raise ConfigError(f"{path} was exported from {name}, not {model_name}")
+    spec_name = name if name in VARIANTS else "fastvit_t8"
+    transform = transform_for_file(meta, base_cfg(spec_name, VARIANTS[spec_name], 0), image_size)
+    if class_names is None and "fastvit.class_names" in meta:
+        class_names = json.loads(meta["fastvit.class_names"])
+    if class_names is None and isinstance(num_outputs, int):
+        class_names = default_class_names(num_outputs)
+    return transform, class_names
+
+
 def onnx_predictor(path: str | Path, *, model_name: str | None, image_size: int | None,
-                   class_names: list[str] | None) -> Predictor:
+                   class_names: list[str] | None, threads: int | None = None,
+                   spin: bool | None = None) -> Predictor:
     """Predictor over an ONNX file (ours carries its preprocessing and class names)."""
     from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
 
@@ -85,25 +106,47 @@ def onnx_predictor(path: str | Path, *, model_name: str | None, image_size: int 
     if not path.is_file():
         raise DataError(f"ONNX file not found: {path}")
     try:
-        session = ort_session(path)
+        session = ort_session(path, threads=threads, spinning=spin)
     except Exception as err:
         raise DataError(f"cannot load ONNX file {path}: {str(err).splitlines()[0]}") from None
-    meta = read_onnx_metadata(path)
-    name = meta.get("fastvit.variant", model_name)
-    if model_name and name != model_name:
-        raise ConfigError(f"{path} was exported from {name}, not {model_name}")
-    spec_name = name if name in VARIANTS else "fastvit_t8"
-    transform = transform_for_file(meta, base_cfg(spec_name, VARIANTS[spec_name], 0), image_size)
     input_meta = session.get_inputs()[0]
     static = input_meta.shape[0] if isinstance(input_meta.shape[0], int) else None
-    num_outputs = session.get_outputs()[0].shape[-1]
-    if class_names is None and "fastvit.class_names" in meta:
-        class_names = json.loads(meta["fastvit.class_names"])
-    if class_names is None and isinstance(num_outputs, int):
-        class_names = default_class_names(num_outputs)
+    transform, class_names = _file_facts(
+        path, read_onnx_metadata(path), model_name=model_name, image_size=image_size,
+        class_names=class_names, num_outputs=session.get_outputs()[0].shape[-1])
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         return session.run(None, {input_meta.name: batch.numpy()})[0]
+    return Predictor(transform, forward, class_names, static, source=str(path))
+
+
+def openvino_predictor(path: str | Path, *, model_name: str | None, image_size: int | None,
+                       class_names: list[str] | None, precision: str = "fp32",
+                       threads: int | None = None, spin: bool | None = None) -> Predictor:
+    """Predictor over an OpenVINO IR (``.xml``; fp32 run with the ``precision`` hint, or an
+    int8 IR), with the preprocessing and class names its metadata records."""
+    from fastvit.deploy.openvino_export import compile_ir, ir_runner, read_ir_metadata
+
+    path = Path(path)
+    if path.suffix != ".xml" or not path.is_file():
+        raise DataError(f"OpenVINO IR (.xml) not found: {path}")
+    try:
+        compiled = compile_ir(path, threads=threads, precision=precision, spin=spin)
+        meta = read_ir_metadata(path)
+    except (ConfigError, ImportError):
+        raise
+    except Exception as err:
+        raise DataError(f"cannot load OpenVINO IR {path}: {str(err).splitlines()[0]}") from None
+    shape = compiled.inputs[0].get_partial_shape()
+    static = shape[0].get_length() if shape[0].is_static else None
+    out = compiled.outputs[0].get_partial_shape()
+    transform, class_names = _file_facts(
+        path, meta, model_name=model_name, image_size=image_size, class_names=class_names,
+        num_outputs=out[out.rank.get_length() - 1].get_length() if out.is_static else None)
+    run = ir_runner(compiled)
+
+    def forward(batch: torch.Tensor) -> np.ndarray:
+        return run(batch)[0]
     return Predictor(transform, forward, class_names, static, source=str(path))
 
 
@@ -217,44 +260,64 @@ def results_csv(results: list[dict], topk: int) -> str:
     return out.getvalue()
 
 
+def _checkpoint_names(variant: str | None, checkpoint: str | Path | None) -> list[str] | None:
+    if checkpoint is None:
+        return None
+    from fastvit.checkpoints import class_names_from_metadata, read_checkpoint
+    from fastvit.weights import resolve_weights
+
+    resolved = resolve_weights(checkpoint, variant)
+    return class_names_from_metadata(read_checkpoint(resolved.path)[1]) or resolved.class_names
+
+
 def build_predictor(variant: str | None = None, checkpoint: str | Path | None = None, *,
                     runtime: str = "eager", onnx_file: str | Path | None = None,
+                    openvino_file: str | Path | None = None, precision: str = "fp32",
                     image_size: int | None = None, workdir: str | Path | None = None,
-                    ema: bool = False, device: torch.device | str = "cpu") -> Predictor:
+                    ema: bool = False, device: torch.device | str = "cpu",
+                    threads: int | None = None, spin: bool | None = None) -> Predictor:
     """A predictor for ``fastvit predict``.
 
-    ``eager``: the deploy form of :func:`fastvit.load_model` in PyTorch. ``onnx``:
-    ``onnx_file`` (its own metadata names its preprocessing and labels; a
-    checkpoint's class names win), or the model exported into ``workdir`` now.
+    ``eager``: the deploy form of :func:`fastvit.load_model` in PyTorch. ``onnx`` /
+    ``openvino``: ``onnx_file`` / ``openvino_file`` (its own metadata names its
+    preprocessing and labels; a checkpoint's class names win), or the model exported
+    into ``workdir`` now. ``precision`` (OpenVINO): the fp32 or bf16 precision hint.
     """
     if runtime not in RUNTIMES:
         raise ConfigError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
     if onnx_file is not None and runtime != "onnx":
         raise ConfigError("--onnx FILE needs --runtime onnx")
-    if runtime == "onnx" and onnx_file is not None:
-        names = None
-        if checkpoint is not None:
-            from fastvit.checkpoints import class_names_from_metadata, read_checkpoint
-            from fastvit.weights import resolve_weights
+    if openvino_file is not None and runtime != "openvino":
+        raise ConfigError("--openvino FILE needs --runtime openvino")
+    if precision != "fp32" and runtime != "openvino":
+        raise ConfigError(f"--precision {precision} is an OpenVINO precision hint: it needs "
+                          f"--runtime openvino")
+    if runtime == "openvino":
+        from fastvit.deploy.openvino_export import FORMAT, PRECISIONS
 
-            resolved = resolve_weights(checkpoint, variant)
-            names = (class_names_from_metadata(read_checkpoint(resolved.path)[1])
-                     or resolved.class_names)
-        return onnx_predictor(onnx_file, model_name=variant, image_size=image_size,
-                              class_names=names)
+        FORMAT.require_installed()
+        if precision not in PRECISIONS:
+            raise ConfigError(f"unknown --precision {precision!r}; choose from "
+                              f"{', '.join(PRECISIONS)}")
+    given = onnx_file if runtime == "onnx" else openvino_file
+    files = {"onnx": onnx_predictor, "openvino": functools.partial(
+        openvino_predictor, precision=precision)}
+    if given is not None:
+        return files[runtime](given, model_name=variant, image_size=image_size,
+                              class_names=_checkpoint_names(variant, checkpoint),
+                              threads=threads, spin=spin)
     loaded = load_model(variant, checkpoint, ema=ema)
     size = image_size or loaded.image_size
     if runtime == "eager":
         return eager_predictor(loaded, size, device)
     if workdir is None:
-        raise ConfigError("exporting for --runtime onnx needs a working folder")
-    from fastvit.deploy.metadata import export_metadata
-    from fastvit.deploy.onnx_export import export_onnx
+        raise ConfigError(f"exporting for --runtime {runtime} needs a working folder")
+    from fastvit.deploy.export import export_model
+    from fastvit.deploy.registry import export_format
 
-    path = Path(workdir) / "model.onnx"
-    export_onnx(loaded.model, path, image_size=size, dynamic_batch=True,
-                metadata=export_metadata(loaded, size, raw_pixels=False))
-    predictor = onnx_predictor(path, model_name=loaded.variant, image_size=size,
-                               class_names=loaded.labels)
+    result = export_model(loaded, runtime, Path(workdir) / f"model{export_format(runtime).suffix}",
+                          image_size=size, dynamic_batch=True)
+    predictor = files[runtime](result.path, model_name=loaded.variant, image_size=size,
+                               class_names=loaded.labels, threads=threads, spin=spin)
     predictor.source = loaded.source
     return predictor

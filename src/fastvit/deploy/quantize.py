@@ -30,6 +30,7 @@ it targets ONNX Runtime, like QDQ int8 models in general.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -44,6 +45,7 @@ from fastvit.deploy.calibration import int8_summary as int8_summary
 from fastvit.deploy.conv_split import split_channel_multiplier_convs
 from fastvit.deploy.metadata import transform_for_file
 from fastvit.deploy.onnx_runtime import ort_session, read_onnx_metadata
+from fastvit.deploy.spinning import ort_spin_entries
 from fastvit.extras import require
 from fastvit.files import atomic_path, atomic_write_text
 from fastvit.pipeline import Loaded
@@ -109,11 +111,12 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
             split_channel_multiplier_convs(fused_gelu, fused_gelu)
         # Shape inference + ORT's basic graph optimizations (constant folding, Conv+BN...).
         quant_pre_process(str(fused_gelu), str(prepared), skip_symbolic_shape=False)
-        quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=activation_type,
-                        weight_type=WEIGHT_TYPE, calibrate_method=CalibrationMethod.MinMax,
-                        op_types_to_quantize=list(op_types),
-                        nodes_to_exclude=channel_multiplier_convs(prepared))
+        with calibration_sessions_follow_policy():
+            quantize_static(str(prepared), str(tmp), reader, quant_format=QuantFormat.QDQ,
+                            per_channel=True, activation_type=activation_type,
+                            weight_type=WEIGHT_TYPE, calibrate_method=CalibrationMethod.MinMax,
+                            op_types_to_quantize=list(op_types),
+                            nodes_to_exclude=channel_multiplier_convs(prepared))
         proto = onnx.load(str(tmp))
         del proto.metadata_props[:]
         for key, value in metadata.items():
@@ -123,6 +126,32 @@ def quantize_onnx(fp32_path: str | Path, int8_path: str | Path, reader: Calibrat
         if check is not None:
             check(tmp)
     return Path(int8_path)
+
+
+@contextlib.contextmanager
+def calibration_sessions_follow_policy() -> Iterator[None]:
+    """Make the sessions ONNX Runtime's calibrator opens follow our thread policy
+    (:mod:`fastvit.deploy.spinning`): it builds them with default options, whose pool
+    threads spin on every core between calibration batches."""
+    calibrate = require("onnxruntime.quantization.calibrate", _FEATURE)
+    ort = require("onnxruntime", _FEATURE)
+    base = calibrate.CalibraterBase
+    original = base.create_inference_session
+
+    def create_inference_session(self) -> None:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        for key, value in ort_spin_entries().items():
+            options.add_session_config_entry(key, value)
+        self.infer_session = ort.InferenceSession(self.augmented_model_path,
+                                                  sess_options=options,
+                                                  providers=self.execution_providers)
+
+    base.create_inference_session = create_inference_session
+    try:
+        yield
+    finally:
+        base.create_inference_session = original
 
 
 def fuse_gelu_for_ort(src: str | Path, dst: str | Path) -> int:

@@ -59,6 +59,15 @@ def test_training_forward_has_no_graph_breaks(channels_last: bool) -> None:
     assert explanation.graph_count == 1
 
 
+def aot_eager_compile(compile_):
+    """``torch.compile`` as the run path calls it, on the ``aot_eager`` backend: Dynamo
+    and AOTAutograd capture the graphs, which run as they are (no code generation)."""
+    def aot_eager(model, *, options=None, dynamic=None):
+        assert options == compile_options("cpu")  # what Inductor would have been given
+        return compile_(model, backend="aot_eager", dynamic=dynamic)
+    return aot_eager
+
+
 @pytest.fixture
 def shallow_t8(monkeypatch) -> None:
     """fastvit_t8 cut to one block per stage: what is compiled here is the run path's use of
@@ -103,13 +112,7 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> No
     forward and AOTAutograd its backward. Inductor's code generation (minutes, cold) is
     checked on the classifier above, through the same ``train_task``; here it is replaced
     by the ``aot_eager`` backend, which runs the captured graphs as they are."""
-    compile_ = torch.compile
-
-    def aot_eager(model, *, options=None, dynamic=None):
-        assert options == compile_options("cpu")  # what Inductor would have been given
-        return compile_(model, backend="aot_eager", dynamic=dynamic)
-
-    monkeypatch.setattr(torch, "compile", aot_eager)
+    monkeypatch.setattr(torch, "compile", aot_eager_compile(torch.compile))
     from fastvit.tasks.hand import engine as hand_engine
     from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
     from fastvit.tasks.recipes import load_task_recipe
@@ -134,7 +137,10 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_compiled_evaluation_scores_like_eager(tmp_path, shallow_t8) -> None:
+def test_compiled_evaluation_scores_like_eager(tmp_path, shallow_t8, monkeypatch) -> None:
+    """The evaluation path compiled (Inductor's numerics on the fused model are checked in
+    tests/models/test_reparam.py, and its evaluation graph in the compiled run above)."""
+    monkeypatch.setattr(torch, "compile", aot_eager_compile(torch.compile))
     from fastvit.evaluate import run_evaluation
     from fastvit.pipeline import load_model
     from tests.helpers.training import make_image_folder

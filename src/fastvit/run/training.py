@@ -37,13 +37,14 @@ from fastvit.run.lr_schedule import LrSchedule, lr_scheduler
 from fastvit.run.metrics_log import MetricsLogger, plot_curves, read_metrics
 from fastvit.run.optim import build_optimizer
 from fastvit.run.recipes import dump_yaml, to_dict
-from fastvit.run.sampling import build_train_loader
+from fastvit.run.sampling import ShardTrainLoader, build_train_loader
 from fastvit.run.seeding import seed_all
 from fastvit.run.store import clean_stale_temp_files
 from fastvit.run.worker_errors import clean_worker_error
 
 Metrics = dict[str, Any]
 CONFIG_NAME = "config.yaml"
+DATA_STREAMS = "data_streams"  # metadata key: the shard streams per process of the run
 _log = logging.getLogger(__name__)
 
 
@@ -146,10 +147,16 @@ def _train(task: str, recipe: Any, settings: RunSettings,
     amp_dtype = resolve_amp(settings.amp, env.device)
     workers = settings.workers if settings.workers is not None else default_workers(
         env.world_size)
+    streams = (state.get("metadata") or {}).get(DATA_STREAMS) if state is not None else None
     loader = build_train_loader(spec.train_set, batch_size=settings.batch_size, workers=workers,
                                 seed=settings.seed, rank=env.rank, world_size=env.world_size,
                                 batch_multiple=spec.accum, collate_fn=spec.collate_fn,
-                                pin_memory=env.device.type == "cuda")
+                                pin_memory=env.device.type == "cuda", streams=streams)
+    data_lines = []
+    if isinstance(loader, ShardTrainLoader):  # a resume must cut the epoch the same way
+        spec.metadata = {**spec.metadata, DATA_STREAMS: loader.streams}
+        workers = loader.streams if loader.streams > 1 else 0
+        data_lines.append(loader.describe())
     steps_per_epoch = loader.sampler.usable_batches // spec.accum
     if steps_per_epoch == 0:
         raise ConfigError(f"the training set has {len(spec.train_set)} samples, fewer than one "
@@ -179,7 +186,7 @@ def _train(task: str, recipe: Any, settings: RunSettings,
         clean_stale_temp_files(out_dir)
         atomic_write_text(out_dir / CONFIG_NAME, dump_yaml(recipe))
     amp = str(amp_dtype).replace("torch.", "") if amp_dtype else "none"
-    for line in [*spec.header,
+    for line in [*spec.header, *data_lines,
                  f"  run: {total} steps ({steps_per_epoch} per epoch), device {env.device} "
                  f"({torch.get_num_threads()} CPU threads), amp {amp}, "
                  f"{'channels_last' if spec.channels_last else 'contiguous'}, "

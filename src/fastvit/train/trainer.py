@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import IterableDataset
 
 from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
@@ -130,7 +131,10 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
                          classes: list[str], val_text: str, *, fresh: bool) -> TaskSpec:
     """The model (initial weights only for a ``fresh`` run), EMA, step, evaluation and
     outputs of a classification run."""
-    plan = make_plan(cfg, env, len(train_ds))
+    # shards: every rank gets an equal share, the remainder waits (no padding)
+    plan_len = len(train_ds) // env.world_size * env.world_size if isinstance(
+        train_ds, IterableDataset) else len(train_ds)
+    plan = make_plan(cfg, env, plan_len)
     out_dir, device = Path(cfg.run.out_dir), env.device
     model = build_model(cfg, len(classes), load_weights=fresh).to(device)
     if cfg.run.channels_last:

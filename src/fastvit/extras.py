@@ -7,6 +7,9 @@ Some features need more, grouped as pip extras (``pyproject.toml``)::
     tasks    pycocotools, smplx                           fastvit detect, fastvit hand
     train    tensorboard, scikit-learn                    TensorBoard logs, --data digits
     clip     open_clip_torch                              MobileCLIP text towers: zeroshot, search
+    data     webdataset, datasets                         --data shards / datasets, fastvit shards
+    mlflow   mlflow-skinny                                --log-to mlflow
+    wandb    wandb                                        --log-to wandb
 
 Every import of an optional package goes through :func:`require`, which raises
 :class:`MissingExtraError` (a :class:`~fastvit.errors.FastVitError`: the command
@@ -27,10 +30,13 @@ EXTRAS: dict[str, str] = {
     "onnx": "export", "onnxruntime": "export", "onnxscript": "export", "onnx_ir": "export",
     "coremltools": "export", "pycocotools": "tasks", "smplx": "tasks",
     "tensorboard": "train", "sklearn": "train", "open_clip": "clip",
+    "webdataset": "data", "braceexpand": "data", "datasets": "data", "fsspec": "data",
+    "mlflow": "mlflow", "wandb": "wandb",
 }
 #: import names whose pip distribution is spelled differently
 PIP_NAMES: dict[str, str] = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",
-                             "huggingface_hub": "huggingface-hub", "open_clip": "open_clip_torch"}
+                             "huggingface_hub": "huggingface-hub", "open_clip": "open_clip_torch",
+                             "mlflow": "mlflow-skinny"}
 
 
 class MissingExtraError(FastVitError, ImportError):

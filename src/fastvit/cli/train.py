@@ -148,6 +148,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stop-at-step", dest="max_steps", type=int, action="old_spelling",
                    new="--max-steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--log-to", default="tensorboard", metavar="LIST",
+                   help="where metrics go besides OUT/metrics.jsonl: a comma-separated list of "
+                   "tensorboard, mlflow (MLFLOW_TRACKING_URI, default ./mlruns), wandb "
+                   "(WANDB_MODE=offline honoured), or none (default: tensorboard)")
     add_compute(parser, device_default=None)
 
 
@@ -166,9 +170,11 @@ def main(args: argparse.Namespace) -> int:
         validate(cfg)
         print(dump_yaml(cfg), end="")
         return 0
+    from fastvit.run.tracking import parse_log_to
     from fastvit.train.trainer import fit
 
-    summary = fit(cfg, resume=args.resume, compiled=args.compile)
+    summary = fit(cfg, resume=args.resume, compiled=args.compile,
+                  log_to=parse_log_to(args.log_to))
     if summary.get("last_eval") and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"epoch": summary["epoch"], "step": summary["step"],
                           "best_top1": summary["best_top1"], **summary["last_eval"]}))

@@ -69,6 +69,7 @@ class RunSettings:
     keep_last: int = 3
     show_progress: bool = True
     compiled: bool = False
+    log_to: tuple[str, ...] = ("tensorboard",)  # and/or mlflow, wandb (fastvit.run.tracking)
 
 
 @dataclass
@@ -111,6 +112,7 @@ class TaskSpec:
     curves_name: str = "loss.png"
     report: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     report_name: str = "metrics.json"
+    artifacts: list[str] = field(default_factory=list)  # OUT files trackers keep at the end
 
 
 def train_task(task: str, recipe: Any, settings: RunSettings,
@@ -198,14 +200,17 @@ def _train(task: str, recipe: Any, settings: RunSettings,
                          eval_every_epochs=spec.eval_every_epochs,
                          eval_every_steps=spec.eval_every_steps, log_every=settings.log_every)
     evaluate = (lambda: spec.evaluate(model)) if spec.evaluate is not None else None
-    logger = MetricsLogger(out_dir, enabled=env.is_main)
+    logger = MetricsLogger(out_dir, enabled=env.is_main, tensorboard="tensorboard" in
+                           settings.log_to, log_to=settings.log_to, params=config)
     try:
         result = run_epochs(parts, loader, progress, lambda batch: spec.step(wrapped, batch),
                             cadence, checkpointer, logger, evaluate=evaluate, score=spec.score,
                             describe=spec.describe, say=say,
                             show_progress=settings.show_progress, bad_images=spec.bad_images)
-    finally:
-        logger.close()
+    except BaseException:
+        logger.finish(status="KILLED")
+        raise
+    logger.close()
     records = read_metrics(logger.path) if env.is_main else []
     curves = (plot_curves(logger.path, out_dir / spec.curves_name, spec.plot_metrics,
                           spec.plot_title) if env.is_main else None)
@@ -222,5 +227,6 @@ def _train(task: str, recipe: Any, settings: RunSettings,
         report = spec.report(report)
     if env.is_main:
         write_json(out_dir / spec.report_name, report)
+    logger.finish([curves, *(out_dir / name for name in spec.artifacts)])
     barrier(env)
     return report

@@ -37,13 +37,16 @@ def is_saved_dataset(path: str | Path) -> bool:
 
 
 def parquet_files(path: str | Path) -> list[str]:
-    """The Parquet files of ``path`` (a file or a folder, searched recursively)."""
+    """The Parquet files of ``path``: the file itself, or those of a folder up to two
+    levels down (``train-*.parquet``, ``data/train-*.parquet``, ``train/*.parquet``), so
+    that an ImageFolder of a million files is never walked to find out."""
     path = Path(path)
     if path.is_file():
         return [str(path)] if path.suffix == ".parquet" else []
     if not path.is_dir():
         return []
-    return sorted(glob.glob(str(path / "**" / "*.parquet"), recursive=True))
+    return sorted(f for depth in ("*.parquet", "*/*.parquet", "*/*/*.parquet")
+                  for f in glob.glob(str(path / depth)))
 
 
 def _split_of(file: str, root: Path) -> str:

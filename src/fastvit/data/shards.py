@@ -321,6 +321,14 @@ class ShardDataset(IterableDataset):
             if position >= done:  # the ones before were delivered before the stop
                 yield self._decode_one(record)
 
+    def items_at(self, positions: set[int]) -> Iterator[Any]:
+        """The samples at ``positions`` of the split's in-order pass (others not decoded)."""
+        plans, _ = stream_plan(self.split, rank=0, world_size=1, streams=1, batch_size=None,
+                               seed=0, epoch=0, shuffle=False)
+        for position, record in enumerate(self._records(plans[0])):
+            if position in positions:
+                yield self._decode_one(record)
+
     def _records(self, segments: Sequence[Segment]) -> Iterator[tuple[int, dict[str, Any]]]:
         offsets = self.split.offsets()
         for seg in segments:

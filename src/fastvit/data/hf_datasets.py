@@ -45,7 +45,7 @@ def parquet_files(path: str | Path) -> list[str]:
         return [str(path)] if path.suffix == ".parquet" else []
     if not path.is_dir():
         return []
-    return sorted(f for depth in ("*.parquet", "*/*.parquet", "*/*/*.parquet")
+    return sorted(f for depth in ("*.parquet", "*/*.parquet", "data/*/*.parquet")
                   for f in glob.glob(str(path / depth)))
 
 

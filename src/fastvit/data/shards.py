@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import random
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
@@ -105,6 +106,9 @@ def find_shard_urls(value: str, split: str) -> list[str]:
                 urls = expand_pattern(pattern) if "{" in pattern else [pattern]
                 if pattern != value and all(is_remote(u) or Path(u).is_file() for u in urls):
                     return urls
+                found = sorted(glob.glob(str(Path(head or ".") / f"{name}-*.tar")))
+                if found and not is_remote(value):  # the val shards are usually fewer
+                    return found
             raise DataError(f"no {split} shards beside {value} (tried the pattern with 'train' "
                             f"replaced by {' / '.join(SPLIT_PREFIXES[split])})")
         urls = expand_pattern(pattern) if "{" in pattern else [pattern]
@@ -181,6 +185,20 @@ def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
                         f"(fastvit shards) or remove it") from None
     finally:
         stream.close()
+    if not is_remote(url) and not _has_end_marker(url):
+        # tarfile ends a stream quietly at a cut header: the end-of-archive blocks tell
+        raise DataError(f"truncated or corrupt shard {url} (no end-of-archive marker: "
+                        f"the file was cut); rewrite it (fastvit shards) or remove it")
+
+
+def _has_end_marker(path: str) -> bool:
+    """A complete tar ends with two zero blocks (1024 zero bytes)."""
+    with open(path.removeprefix("file://"), "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < 1024:
+            return False
+        fh.seek(-1024, os.SEEK_END)
+        return not fh.read(1024).strip(b"\0")
 
 
 def count_samples(url: str) -> tuple[int, int]:
@@ -342,9 +360,9 @@ class ShardDataset(IterableDataset):
                     seen += 1
                     yield offsets[seg.shard] + member, sample
             if seen < seg.stop - seg.start:
-                raise DataError(f"shard {url} has {seg.start + seen} samples, fewer than the "
-                                f"{self.split.counts[seg.shard]} its index ({SHARDS_JSON}) "
-                                f"lists; rewrite the index or the shard")
+                raise DataError(f"truncated or corrupt shard {url}: it ends after "
+                                f"{seg.start + seen} samples, {SHARDS_JSON} lists "
+                                f"{self.split.counts[seg.shard]}; rewrite it (fastvit shards)")
 
     def _decoded(self, records: Iterator[tuple[int, dict[str, Any]]]) -> Iterator[Any]:
         for record in records:

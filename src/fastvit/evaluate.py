@@ -34,7 +34,7 @@ from fastvit.data.robustness import (
     subset_wnids,
     wnid_to_index,
 )
-from fastvit.data.sources import FOLDER, resolve_source
+from fastvit.data.sources import FOLDER, HF, DataSource, hold_out, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import is_fused
 from fastvit.pipeline import Loaded, eval_transform
@@ -313,6 +313,21 @@ def check_source_classes(classes: list[str], loaded: Loaded, what: str) -> None:
                         f"{list(loaded.class_names)[:3]})")
 
 
+def _source_split(source: DataSource, split: str, transform: Any, bad_images: str,
+                  loaded: Loaded) -> tuple[Any, list[str]]:
+    """``split`` of a shards / datasets source; a datasets source without a val split is
+    scored on the rows its training run held out (recorded with the weights)."""
+    if source.kind == HF and split == "val" and not source.has_val():
+        recorded = val_split_from_metadata(loaded.metadata)
+        if recorded is None:
+            raise DataError(f"{source.value} has no validation/val/test split and "
+                            f"{loaded.source} records no held-out part of its train split")
+        train = source.open_split("train", transform, bad_images=bad_images)
+        return hold_out(train, *recorded, transform)[1], list(train.classes)
+    dataset = source.open_split(split, transform, bad_images=bad_images)
+    return dataset, list(dataset.classes)
+
+
 def split_source(data: str | Path, split: str, loaded: Loaded,
                  val_fraction: float | None = None) -> tuple[Path, tuple[float, int] | None]:
     """The folder to score and, for a dataset without ``val/``, which of its ``train/``
@@ -390,8 +405,8 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     }
     clean_error = None
     if source is not None and split_dir is None:
-        dataset = source.open_split(split, transform, bad_images=bad_images)
-        check_source_classes(list(dataset.classes), loaded, source.describe())
+        dataset, classes = _source_split(source, split, transform, bad_images, loaded)
+        check_source_classes(classes, loaded, source.describe())
         results["sets"][split] = runner.dataset(dataset, split)
         clean_error = 1 - results["sets"][split]["top1"] / 100
     if split_dir is not None:

@@ -101,3 +101,39 @@ def test_a_saved_dataset_becomes_shards(saved, tmp_path):
     assert source.kind == SHARDS
     _, val, classes = source.build(train_transform=None, eval_transform=None)
     assert classes == NAMES and len(val) == 4
+
+
+def test_evaluate_and_int8_calibration_take_a_datasets_folder(saved, tmp_path):
+    from fastvit.cli import main
+    from fastvit.deploy.calibration import int8_sets
+    from fastvit.pipeline import eval_transform, load_model
+
+    code = main(["evaluate", "--model", "fastvit_t8", "--data", str(saved), "--image-size",
+                 "32", "--json", str(tmp_path / "eval.json")])
+    assert code == 0
+    import json
+
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["num_classes"] == 2 and report["sets"]["val"]["count"] == 4
+    loaded = load_model("fastvit_t8", None, num_classes=2)
+    sets = int8_sets(loaded, eval_transform(loaded.cfg, 32), saved, calibration_size=3,
+                     eval_dir=saved)
+    assert len(list(sets.calibration_images())) == 3 and sets.labels == [0, 1, 0, 1]
+
+
+def test_evaluate_scores_the_rows_training_held_out(tmp_path):
+    import json
+
+    from fastvit.checkpoints import save_checkpoint
+    from fastvit.cli import main
+    from fastvit.factory import create_model
+
+    path = tmp_path / "only_train"
+    datasets.DatasetDict(train=_split(10, 0)).save_to_disk(str(path))
+    weights = tmp_path / "w.safetensors"
+    save_checkpoint(create_model("fastvit_t8", num_classes=2).state_dict(), weights,
+                    variant="fastvit_t8", class_names=NAMES,
+                    metadata={"val_split": {"fraction": 0.2, "seed": 0}})
+    assert main(["evaluate", "--checkpoint", str(weights), "--train-time", "--data",
+                 str(path), "--image-size", "32", "--json", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["sets"]["val"]["count"] == 2

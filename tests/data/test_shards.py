@@ -164,3 +164,15 @@ def test_fastvit_shards_command(tmp_path, capsys):
     assert code == 0 and "train: 4 samples in 2 shard(s)" in out
     assert main(["shards", str(tmp_path / "imgs"), str(tmp_path / "o2"), "--shard-size",
                  "0"]) == 2
+
+
+def test_int8_calibration_takes_shards(shards):
+    from fastvit.deploy.calibration import int8_sets
+    from fastvit.pipeline import eval_transform, load_model
+
+    loaded = load_model("fastvit_t8", None, num_classes=3)
+    sets = int8_sets(loaded, eval_transform(loaded.cfg, 32), str(shards), calibration_size=4,
+                     eval_dir=str(shards))
+    calibration = list(sets.calibration_images())
+    assert len(calibration) == 4 and calibration[0].shape == (3, 32, 32)
+    assert sets.labels == [0, 0, 1, 1, 2, 2]  # the val shards, in order

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from fastvit.data import build_digits, build_train_transform
 from fastvit.data.datasets import describe_val_split, has_split
-from fastvit.data.sources import FOLDER, resolve_source
+from fastvit.data.sources import FOLDER, HF, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import eval_transform
@@ -53,7 +53,8 @@ def recorded_with_weights(cfg: TrainConfig) -> dict[str, Any]:
         "interpolation": data.interpolation, "mean": list(base["mean"]),
         "std": list(base["std"])}}
     source = resolve_source(data.path)
-    if source.kind == FOLDER and Path(data.path).is_dir() and not has_split(data.path, "val"):
+    if (source.kind == FOLDER and Path(data.path).is_dir() and not has_split(data.path, "val")
+            or source.kind == HF and not source.has_val()):
         recorded["val_split"] = {"fraction": data.val_fraction, "seed": cfg.run.seed}
     return recorded
 

@@ -176,3 +176,16 @@ def test_int8_calibration_takes_shards(shards):
     calibration = list(sets.calibration_images())
     assert len(calibration) == 4 and calibration[0].shape == (3, 32, 32)
     assert sets.labels == [0, 0, 1, 1, 2, 2]  # the val shards, in order
+
+
+def test_shards_behind_an_fsspec_url(shards):
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    for path in shards.iterdir():
+        memory.pipe(f"/bucket/{path.name}", path.read_bytes())
+    pattern = "memory://bucket/train-{000000..000004}.tar"
+    assert resolve_source(pattern).kind == SHARDS
+    train, val, classes = resolve_source(pattern).build(train_transform=None,
+                                                        eval_transform=None)
+    assert (len(train), len(val), classes) == (22, 6, list(CLASSES))
+    assert len(list(val)) == 6

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastvit.data.datasets import find_split, has_split, list_class_dirs
-from fastvit.data.shards import SHARDS_JSON
+from fastvit.data.shard_index import SHARDS_JSON
 from fastvit.errors import ConfigError, DataError
 from fastvit.extras import require
 from fastvit.files import atomic_path, write_json

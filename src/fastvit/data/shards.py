@@ -20,15 +20,12 @@ is seen twice and none of the planned ones is skipped, whatever the stop point.
 
 from __future__ import annotations
 
-import glob
-import json
 import os
 import random
 import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -36,12 +33,17 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from fastvit.data.datasets import BAD_IMAGE_MODES, BadSample
 from fastvit.data.decode import IMAGE_SUFFIXES, decode_bytes
+from fastvit.data.shard_index import (
+    SHARDS_JSON,
+    find_shard_urls,
+    is_remote,
+    open_url,
+    read_class_names,
+    read_index,
+)
 from fastvit.errors import DataError
 from fastvit.extras import require
 
-SHARDS_JSON = "shards.json"
-CLASS_FILES = ("classes.txt", "classes.json")
-SPLIT_PREFIXES = {"train": ("train",), "val": ("val", "validation")}
 DEFAULT_SHUFFLE_BUFFER = 1000
 
 
@@ -74,98 +76,6 @@ class ShardSplit:
         return out
 
 
-def is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
-
-def expand_pattern(pattern: str) -> list[str]:
-    """``train-{000000..000009}.tar`` -> the listed names (braceexpand, a webdataset need)."""
-    braceexpand = require("braceexpand", "WebDataset shards", extra="data")
-    return list(braceexpand.braceexpand(pattern))
-
-
-def looks_like_shards(value: str) -> bool:
-    """Whether ``value`` names shards: a brace pattern / ``.tar`` URL or a folder of ``*.tar``."""
-    if value.endswith(".tar") or ("{" in value and ".." in value):
-        return True
-    path = Path(value)
-    return path.is_dir() and (bool(glob.glob(str(path / "train*.tar")))
-                              or (path / SHARDS_JSON).is_file())
-
-
-def find_shard_urls(value: str, split: str) -> list[str]:
-    """The shard files of ``split`` in folder ``value``, or from a brace pattern of the
-    train shards (the val shards: the same pattern with ``train`` replaced)."""
-    if "{" in value or value.endswith(".tar"):
-        pattern = value
-        if split != "train":
-            head, _, tail = value.rpartition("/")
-            for name in SPLIT_PREFIXES[split]:
-                pattern = f"{head}/{tail.replace('train', name, 1)}" if head else \
-                    tail.replace("train", name, 1)
-                urls = expand_pattern(pattern) if "{" in pattern else [pattern]
-                if pattern != value and all(is_remote(u) or Path(u).is_file() for u in urls):
-                    return urls
-                found = sorted(glob.glob(str(Path(head or ".") / f"{name}-*.tar")))
-                if found and not is_remote(value):  # the val shards are usually fewer
-                    return found
-            raise DataError(f"no {split} shards beside {value} (tried the pattern with 'train' "
-                            f"replaced by {' / '.join(SPLIT_PREFIXES[split])})")
-        urls = expand_pattern(pattern) if "{" in pattern else [pattern]
-        missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
-        if missing:
-            raise DataError(f"{len(missing)} of the {len(urls)} shards of {value} do not exist "
-                            f"(first: {missing[0]})")
-        return urls
-    for name in SPLIT_PREFIXES[split]:
-        urls = sorted(glob.glob(str(Path(value) / f"{name}-*.tar")))
-        if urls:
-            return urls
-    raise DataError(f"no {split} shards in {value}: expected "
-                    f"{' or '.join(f'{value}/{n}-*.tar' for n in SPLIT_PREFIXES[split])}")
-
-
-def _folder_of(value: str) -> str:
-    if "{" in value or value.endswith(".tar"):
-        return value.rpartition("/")[0] or "."
-    return value
-
-
-def read_index(value: str) -> dict[str, Any]:
-    """``shards.json`` beside the shards (class names, per-shard counts), or ``{}``."""
-    folder = _folder_of(value)
-    path = f"{folder}/{SHARDS_JSON}"
-    try:
-        text = _open(path).read().decode() if is_remote(path) else Path(path).read_text()
-    except (OSError, FileNotFoundError):
-        return {}
-    try:
-        return json.loads(text)
-    except ValueError as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from None
-
-
-def read_class_names(value: str, index: dict[str, Any]) -> list[str] | None:
-    """Class names from ``shards.json``, else ``classes.txt`` (one a line) / ``classes.json``."""
-    if index.get("classes"):
-        return [str(c) for c in index["classes"]]
-    folder = Path(_folder_of(value))
-    for name in CLASS_FILES:
-        path = folder / name
-        if path.is_file():
-            if name.endswith(".json"):
-                return [str(c) for c in json.loads(path.read_text())]
-            return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    return None
-
-
-def _open(url: str) -> Any:
-    if is_remote(url):
-        fsspec = require("fsspec", "shards behind a URL", extra="data")
-        return fsspec.open(url, "rb").open()
-    return open(url.removeprefix("file://"), "rb")
-
-
 def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
     """Samples ``{"__key__", "jpg"|"png"|..., "cls", ...}`` of one shard, in file order.
 
@@ -173,7 +83,7 @@ def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
     """
     tariterators = require("webdataset.tariterators", "WebDataset shards", extra="data")
     try:
-        stream = _open(url)
+        stream = open_url(url)
     except OSError as err:
         raise DataError(f"cannot open shard {url}: {err}") from None
     try:
@@ -288,7 +198,6 @@ class ShardDataset(IterableDataset):
     batch_multiple: int = 1
     #: (epoch, ordinal) -> a context the sample is decoded under (per-sample RNG seeds)
     sample_context: Callable[[int, int], AbstractContextManager] | None = None
-    opened: list[str] = field(default_factory=list)  # shards opened by this process
 
     def __post_init__(self) -> None:
         if self.bad_images not in BAD_IMAGE_MODES:
@@ -351,7 +260,6 @@ class ShardDataset(IterableDataset):
         offsets = self.split.offsets()
         for seg in segments:
             url = self.split.urls[seg.shard]
-            self.opened.append(url)
             seen = 0
             for member, sample in enumerate(iterate_shard(url)):
                 if member >= seg.stop:

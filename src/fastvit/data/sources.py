@@ -143,7 +143,7 @@ def hold_out(train: Any, val_fraction: float, seed: int, eval_transform: Callabl
 def resolve_source(value: str) -> DataSource:
     """The kind of data ``value`` names (see the module docstring for the order)."""
     from fastvit.data.hf_datasets import HUB_PREFIX, is_saved_dataset, parquet_files
-    from fastvit.data.shards import looks_like_shards
+    from fastvit.data.shard_index import looks_like_shards
 
     if value == DIGITS:
         return DataSource(value, DIGITS)

@@ -144,13 +144,18 @@ def main() -> None:
             "images_per_s": round(images[name] / median, 1),
             "files_opened_per_epoch": files_opened(str(path), path, args.image_size,
                                                    args.workers)}
-        if not args.no_train:
+    _write(out, result)  # the loader numbers stand on their own: kept before training
+    if not args.no_train:
+        for name, path in sources.items():
             result["sources"][name].update(train_top1(str(path), out / f"run_{name}",
                                                       args.epochs, args.image_size,
                                                       args.workers))
-    text = json.dumps(result, indent=2)
-    (out / "result.json").write_text(text + "\n")
-    print(text)
+            _write(out, result)
+    print(json.dumps(result, indent=2))
+
+
+def _write(out: Path, result: dict) -> None:
+    (out / "result.json").write_text(json.dumps(result, indent=2) + "\n")
 
 
 def _isa() -> list[str]:

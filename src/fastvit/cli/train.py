@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR|digits",
                    help="ImageFolder root: DIR/train/<class>/<images> and DIR/val/... (without "
-                   "val/, --val-fraction of train/ is held out), or 'digits'")
+                   "val/, --val-fraction of train/ is held out); WebDataset shards (a folder "
+                   "of train-*.tar + val-*.tar, or a brace pattern); a datasets save_to_disk "
+                   "folder or Parquet files; hf:ORG/NAME; or 'digits'")
     g.add_argument("--val-fraction", type=float, metavar="F",
                    help="share of each class of train/ held out when DIR has no val/ folder "
                    "(seeded, stratified; recipe default 0.1)")

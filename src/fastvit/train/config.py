@@ -48,7 +48,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str | None  # ImageFolder root (train/ + val/ or validation/) or "digits"
+    path: str | None  # any --data source (fastvit.data.sources) or "digits"
     val_fraction: float  # held out of train/ (seeded, stratified) when there is no val/
     image_size: int
     batch_size: int  # per process and micro-batch

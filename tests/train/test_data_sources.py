@@ -1,6 +1,5 @@
-"""Acceptance: training on WebDataset shards and on a datasets folder, with plain flags;
-a stopped shard run resumes to the same weights; 2 torchrun processes see every sample of
-an epoch exactly once."""
+"""Acceptance: training on WebDataset shards, tracked in MLflow; a stopped shard run
+resumes to the same weights; 2 torchrun processes see every sample of an epoch exactly once."""
 
 from __future__ import annotations
 
@@ -29,7 +28,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     folder = make_image_folder(tmp_path_factory.mktemp("folder"), num_classes=3,
-                               train_per_class=8)
+                               train_per_class=4, size=32)
     out = tmp_path_factory.mktemp("shards")
     write_shards(folder, out, shard_size=5, progress=False)
     return out
@@ -46,14 +45,14 @@ def test_a_shard_run_stops_resumes_and_is_tracked(shards, tmp_path, monkeypatch,
             *cli_set_args(tiny_overrides(tmp_path / "whole", shards, **one_epoch))]
     assert main(args) == 0
     text = capsys.readouterr().err
-    assert "shards: 5 train shards, 24 samples; an epoch is 24 of them" in text
+    assert "shards: 3 train shards, 12 samples; an epoch is 12 of them" in text
     whole = load_state(list_checkpoints(tmp_path / "whole")[-1][1])
     split = ["train", "--config", "fastvit_t8",
              *cli_set_args(tiny_overrides(tmp_path / "split", shards, **one_epoch))]
-    assert main([*split, "--max-steps", "4"]) == 0  # stops mid-epoch (6 steps an epoch)
+    assert main([*split, "--max-steps", "2"]) == 0  # stops mid-epoch (3 steps an epoch)
     assert main([*split, "--resume", "auto"]) == 0
     resumed = load_state(list_checkpoints(tmp_path / "split")[-1][1])
-    assert resumed["step"] == whole["step"] == 6
+    assert resumed["step"] == whole["step"] == 3
     for key, value in whole["model"].items():
         assert torch.equal(value, resumed["model"][key]), key
     from mlflow.tracking import MlflowClient
@@ -100,5 +99,5 @@ def test_two_torchrun_processes_see_each_sample_once_in_an_epoch(shards, tmp_pat
                           timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = json.loads(done.stdout.strip().splitlines()[-1])
-    assert len(ranks[0]) == len(ranks[1]) == 12  # 2 DataLoader workers each
-    assert len(set(ranks[0] + ranks[1])) == 24  # all 24 samples, none twice
+    assert len(ranks[0]) == len(ranks[1]) == 6  # 2 DataLoader workers each
+    assert len(set(ranks[0] + ranks[1])) == 12  # all 12 samples, none twice

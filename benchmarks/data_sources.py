@@ -141,6 +141,7 @@ def main() -> None:
         median = statistics.median(times[name])
         result["sources"][name] = {
             "images_per_epoch": images[name], "epoch_s_median": round(median, 2),
+            "epoch_s_rounds": [round(t, 2) for t in times[name]],
             "images_per_s": round(images[name] / median, 1),
             "files_opened_per_epoch": files_opened(str(path), path, args.image_size,
                                                    args.workers)}

@@ -137,3 +137,10 @@ def test_evaluate_scores_the_rows_training_held_out(tmp_path):
     assert main(["evaluate", "--checkpoint", str(weights), "--train-time", "--data",
                  str(path), "--image-size", "32", "--json", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["sets"]["val"]["count"] == 2
+
+
+def test_a_small_dataset_gets_the_small_recipe(saved):
+    from fastvit.train.config import default_recipe
+
+    assert resolve_source(str(saved)).train_count() == 8
+    assert default_recipe({"data.path": str(saved), "model.variant": "fastvit_t8"}) == "small"

@@ -189,3 +189,15 @@ def test_shards_behind_an_fsspec_url(shards):
                                                         eval_transform=None)
     assert (len(train), len(val), classes) == (22, 6, list(CLASSES))
     assert len(list(val)) == 6
+
+
+def test_a_small_shard_set_gets_the_small_recipe(shards, caplog):
+    import logging
+
+    from fastvit.train.config import default_recipe
+
+    assert resolve_source(str(shards)).train_count() == 22
+    with caplog.at_level(logging.INFO):
+        assert default_recipe({"data.path": str(shards), "model.variant": "fastvit_t8"}) == \
+            "small"
+    assert "22 training images" in caplog.text

@@ -96,6 +96,24 @@ class DataSource:
             return pick_split(load_dataset_dict(self.value), "val", self.value) is not None
         return True
 
+    def train_count(self, limit: int | None = None) -> int | None:
+        """Training samples, cheaply: a folder's images (counting stops at ``limit``), the
+        shards' ``shards.json`` counts, a datasets train split's rows; None when unknown."""
+        if self.kind == FOLDER:
+            return count_images(find_split(self.value, "train"), limit=limit)
+        if self.kind == SHARDS:
+            from fastvit.data.shard_index import find_shard_urls, read_index
+
+            counts = read_index(self.value).get("counts", {})
+            names = [u.rsplit("/", 1)[-1] for u in find_shard_urls(self.value, "train")]
+            return sum(int(counts[n]) for n in names) if all(n in counts for n in names) \
+                else None
+        if self.kind == HF:
+            from fastvit.data.hf_datasets import load_dataset_dict, pick_split
+
+            return len(pick_split(load_dataset_dict(self.value), "train", self.value))
+        return None
+
     def describe_val(self, val_fraction: float, seed: int) -> str:
         if self.kind == FOLDER:
             return describe_val_split(self.value, val_fraction, seed)

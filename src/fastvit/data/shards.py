@@ -86,29 +86,29 @@ def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
         stream = open_url(url)
     except OSError as err:
         raise DataError(f"cannot open shard {url}: {err}") from None
-    try:
-        files = ({**item, "__url__": url} for item in tariterators.tar_file_iterator(stream))
-        yield from tariterators.group_by_keys(files)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-        text = str(err.args[0] if err.args else err).split(" @ ")[0]
-        raise DataError(f"truncated or corrupt shard {url} ({text}); rewrite it "
-                        f"(fastvit shards) or remove it") from None
-    finally:
-        stream.close()
-    if not is_remote(url) and not _has_end_marker(url):
-        # tarfile ends a stream quietly at a cut header: the end-of-archive blocks tell
-        raise DataError(f"truncated or corrupt shard {url} (no end-of-archive marker: "
-                        f"the file was cut); rewrite it (fastvit shards) or remove it")
+    with stream:
+        try:
+            files = ({**item, "__url__": url}
+                     for item in tariterators.tar_file_iterator(stream))
+            yield from tariterators.group_by_keys(files)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
+            text = str(err.args[0] if err.args else err).split(" @ ")[0]
+            raise DataError(f"truncated or corrupt shard {url} ({text}); rewrite it "
+                            f"(fastvit shards) or remove it") from None
+        if not is_remote(url) and not _has_end_marker(stream):
+            # tarfile ends a stream quietly at a cut header: the end-of-archive blocks tell
+            raise DataError(f"truncated or corrupt shard {url} (no end-of-archive marker: "
+                            f"the file was cut); rewrite it (fastvit shards) or remove it")
 
 
-def _has_end_marker(path: str) -> bool:
-    """A complete tar ends with two zero blocks (1024 zero bytes)."""
-    with open(path.removeprefix("file://"), "rb") as fh:
-        fh.seek(0, os.SEEK_END)
-        if fh.tell() < 1024:
-            return False
-        fh.seek(-1024, os.SEEK_END)
-        return not fh.read(1024).strip(b"\0")
+def _has_end_marker(fh: Any) -> bool:
+    """A complete tar ends with two zero blocks (1024 zero bytes); checked on the open
+    file, without opening it again."""
+    fh.seek(0, os.SEEK_END)
+    if fh.tell() < 1024:
+        return False
+    fh.seek(-1024, os.SEEK_END)
+    return not fh.read(1024).strip(b"\0")
 
 
 def count_samples(url: str) -> tuple[int, int]:

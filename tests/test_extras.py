@@ -29,7 +29,7 @@ def test_require_names_the_package_and_the_extra(monkeypatch, module):
     with pytest.raises(MissingExtraError) as err:
         require(module, "some feature")
     pip_name = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",
-                "open_clip": "open_clip_torch"}.get(module, module)
+                "open_clip": "open_clip_torch", "mlflow": "mlflow-skinny"}.get(module, module)
     assert str(err.value) == (f"some feature needs {pip_name}: "
                               f"pip install 'fastvit[{EXTRAS[module]}]'")
     assert isinstance(err.value, FastVitError) and isinstance(err.value, ImportError)

@@ -34,6 +34,7 @@ from fastvit.data.robustness import (
     subset_wnids,
     wnid_to_index,
 )
+from fastvit.data.sources import FOLDER, HF, DataSource, hold_out, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import is_fused
 from fastvit.pipeline import Loaded, eval_transform
@@ -202,6 +203,16 @@ class Evaluator:
                 k: v.tolist() for k, v in out["samples"].items()}})
         return out
 
+    def dataset(self, dataset: Any, desc: str) -> dict[str, Any]:
+        """Scores on a ready dataset (WebDataset shards, a Hugging Face split)."""
+        loader = build_eval_loader(dataset, self.batch_size, self.workers, self.distributed)
+        out = evaluate_classifier(self.model, loader, device=self.device,
+                                  amp_dtype=self.amp_dtype, channels_last=self.channels_last,
+                                  progress=True, desc=desc)
+        if dist_rank_world()[0] == 0:
+            BadImageLog().add(out["skipped"])
+        return out
+
     def subset(self, name: str, root: Path) -> dict[str, Any]:
         """ImageNet-A/R: logits restricted to the benchmark's 200 classes."""
         class_map = imagenet_class_map(root, allowed=subset_wnids(name))
@@ -283,8 +294,38 @@ def _analyse(samples: dict[str, list], names: Sequence[str], split: str,
 
 
 def folder_class_count(data: str | Path, split: str = "val") -> int:
-    """Number of class folders of ``DATA/split`` (the classifier size of random weights)."""
+    """Number of class folders of ``DATA/split`` (the classifier size of random weights),
+    or of classes of another ``--data`` source."""
+    source = resolve_source(str(data))
+    if source.kind != FOLDER:
+        return len(source.open_split(split, None).classes)
     return len(class_folders(find_split(data, split)))
+
+
+def check_source_classes(classes: list[str], loaded: Loaded, what: str) -> None:
+    """The data's class names (shards, datasets) must be the model's outputs, in order."""
+    if len(classes) != loaded.num_classes:
+        raise DataError(f"{what} has {len(classes)} classes but {loaded.source} predicts "
+                        f"{loaded.num_classes}")
+    if loaded.class_names and list(loaded.class_names) != classes:
+        raise DataError(f"the class names of {what} differ from those stored with "
+                        f"{loaded.source} (first: {classes[:3]} vs "
+                        f"{list(loaded.class_names)[:3]})")
+
+
+def _source_split(source: DataSource, split: str, transform: Any, bad_images: str,
+                  loaded: Loaded) -> tuple[Any, list[str]]:
+    """``split`` of a shards / datasets source; a datasets source without a val split is
+    scored on the rows its training run held out (recorded with the weights)."""
+    if source.kind == HF and split == "val" and not source.has_val():
+        recorded = val_split_from_metadata(loaded.metadata)
+        if recorded is None:
+            raise DataError(f"{source.value} has no validation/val/test split and "
+                            f"{loaded.source} records no held-out part of its train split")
+        train = source.open_split("train", transform, bad_images=bad_images)
+        return hold_out(train, *recorded, transform)[1], list(train.classes)
+    dataset = source.open_split(split, transform, bad_images=bad_images)
+    return dataset, list(dataset.classes)
 
 
 def split_source(data: str | Path, split: str, loaded: Loaded,
@@ -331,8 +372,15 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
     """
     if not data and not robustness:
         raise ConfigError("nothing to evaluate: pass --data and/or --robustness")
-    split_dir, held_out = (split_source(data, split, loaded, val_fraction) if data
-                           else (None, None))
+    source = resolve_source(str(data)) if data else None
+    if source is not None and source.kind not in (FOLDER,):
+        if val_fraction is not None:
+            raise ConfigError(f"--val-fraction holds images out of an ImageFolder; "
+                              f"{source.describe()} is scored on its own {split} split")
+        split_dir, held_out = None, None
+    else:
+        split_dir, held_out = (split_source(data, split, loaded, val_fraction) if data
+                               else (None, None))
     robust = parse_robustness_spec(robustness) if robustness else {}
     num_classes = loaded.num_classes
     if robust and num_classes != 1000:
@@ -356,6 +404,11 @@ def run_evaluation(loaded: Loaded, *, data: str | Path | None = None, split: str
         "world_size": dist_rank_world()[1], "compiled": compiled, "sets": {},
     }
     clean_error = None
+    if source is not None and split_dir is None:
+        dataset, classes = _source_split(source, split, transform, bad_images, loaded)
+        check_source_classes(classes, loaded, source.describe())
+        results["sets"][split] = runner.dataset(dataset, split)
+        clean_error = 1 - results["sets"][split]["top1"] / 100
     if split_dir is not None:
         class_map = main_class_map(split_dir, num_classes, loaded.class_names)
         row = runner.folder(split_dir, split, class_map, per_sample=True, held_out=held_out)

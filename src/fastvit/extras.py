@@ -9,6 +9,9 @@ Some features need more, grouped as pip extras (``pyproject.toml``)::
     clip     open_clip_torch                              MobileCLIP text towers: zeroshot, search
     app      gradio                                       fastvit app (a local web page)
     openvino openvino, nncf                               --format openvino, --runtime openvino
+    data     webdataset, datasets                         --data shards / datasets, fastvit shards
+    mlflow   mlflow-skinny                                --log-to mlflow
+    wandb    wandb                                        --log-to wandb
 
 Every import of an optional package goes through :func:`require`, which raises
 :class:`MissingExtraError` (a :class:`~fastvit.errors.FastVitError`: the command
@@ -31,10 +34,13 @@ EXTRAS: dict[str, str] = {
     "tensorboard": "train", "sklearn": "train", "open_clip": "clip",
     "gradio": "app",
     "openvino": "openvino", "nncf": "openvino",
+    "webdataset": "data", "braceexpand": "data", "datasets": "data", "fsspec": "data",
+    "mlflow": "mlflow", "wandb": "wandb",
 }
 #: import names whose pip distribution is spelled differently
 PIP_NAMES: dict[str, str] = {"sklearn": "scikit-learn", "onnx_ir": "onnx-ir",
-                             "huggingface_hub": "huggingface-hub", "open_clip": "open_clip_torch"}
+                             "huggingface_hub": "huggingface-hub", "open_clip": "open_clip_torch",
+                             "mlflow": "mlflow-skinny"}
 
 
 class MissingExtraError(FastVitError, ImportError):

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "info": ("fastvit.cli.info", "print the variant table (params, GMACs, depths, widths, mixers)"),
     "convert": ("fastvit.cli.convert", "convert any supported checkpoint layout to safetensors"),
     "train": ("fastvit.cli.train", "train or fine-tune a classifier (torchrun for DDP)"),
+    "shards": ("fastvit.cli.shards", "write an image folder or datasets folder as WebDataset "
+               "shards"),
     "evaluate": ("fastvit.cli.evaluate", "top-1/top-5 and robustness evaluation"),
     "export": ("fastvit.cli.export",
                "export the deploy form as a verified file, optionally int8 (see --format)"),

@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-reparam", dest="train_time", action="old_spelling", const=True,
                         new="--train-time")
     add_data(parser, split="val", batch_size=128,
-             data_help="dataset root holding the split folder (DIR/val/<class>/<image>)")
+             data_help="dataset root holding the split folder (DIR/val/<class>/<image>), "
+             "WebDataset shards, a datasets folder, Parquet files or hf:ORG/NAME")
     parser.add_argument("--val-fraction", type=float, metavar="F",
                         help="a folder without val/: score a seeded, stratified F of each class "
                         "of train/ (default: the images the checkpoint's training held out)")

@@ -67,7 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        "int8 weights) and report fp32/int8 top-1 agreement (a MobileCLIP "
                        "tower: embedding cosine similarity and nearest-neighbour agreement)")
     group.add_argument("--calibration", metavar="DIR",
-                       help="ImageFolder (DIR/<class>/<image>) of calibration images")
+                       help="ImageFolder (DIR/<class>/<image>) of calibration images, or "
+                       "the val split of WebDataset shards / a datasets folder")
     group.add_argument("--calibration-size", type=int, default=128, metavar="N",
                        help="calibration images (spread over the classes)")
     group.add_argument("--eval", metavar="DIR",

@@ -79,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("data and model")
     g.add_argument("--data", metavar="DIR|digits",
                    help="ImageFolder root: DIR/train/<class>/<images> and DIR/val/... (without "
-                   "val/, --val-fraction of train/ is held out), or 'digits'")
+                   "val/, --val-fraction of train/ is held out); WebDataset shards (a folder "
+                   "of train-*.tar + val-*.tar, or a brace pattern); a datasets save_to_disk "
+                   "folder or Parquet files; hf:ORG/NAME; or 'digits'")
     g.add_argument("--val-fraction", type=float, metavar="F",
                    help="share of each class of train/ held out when DIR has no val/ folder "
                    "(seeded, stratified; recipe default 0.1)")
@@ -148,6 +150,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--stop-at-step", dest="max_steps", type=int, action="old_spelling",
                    new="--max-steps")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--log-to", default="tensorboard", metavar="LIST",
+                   help="where metrics go besides OUT/metrics.jsonl: a comma-separated list of "
+                   "tensorboard, mlflow (MLFLOW_TRACKING_URI, default ./mlruns), wandb "
+                   "(WANDB_MODE=offline honoured), or none (default: tensorboard)")
     add_compute(parser, device_default=None)
 
 
@@ -166,9 +172,11 @@ def main(args: argparse.Namespace) -> int:
         validate(cfg)
         print(dump_yaml(cfg), end="")
         return 0
+    from fastvit.run.tracking import parse_log_to
     from fastvit.train.trainer import fit
 
-    summary = fit(cfg, resume=args.resume, compiled=args.compile)
+    summary = fit(cfg, resume=args.resume, compiled=args.compile,
+                  log_to=parse_log_to(args.log_to))
     if summary.get("last_eval") and int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps({"epoch": summary["epoch"], "step": summary["step"],
                           "best_top1": summary["best_top1"], **summary["last_eval"]}))

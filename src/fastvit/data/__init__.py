@@ -1,5 +1,9 @@
 """Data pipeline: ImageFolder datasets, recipe transforms, batch mixing, digits, loaders.
 
+What a ``--data`` value names (ImageFolder, WebDataset shards, a Hugging Face dataset)
+is decided in :mod:`fastvit.data.sources`; shards live in :mod:`fastvit.data.shards`,
+Hugging Face datasets in :mod:`fastvit.data.hf_datasets`.
+
 Typical training use::
 
     train_ds, val_ds, classes = build_image_folder(

@@ -12,6 +12,7 @@ signals that make a run checkpoint and stop.
 
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import threading
@@ -24,6 +25,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fastvit.data.datasets import collate_skip_bad
+from fastvit.data.shards import ShardDataset
 
 #: what schedulers send before they kill a job, and Ctrl-C (see fastvit.run.preemption)
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGINT", "SIGUSR1")
@@ -136,10 +138,18 @@ def build_eval_loader(dataset: Dataset, batch_size: int, workers: int = 0,
     """A deterministic evaluation loader; with ``distributed`` each rank gets its shard.
 
     Batches are :class:`fastvit.data.Batch` (unreadable images dropped and listed).
+    WebDataset shards split themselves across ranks and workers (in order, no padding).
     """
-    sampler = ShardedEvalSampler(dataset) if distributed else None
     if pin_memory is None:
         pin_memory = torch.cuda.is_available()
+    if isinstance(dataset, ShardDataset):
+        dataset = copy.copy(dataset)
+        dataset.batch_size = None  # an in-order evaluation pass
+        dataset.rank, dataset.world_size = dist_rank_world() if distributed else (0, 1)
+        return SignalSafeLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                collate_fn=collate_skip_bad, pin_memory=pin_memory,
+                                persistent_workers=False, drop_last=False)
+    sampler = ShardedEvalSampler(dataset) if distributed else None
     return SignalSafeLoader(dataset, batch_size=batch_size, shuffle=False, sampler=sampler,
                             num_workers=workers, collate_fn=collate_skip_bad,
                             pin_memory=pin_memory, persistent_workers=False, drop_last=False)

@@ -1,7 +1,8 @@
 """Images for int8 post-training quantization, and how an int8 file is judged against fp32.
 
 Shared by every int8 path (ONNX Runtime, ExecuTorch): calibration images are
-spread over the classes of an ImageFolder, and the fp32/int8 agreement is
+spread over the classes of an ImageFolder (or the val split of WebDataset shards or
+a Hugging Face dataset, :mod:`fastvit.data.sources`), and the fp32/int8 agreement is
 scored on a labelled ImageFolder (class folder i = output i) or, without one,
 on the calibration images. Both are preprocessed exactly as the exported file
 expects (its ``fastvit.*`` metadata).
@@ -18,11 +19,14 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from fastvit.data import ImageFolderDataset
+from fastvit.data.shards import ShardDataset
+from fastvit.data.sources import HF, SHARDS, resolve_source
 from fastvit.deploy.verification import check_agreement, check_cosine
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS
@@ -61,25 +65,51 @@ def spread_indices(targets: Sequence[int], count: int) -> list[int]:
     return sorted({int(i) for i in np.linspace(0, total - 1, count).round()})
 
 
-def folder_images(dataset: ImageFolderDataset, indices: Sequence[int]) -> Iterator[torch.Tensor]:
-    """Decoded, preprocessed images of ``dataset`` at ``indices`` (unreadable ones skipped)."""
-    for i in indices:
-        item = dataset[i]
+def folder_images(dataset: Any, indices: Sequence[int]) -> Iterator[torch.Tensor]:
+    """Decoded, preprocessed images of ``dataset`` at ``indices`` (unreadable ones skipped).
+    WebDataset shards are read front to back, decoding only those positions."""
+    if isinstance(dataset, ShardDataset):
+        items = dataset.items_at(set(indices))
+    else:
+        items = (dataset[i] for i in indices)
+    for item in items:
         if isinstance(item, tuple):
             yield item[0]
 
 
-def open_folder(path: str | Path, transform, what: str) -> ImageFolderDataset:
+def open_folder(path: str | Path, transform, what: str) -> Any:
+    """An image folder (``DIR/<class>/<image>``), or the val split (else train) of any
+    other ``--data`` source: WebDataset shards, a Hugging Face dataset."""
+    source = resolve_source(str(path))
+    if source.kind in (SHARDS, HF):
+        try:
+            return source.open_split("val", transform)
+        except DataError:
+            return source.open_split("train", transform)
     if not Path(path).is_dir():
         raise DataError(f"{what} folder {path} does not exist")
     return ImageFolderDataset(path, transform, bad_images="skip")
+
+
+def _targets(dataset: Any) -> Sequence[int]:
+    if isinstance(dataset, ImageFolderDataset):
+        return [t for _, t in dataset.samples]
+    if isinstance(dataset, ShardDataset):
+        return range(len(dataset))  # written in class order: positions spread over classes
+    return dataset.targets
+
+
+def _all_items(dataset: Any) -> list[tuple[torch.Tensor, int]]:
+    items = iter(dataset) if isinstance(dataset, ShardDataset) else (
+        dataset[i] for i in range(len(dataset)))
+    return [p for p in items if isinstance(p, tuple)]
 
 
 @dataclass
 class Int8Sets:
     """Calibration images (lazily decoded) and the images the int8 model is scored on."""
 
-    calibration: ImageFolderDataset
+    calibration: Any  # ImageFolderDataset, ShardDataset or HFImageDataset
     picked: list[int]
     images: list[torch.Tensor]
     labels: list[int] | None
@@ -97,19 +127,18 @@ def int8_sets(loaded: Loaded, transform, calibration: str | Path, *, calibration
     if calibration_size < 1:
         raise ConfigError(f"--calibration-size must be >= 1, got {calibration_size}")
     calib = open_folder(calibration, transform, "calibration")
-    picked = spread_indices([t for _, t in calib.samples], calibration_size)
+    picked = spread_indices(_targets(calib), calibration_size)
     if eval_dir is None:
         return Int8Sets(calib, picked, list(folder_images(calib, picked)), None,
                         f"the {len(picked)} calibration images (no --eval set given)")
     evaluation = open_folder(eval_dir, transform, "evaluation")
     if is_embedding_model(loaded):
-        images = [p[0] for p in (evaluation[i] for i in range(len(evaluation)))
-                  if isinstance(p, tuple)]
+        images = [p[0] for p in _all_items(evaluation)]
         return Int8Sets(calib, picked, images, None, f"{eval_dir} ({len(images)} images)")
     if len(evaluation.classes) > loaded.num_classes:
         raise DataError(f"{eval_dir} has {len(evaluation.classes)} class folders but the "
                         f"model predicts {loaded.num_classes} classes")
-    pairs = [p for p in (evaluation[i] for i in range(len(evaluation))) if isinstance(p, tuple)]
+    pairs = _all_items(evaluation)
     return Int8Sets(calib, picked, [p[0] for p in pairs], [p[1] for p in pairs],
                     f"{eval_dir} ({len(pairs)} labelled images)")
 

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,23 @@ CURVES_NAME = "curves.png"
 
 
 class MetricsLogger:
-    """Append-only metrics sink (JSON lines + TensorBoard when installed)."""
+    """Append-only metrics sink (JSON lines + TensorBoard when installed), and the
+    experiment trackers of ``log_to`` (:mod:`fastvit.run.tracking`: MLflow, W&B)."""
 
     def __init__(self, out_dir: str | Path, enabled: bool = True,
-                 tensorboard: bool = True) -> None:
+                 tensorboard: bool = True, log_to: Sequence[str] = (),
+                 params: dict[str, Any] | None = None) -> None:
         self.enabled = enabled
         self.path = Path(out_dir) / METRICS_NAME
         self._tb = None
+        self.trackers = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if any(name != "tensorboard" for name in log_to):
+            from fastvit.run.tracking import Trackers
+
+            self.trackers = Trackers(log_to, out_dir, params)
         if tensorboard:
             try:
                 require("tensorboard", "TensorBoard logs")
@@ -56,12 +63,21 @@ class MetricsLogger:
             for key, value in _flatten(record).items():
                 if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{record.get('kind', 'misc')}/{key}", value, step)
+        if self.trackers is not None:
+            self.trackers.log(record)
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.flush()
             self._tb.close()
             self._tb = None
+
+    def finish(self, artifacts: Sequence[Path | None] = (), status: str = "FINISHED") -> None:
+        """End the tracker runs with ``artifacts`` (curves PNG, final weights)."""
+        self.close()
+        if self.trackers is not None:
+            self.trackers.finish(artifacts, status)
+            self.trackers = None
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

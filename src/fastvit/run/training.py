@@ -37,13 +37,14 @@ from fastvit.run.lr_schedule import LrSchedule, lr_scheduler
 from fastvit.run.metrics_log import MetricsLogger, plot_curves, read_metrics
 from fastvit.run.optim import build_optimizer
 from fastvit.run.recipes import dump_yaml, to_dict
-from fastvit.run.sampling import build_train_loader
+from fastvit.run.sampling import ShardTrainLoader, build_train_loader
 from fastvit.run.seeding import seed_all
 from fastvit.run.store import clean_stale_temp_files
 from fastvit.run.worker_errors import clean_worker_error
 
 Metrics = dict[str, Any]
 CONFIG_NAME = "config.yaml"
+DATA_STREAMS = "data_streams"  # metadata key: the shard streams per process of the run
 _log = logging.getLogger(__name__)
 
 
@@ -68,6 +69,7 @@ class RunSettings:
     keep_last: int = 3
     show_progress: bool = True
     compiled: bool = False
+    log_to: tuple[str, ...] = ("tensorboard",)  # and/or mlflow, wandb (fastvit.run.tracking)
 
 
 @dataclass
@@ -110,6 +112,7 @@ class TaskSpec:
     curves_name: str = "loss.png"
     report: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     report_name: str = "metrics.json"
+    artifacts: list[str] = field(default_factory=list)  # OUT files trackers keep at the end
 
 
 def train_task(task: str, recipe: Any, settings: RunSettings,
@@ -146,10 +149,16 @@ def _train(task: str, recipe: Any, settings: RunSettings,
     amp_dtype = resolve_amp(settings.amp, env.device)
     workers = settings.workers if settings.workers is not None else default_workers(
         env.world_size)
+    streams = (state.get("metadata") or {}).get(DATA_STREAMS) if state is not None else None
     loader = build_train_loader(spec.train_set, batch_size=settings.batch_size, workers=workers,
                                 seed=settings.seed, rank=env.rank, world_size=env.world_size,
                                 batch_multiple=spec.accum, collate_fn=spec.collate_fn,
-                                pin_memory=env.device.type == "cuda")
+                                pin_memory=env.device.type == "cuda", streams=streams)
+    data_lines = []
+    if isinstance(loader, ShardTrainLoader):  # a resume must cut the epoch the same way
+        spec.metadata = {**spec.metadata, DATA_STREAMS: loader.streams}
+        workers = loader.streams if loader.streams > 1 else 0
+        data_lines.append(loader.describe())
     steps_per_epoch = loader.sampler.usable_batches // spec.accum
     if steps_per_epoch == 0:
         raise ConfigError(f"the training set has {len(spec.train_set)} samples, fewer than one "
@@ -179,7 +188,7 @@ def _train(task: str, recipe: Any, settings: RunSettings,
         clean_stale_temp_files(out_dir)
         atomic_write_text(out_dir / CONFIG_NAME, dump_yaml(recipe))
     amp = str(amp_dtype).replace("torch.", "") if amp_dtype else "none"
-    for line in [*spec.header,
+    for line in [*spec.header, *data_lines,
                  f"  run: {total} steps ({steps_per_epoch} per epoch), device {env.device} "
                  f"({torch.get_num_threads()} CPU threads), amp {amp}, "
                  f"{'channels_last' if spec.channels_last else 'contiguous'}, "
@@ -191,14 +200,17 @@ def _train(task: str, recipe: Any, settings: RunSettings,
                          eval_every_epochs=spec.eval_every_epochs,
                          eval_every_steps=spec.eval_every_steps, log_every=settings.log_every)
     evaluate = (lambda: spec.evaluate(model)) if spec.evaluate is not None else None
-    logger = MetricsLogger(out_dir, enabled=env.is_main)
+    logger = MetricsLogger(out_dir, enabled=env.is_main, tensorboard="tensorboard" in
+                           settings.log_to, log_to=settings.log_to, params=config)
     try:
         result = run_epochs(parts, loader, progress, lambda batch: spec.step(wrapped, batch),
                             cadence, checkpointer, logger, evaluate=evaluate, score=spec.score,
                             describe=spec.describe, say=say,
                             show_progress=settings.show_progress, bad_images=spec.bad_images)
-    finally:
-        logger.close()
+    except BaseException:
+        logger.finish(status="KILLED")
+        raise
+    logger.close()
     records = read_metrics(logger.path) if env.is_main else []
     curves = (plot_curves(logger.path, out_dir / spec.curves_name, spec.plot_metrics,
                           spec.plot_title) if env.is_main else None)
@@ -215,5 +227,6 @@ def _train(task: str, recipe: Any, settings: RunSettings,
         report = spec.report(report)
     if env.is_main:
         write_json(out_dir / spec.report_name, report)
+    logger.finish([curves, *(out_dir / name for name in spec.artifacts)])
     barrier(env)
     return report

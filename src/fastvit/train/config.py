@@ -48,7 +48,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str | None  # ImageFolder root (train/ + val/ or validation/) or "digits"
+    path: str | None  # any --data source (fastvit.data.sources) or "digits"
     val_fraction: float  # held out of train/ (seeded, stratified) when there is no val/
     image_size: int
     batch_size: int  # per process and micro-batch
@@ -316,12 +316,13 @@ def _log_on_first_rank(message: str, *args: Any) -> None:
 
 
 def _count_train_images(data: Any) -> int | None:
-    """Images under ``DATA/train`` (counting stops at the threshold); None: no folder."""
-    from fastvit.data.datasets import count_images, find_split
+    """Training images of ``data`` (a folder's counting stops at the threshold; shards:
+    their ``shards.json``; datasets: the train split's rows); None: not known."""
+    from fastvit.data.sources import resolve_source
 
     if not data or data == "digits":
         return None
     try:
-        return count_images(find_split(data, "train"), limit=SMALL_DATA_IMAGES)
+        return resolve_source(str(data)).train_count(limit=SMALL_DATA_IMAGES)
     except FastVitError:
         return None  # reported properly when the datasets are built

@@ -1,4 +1,7 @@
-"""The classification trainer's datasets: an ImageFolder root or the bundled digits.
+"""The classification trainer's datasets: any ``--data`` source or the bundled digits.
+
+What a ``--data`` value is (ImageFolder, WebDataset shards, a Hugging Face dataset)
+is decided by :func:`fastvit.data.sources.resolve_source`.
 
 The training order and per-sample augmentation seeds come from
 :mod:`fastvit.run.sampling`; the held-out split is preprocessed by
@@ -13,8 +16,9 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
-from fastvit.data import build_digits, build_image_folder, build_train_transform
+from fastvit.data import build_digits, build_train_transform
 from fastvit.data.datasets import describe_val_split, has_split
+from fastvit.data.sources import FOLDER, HF, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS, base_cfg
 from fastvit.pipeline import eval_transform
@@ -28,7 +32,10 @@ def val_source(cfg: TrainConfig) -> str:
     """Where the held-out images of :func:`build_datasets` come from, in words."""
     if cfg.data.path == DIGITS:
         return f"{DIGITS_VAL_FRACTION:.0%} of scikit-learn's digits held out (stratified)"
-    return describe_val_split(cfg.data.path, cfg.data.val_fraction, cfg.run.seed)
+    source = resolve_source(cfg.data.path)
+    if source.kind == FOLDER:
+        return describe_val_split(cfg.data.path, cfg.data.val_fraction, cfg.run.seed)
+    return source.describe_val(cfg.data.val_fraction, cfg.run.seed)
 
 
 def recorded_with_weights(cfg: TrainConfig) -> dict[str, Any]:
@@ -45,13 +52,15 @@ def recorded_with_weights(cfg: TrainConfig) -> dict[str, Any]:
         "input_size": [3, size, size], "crop_pct": data.crop_pct or base["crop_pct"],
         "interpolation": data.interpolation, "mean": list(base["mean"]),
         "std": list(base["std"])}}
-    if Path(data.path).is_dir() and not has_split(data.path, "val"):
+    source = resolve_source(data.path)
+    if (source.kind == FOLDER and Path(data.path).is_dir() and not has_split(data.path, "val")
+            or source.kind == HF and not source.has_val()):
         recorded["val_split"] = {"fraction": data.val_fraction, "seed": cfg.run.seed}
     return recorded
 
 
 def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
-    """``(train, val, classes)`` for ``data.path`` (an ImageFolder root or ``digits``).
+    """``(train, val, classes)`` for ``data.path`` (any :func:`resolve_source` kind or ``digits``).
 
     A folder with only ``train/`` gets a seeded, stratified ``data.val_fraction``
     of it held out (:func:`val_source` says which). Raises :class:`DataError` for a
@@ -61,7 +70,8 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
     data = cfg.data
     if not data.path:
         raise ConfigError("no training data: pass --data DIR (an ImageFolder root with train/ "
-                          "and optionally val/) or --data digits")
+                          "and optionally val/, a folder of WebDataset shards, a datasets "
+                          "folder or Parquet files), --data hf:ORG/NAME or --data digits")
     if data.path == DIGITS:
         return build_digits(data.image_size, seed=0, val_fraction=DIGITS_VAL_FRACTION,
                             augment=True)
@@ -77,10 +87,11 @@ def build_datasets(cfg: TrainConfig) -> tuple[Dataset, Dataset, list[str]]:
         ratio=tuple(data.ratio), mean=model_cfg["mean"], std=model_cfg["std"])
     eval_tf = eval_transform(model_cfg, data.image_size, data.crop_pct,
                              interpolation=data.interpolation)
-    train, val, classes = build_image_folder(data.path, train_transform=train_tf,
-                                             eval_transform=eval_tf, bad_images=data.bad_images,
-                                             val_fraction=data.val_fraction, seed=cfg.run.seed)
+    source = resolve_source(data.path)
+    train, val, classes = source.build(train_transform=train_tf, eval_transform=eval_tf,
+                                       bad_images=data.bad_images,
+                                       val_fraction=data.val_fraction, seed=cfg.run.seed)
     if len(classes) < 2:
-        raise DataError(f"{data.path} has {len(classes)} class folder(s); a classifier needs "
+        raise DataError(f"{data.path} has {len(classes)} class(es); a classifier needs "
                         f"at least 2")
     return train, val, classes

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import IterableDataset
 
 from fastvit.checkpoints import save_checkpoint as save_weights
 from fastvit.data import MixupCutmix, build_eval_loader, split_batch
@@ -93,7 +94,8 @@ def build_criterion(cfg: TrainConfig, num_classes: int, device: torch.device
 
 def fit(cfg: TrainConfig, *, resume: str | None = None,
         datasets: tuple[Any, Any, list[str]] | None = None,
-        log: Callable[[str], None] | None = None, compiled: bool = False) -> dict[str, Any]:
+        log: Callable[[str], None] | None = None, compiled: bool = False,
+        log_to: tuple[str, ...] = ("tensorboard",)) -> dict[str, Any]:
     """Train according to ``cfg`` and return a summary dict (also ``summary.json``).
 
     ``resume`` is a checkpoint path or ``"auto"`` (the newest readable one in
@@ -101,8 +103,10 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
     ``data.path`` with ready ``(train, val, classes)`` datasets (tests, notebooks).
     Progress goes to ``log`` (default: the ``fastvit.train.trainer`` logger at INFO).
     ``compiled`` runs the training forward/backward through ``torch.compile``
-    (:mod:`fastvit.run.compiling`). SIGTERM/SIGINT/SIGUSR1 end the run after the
-    current step with a checkpoint and :class:`fastvit.errors.StoppedBySignal`.
+    (:mod:`fastvit.run.compiling`). ``log_to`` names where metrics go besides
+    ``metrics.jsonl`` (tensorboard, mlflow, wandb: :mod:`fastvit.run.tracking`).
+    SIGTERM/SIGINT/SIGUSR1 end the run after the current step with a checkpoint and
+    :class:`fastvit.errors.StoppedBySignal`.
     """
     validate(cfg)
     # data first: bad folders fail before anything is built or written
@@ -117,7 +121,7 @@ def fit(cfg: TrainConfig, *, resume: str | None = None,
                            resume=resume, resume_free_keys=RESUME_FREE_KEYS,
                            max_steps=r.max_steps, save_every_steps=r.save_every_steps,
                            log_every=r.log_every, keep_last=r.keep_last,
-                           show_progress=r.progress, compiled=compiled)
+                           show_progress=r.progress, compiled=compiled, log_to=tuple(log_to))
     val_text = val_source(cfg) if datasets is None else "given"
 
     def build(env: DistEnv, fresh: bool) -> TaskSpec:
@@ -130,7 +134,10 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
                          classes: list[str], val_text: str, *, fresh: bool) -> TaskSpec:
     """The model (initial weights only for a ``fresh`` run), EMA, step, evaluation and
     outputs of a classification run."""
-    plan = make_plan(cfg, env, len(train_ds))
+    # shards: every rank gets an equal share, the remainder waits (no padding)
+    plan_len = len(train_ds) // env.world_size * env.world_size if isinstance(
+        train_ds, IterableDataset) else len(train_ds)
+    plan = make_plan(cfg, env, plan_len)
     out_dir, device = Path(cfg.run.out_dir), env.device
     model = build_model(cfg, len(classes), load_weights=fresh).to(device)
     if cfg.run.channels_last:
@@ -177,7 +184,8 @@ def _classification_spec(cfg: TrainConfig, env: DistEnv, train_ds: Any, val_ds: 
                             frozen=getattr(model, "frozen", None)),
         plot_metrics={"model top-1": "model.top1", "EMA top-1": "ema.top1"},
         plot_title="held-out top-1 (%)", curves_name=CURVES_NAME,
-        report=lambda base: _summary(base, out_dir, len(train_ds)), report_name=SUMMARY_NAME)
+        report=lambda base: _summary(base, out_dir, len(train_ds)), report_name=SUMMARY_NAME,
+        artifacts=[BEST_WEIGHTS_NAME, SUMMARY_NAME])
 
 
 def _step_function(cfg: TrainConfig, num_classes: int, bad_images: BadImageLog,

@@ -19,7 +19,9 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -81,13 +83,16 @@ def headless_page(width: int = 1280, height: int = 900) -> Iterator[DevTools]:
     if binary is None:
         raise FileNotFoundError("chromium is not on PATH (apt-get install chromium)")
     port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="fastvit-chromium-") as profile:
+    # chromium's helper processes (its own session, ended together below) may still write
+    # into the profile while it is removed: what they leave is not an error of the page
+    with tempfile.TemporaryDirectory(prefix="fastvit-chromium-",
+                                     ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [binary, "--headless=new", "--no-sandbox", "--disable-gpu",
              "--disable-dev-shm-usage", "--no-first-run", "--no-default-browser-check",
              f"--remote-debugging-port={port}", f"--user-data-dir={profile}",
              f"--window-size={width},{height}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             targets = None
             deadline = time.monotonic() + 30
@@ -109,12 +114,19 @@ def headless_page(width: int = 1280, height: int = 900) -> Iterator[DevTools]:
                           deviceScaleFactor=1, mobile=False)
                 yield page
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _end_session(process)
+
+
+def _end_session(process: subprocess.Popen) -> None:
+    """SIGTERM to chromium and every helper process it started, SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 STATUS = "document.querySelector('#classify-status')?.innerText || ''"

@@ -28,11 +28,12 @@ from fastvit.deploy.executorch_export import (
 from fastvit.deploy.export import export_model
 from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.verification import ExportVerificationError
+from fastvit.models import VARIANTS
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import normalize
 from tests.deploy.test_quantize import check_report_describes_the_files, int8_cli
 from tests.helpers.digits import DIGITS_SIZE, digits_assets
-from tests.helpers.shallow import one_block_per_stage_fused
+from tests.helpers.shallow import one_block_per_stage_fused, one_block_per_stage_spec
 
 needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is None,
                                       reason="pip install 'fastvit[executorch]'")
@@ -59,7 +60,9 @@ def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
 
 @needs_executorch
 @pytest.mark.slow
-def test_features_only_backbone_exports(tmp_path, capsys) -> None:
+def test_features_only_backbone_exports(tmp_path, capsys, monkeypatch) -> None:
+    # one block per stage: the same four feature maps (depth adds no layer kind)
+    monkeypatch.setitem(VARIANTS, "fastvit_t8", one_block_per_stage_spec("fastvit_t8"))
     out = tmp_path / "backbone.pte"
     assert cli(["export", "--model", "fastvit_t8", "--features-only", "--format", "executorch",
                 "--image-size", "64", "--output", str(out)]) == 0

@@ -186,6 +186,28 @@ def split_batch(batch: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, t
     return images, targets, ()
 
 
+
+def read_sample(name: str, read: Callable[[], Any], label: int, transform: Callable | None,
+                bad_images: str, what: str) -> tuple[Any, int] | BadSample:
+    """``(transform(read()), label)``, or, for an image that cannot be read, a
+    :class:`BadSample` (``bad_images="skip"``) or one :class:`DataError` naming it.
+
+    Every source (folders, shards, datasets) reads through here, so a broken image is
+    handled the same way wherever it comes from; no warning is printed here: the main
+    process reports each one once (:class:`~fastvit.data.bad_images.BadImageLog`).
+    """
+    try:
+        image = read()
+    except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as err:
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        if bad_images == "error":
+            raise DataError(f"unreadable image {name} ({reason}); use bad_images='skip' "
+                            f"(--bad-images skip) to skip such {what}") from None
+        return BadSample(name, reason)
+    if transform is not None:
+        image = transform(image)
+    return image, label
+
 class ImageFolderDataset(DatasetFolder):
     """``<root>/<class>/<image>`` -> ``(transform(uint8 RGB tensor), class index)``.
 
@@ -227,18 +249,8 @@ class ImageFolderDataset(DatasetFolder):
 
     def __getitem__(self, index: int) -> tuple[Any, int] | BadSample:
         path, target = self.samples[index]
-        try:
-            image = self.loader(path)
-        except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            if self.bad_images == "error":
-                raise DataError(f"unreadable image {path} ({reason}); use bad_images='skip' "
-                                f"(--bad-images skip) to skip such files") from None
-            # no warning here: the main process reports each file once (BadImageLog)
-            return BadSample(path, reason)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, target
+        return read_sample(path, lambda: self.loader(path), target, self.transform,
+                           self.bad_images, "files")
 
 
 def _explain_scan_error(root: Path, err: FileNotFoundError) -> str:

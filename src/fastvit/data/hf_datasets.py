@@ -16,10 +16,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
 from torch.utils.data import Dataset
 
-from fastvit.data.datasets import BAD_IMAGE_MODES, BadSample
+from fastvit.data.datasets import BAD_IMAGE_MODES, BadSample, read_sample
 from fastvit.data.decode import decode_bytes
 from fastvit.errors import DataError
 from fastvit.extras import require
@@ -171,19 +170,9 @@ class HFImageDataset(Dataset):
         return data or b"", suffix or _sniff(data or b""), label
 
     def __getitem__(self, index: int) -> tuple[Any, int] | BadSample:
-        name = f"{self.name}#{index}"
-        try:
-            data, _, label = self.encoded(index)
-            image = decode_bytes(data)
-        except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as err:
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            if self.bad_images == "error":
-                raise DataError(f"unreadable image {name} ({reason}); use --bad-images skip "
-                                f"to skip such rows") from None
-            return BadSample(name, reason)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
+        label = int(self.table[index][self.label_column])
+        return read_sample(f"{self.name}#{index}", lambda: decode_bytes(self.encoded(index)[0]),
+                           label, self.transform, self.bad_images, "rows")
 
 
 def _sniff(data: bytes) -> str:

@@ -28,10 +28,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 
-from fastvit.data.datasets import BAD_IMAGE_MODES, BadSample
+from fastvit.data.datasets import BAD_IMAGE_MODES, BadSample, read_sample
 from fastvit.data.decode import IMAGE_SUFFIXES, decode_bytes
 from fastvit.data.shard_index import (
     SHARDS_JSON,
@@ -317,19 +316,12 @@ def decode_sample(sample: dict[str, Any], transform: Callable | None, bad_images
         raise DataError(f"shard sample {name}: .cls is not an integer") from None
     if not 0 <= label < num_classes:
         raise DataError(f"shard sample {name}: label {label} outside 0..{num_classes - 1}")
-    try:
+    def read() -> Any:
         if suffix is None:
             raise ValueError(f"no image member (one of {', '.join(IMAGE_SUFFIXES)})")
-        image = decode_bytes(sample[suffix])
-    except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as err:
-        reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        if bad_images == "error":
-            raise DataError(f"unreadable image {name} ({reason}); use --bad-images skip to "
-                            f"skip such samples") from None
-        return BadSample(name, reason)
-    if transform is not None:
-        image = transform(image)
-    return image, label
+        return decode_bytes(sample[suffix])
+
+    return read_sample(name, read, label, transform, bad_images, "samples")
 
 
 def open_shards(value: str, split: str, *, transform: Callable | None, bad_images: str,

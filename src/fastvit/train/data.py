@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from fastvit.data import build_digits, build_train_transform
 from fastvit.data.datasets import describe_val_split, has_split
+from fastvit.data.digits import DIGITS_MEAN, DIGITS_STD
 from fastvit.data.sources import FOLDER, HF, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import VARIANTS, base_cfg
@@ -43,9 +44,13 @@ def recorded_with_weights(cfg: TrainConfig) -> dict[str, Any]:
     ``export`` see the images the way this run's validation did: the eval preprocessing
     (``pretrained_cfg``: input size, crop, interpolation, mean/std) and, for a folder
     without ``val/``, which images were held out (``val_split``)."""
-    if not cfg.data.path or cfg.data.path == DIGITS:  # digits: its own 8x8 -> 32x32 pipeline
+    if not cfg.data.path:
         return {}
     data, variant = cfg.data, cfg.model.variant
+    if data.path == DIGITS:  # its own pipeline: 8x8 digits upsampled (bilinear), fixed stats
+        return {"pretrained_cfg": {
+            "input_size": [3, data.image_size, data.image_size], "crop_pct": 1.0,
+            "interpolation": "bilinear", "mean": list(DIGITS_MEAN), "std": list(DIGITS_STD)}}
     base = base_cfg(variant, VARIANTS[variant], 0)
     size = data.image_size
     recorded: dict[str, Any] = {"pretrained_cfg": {

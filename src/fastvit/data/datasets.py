@@ -98,22 +98,34 @@ def load_rgb(path: str | os.PathLike) -> torch.Tensor:
     :class:`ImageFolderDataset` turns those into a skip or a :class:`DataError`.
     """
     path = str(path)
-    if Path(path).suffix.lower() in _NATIVE_SUFFIXES:
-        try:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", _DECODER_NOTICE, DeprecationWarning)
-                image = decode_image(path, mode=ImageReadMode.RGB)
-        except RuntimeError as err:
-            if _is_corrupt_message(str(err)):
-                raise
-            image = None  # a format variant libjpeg/libpng refuse: let PIL try
-        if image is not None:
-            if image.dtype != torch.uint8:  # 16-bit PNG
-                image = TF.to_dtype(image, torch.uint8, scale=True)
-            return image
+    image = decode_native(path) if Path(path).suffix.lower() in _NATIVE_SUFFIXES else None
+    if image is not None:
+        return image
     with Image.open(path) as pil:
-        pil.load()
-        return TF.pil_to_tensor(_to_rgb(pil))
+        return pil_rgb(pil)
+
+
+def decode_native(source: str | torch.Tensor) -> torch.Tensor | None:
+    """``torchvision.io`` (libjpeg-turbo / libpng) on a file path or a buffer of encoded
+    bytes: a ``uint8`` RGB tensor, or None for a format variant it refuses (PIL reads
+    those). Corrupt data raises ``RuntimeError``."""
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", _DECODER_NOTICE, DeprecationWarning)
+            image = decode_image(source, mode=ImageReadMode.RGB)
+    except RuntimeError as err:
+        if _is_corrupt_message(str(err)):
+            raise
+        return None
+    if image.dtype != torch.uint8:  # 16-bit PNG
+        image = TF.to_dtype(image, torch.uint8, scale=True)
+    return image
+
+
+def pil_rgb(pil: Image.Image) -> torch.Tensor:
+    """An opened PIL image, loaded, as a ``uint8`` RGB tensor (16-bit grey scaled down)."""
+    pil.load()
+    return TF.pil_to_tensor(_to_rgb(pil))
 
 
 def _is_corrupt_message(message: str) -> bool:

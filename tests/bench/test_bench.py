@@ -1,4 +1,4 @@
-"""``fastvit bench``: every runtime on a tiny configuration (one block per stage), valid
+"""``fastvit bench``: every runtime builder on a tiny configuration (one block per stage), valid
 JSON / markdown / PNG, peers and skips, the published-accuracy table, and the reproducing
 command."""
 
@@ -27,8 +27,21 @@ SMALL = dict(image_size=64, peer_image_size=64, runs=3, warmup=1, throughput_bat
              threads=2)
 
 
+#: every runtime builder and each of its options: the int8 rows export and verify the fp32
+#: file first (the plain onnx / executorch / openvino rows are those steps alone)
+EVERY_BUILDER = ("eager", "channels_last", "compile", "onnx-int8", "executorch-int8",
+                 "openvino-bf16", "openvino-int8")
+
+
+def test_the_tiny_run_takes_every_runtime_builder() -> None:
+    def builder(name: str) -> str:
+        return name.removesuffix("-int8").removesuffix("-bf16")
+    assert {builder(n) for n in RUNTIMES} == {builder(n) for n in EVERY_BUILDER}
+    assert set(EVERY_BUILDER) <= set(RUNTIMES)
+
+
 @pytest.mark.slow
-def test_every_runtime_on_a_tiny_configuration(tmp_path, capsys, monkeypatch) -> None:
+def test_every_runtime_builder_on_a_tiny_configuration(tmp_path, capsys, monkeypatch) -> None:
     # fastvit_t8 at one block per stage: the harness, not the exporters (tested on their
     # own), is what runs here; each runtime still exports, verifies, loads and times it
     monkeypatch.setitem(VARIANTS, "fastvit_t8", one_block_per_stage_spec("fastvit_t8"))
@@ -42,11 +55,11 @@ def test_every_runtime_on_a_tiny_configuration(tmp_path, capsys, monkeypatch) ->
 
     monkeypatch.setattr(torch, "compile", aot_eager)
     out = tmp_path / "bench"
-    code = cli(["bench", "fastvit_t8", "--runtimes", *RUNTIMES, *TINY, "--out", str(out)])
+    code = cli(["bench", "fastvit_t8", "--runtimes", *EVERY_BUILDER, *TINY, "--out", str(out)])
     assert code == 0 and len(compiled) == 1
     report = json.loads((out / "bench.json").read_text())
     rows = report["results"]
-    assert [r["runtime"] for r in rows] == list(RUNTIMES)
+    assert [r["runtime"] for r in rows] == list(EVERY_BUILDER)
     for r in rows:
         assert r["status"] == "ok", r
         assert r["form"] == "fused" and r["image_size"] == 64 and r["batch"] == 1
@@ -58,7 +71,7 @@ def test_every_runtime_on_a_tiny_configuration(tmp_path, capsys, monkeypatch) ->
     markdown = (out / "bench.md").read_text()
     assert report["command"] in markdown
     assert sum(line.startswith("| fastvit_t8 |") for line in markdown.splitlines()) == len(
-        RUNTIMES)
+        EVERY_BUILDER)
     with Image.open(out / "pareto.png") as png:
         assert png.format == "PNG" and png.size[0] > 600
     printed = capsys.readouterr().out

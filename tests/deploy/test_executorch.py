@@ -9,6 +9,7 @@ quantization shared by this module's int8 tests: top-1 agreement with the fp32 `
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -28,7 +29,13 @@ from fastvit.deploy.executorch_export import (
 from fastvit.deploy.export import export_model
 from fastvit.deploy.metadata import export_metadata
 from fastvit.deploy.verification import ExportVerificationError
-from fastvit.models import VARIANTS
+from fastvit.models import (
+    VARIANTS,
+    FastVit,
+    fold_batchnorms,
+    randomize_model_stats,
+    reparameterize,
+)
 from fastvit.pipeline import load_model
 from tests.deploy.test_export import normalize
 from tests.deploy.test_quantize import check_report_describes_the_files, int8_cli
@@ -42,8 +49,13 @@ needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is 
 @needs_executorch
 @pytest.mark.slow
 def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
+    # the digits weights' class names and normalization, on fastvit_t8 at one block per
+    # stage (the lowering of the full depth: test_all_formats and the int8 fixture)
     assets = digits_assets()
     loaded = load_model(checkpoint=assets.checkpoint)
+    shallow = FastVit(one_block_per_stage_spec("fastvit_t8"), num_classes=10)
+    randomize_model_stats(shallow, seed=3)
+    loaded = dataclasses.replace(loaded, model=fold_batchnorms(reparameterize(shallow)).eval())
     result = export_model(loaded, "executorch", tmp_path / "raw.pte", image_size=64,
                           raw_pixels=True)
     assert result.path.suffix == ".pte" and "ExecuTorch" in result.description
@@ -74,14 +86,23 @@ def test_features_only_backbone_exports(tmp_path, capsys, monkeypatch) -> None:
 @needs_executorch
 @pytest.mark.slow
 def test_failed_verification_writes_nothing(tmp_path, monkeypatch) -> None:
+    """The check and the temporary file around it; here the "file" is placeholder bytes and
+    its runner eager plus an error (lowering is the other tests')."""
     import fastvit.deploy.executorch_export as et
 
-    real = et.pte_runner
-    monkeypatch.setattr(et, "pte_runner", lambda p: (lambda x: [o + 1e-3 for o in real(p)(x)]))
+    model = one_block_per_stage_fused("fastvit_t8")
+    ran: list[Path] = []
+
+    def wrong_runner(path):
+        ran.append(Path(path))
+        assert Path(path).read_bytes() == b"pte bytes"  # the written file is what is run
+        return lambda x: [model(x) + 1e-3]
+
+    monkeypatch.setattr(et, "lower_to_pte", lambda program, meta=None: b"pte bytes")
+    monkeypatch.setattr(et, "pte_runner", wrong_runner)
     with pytest.raises(ExportVerificationError, match=r"ExecuTorch output differs"):
-        export_executorch(one_block_per_stage_fused("fastvit_t8"), tmp_path / "t8.pte",
-                          image_size=64)
-    assert list(tmp_path.iterdir()) == []
+        export_executorch(model, tmp_path / "t8.pte", image_size=64)
+    assert ran and list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")

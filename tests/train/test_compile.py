@@ -1,5 +1,14 @@
 """``--compile``: the CPU crash guard, no graph breaks in the training forward, and exact
-resume of a compiled run (stop + resume == uninterrupted, compiled, on CPU)."""
+resume of a compiled run (stop + resume == uninterrupted, compiled, on CPU).
+
+Inductor's code generation for a training step runs in the crash-guard test (a child
+process, forward and backward of the convolution that needs the guard) and in
+``benchmarks/compile_guard.py`` (fastvit_t8 steps); on the fused model in
+tests/models/test_reparam.py. The run-path tests below compile on the ``aot_eager``
+backend: Dynamo and AOTAutograd capture the same graphs, which then run as captured,
+because what they check is the run path's use of ``torch.compile`` (wrapping, the header,
+checkpoints, resume, evaluation) and a cold Inductor build of a training graph costs a
+minute of CPU even at one block per stage."""
 
 from __future__ import annotations
 
@@ -70,10 +79,10 @@ def aot_eager_compile(compile_):
 
 @pytest.fixture
 def shallow_t8(monkeypatch) -> None:
-    """fastvit_t8 cut to one block per stage: what is compiled here is the run path's use of
-    torch.compile (wrapping, checkpoints, resume, evaluation), and Inductor's code
-    generation time grows with every block (minutes, cold, at full depth)."""
+    """fastvit_t8 cut to one block per stage, compiled on ``aot_eager`` (module docstring):
+    graph capture time grows with every block."""
     monkeypatch.setitem(VARIANTS, "fastvit_t8", one_block_per_stage_spec("fastvit_t8"))
+    monkeypatch.setattr(torch, "compile", aot_eager_compile(torch.compile))
 
 
 def _datasets():
@@ -83,7 +92,6 @@ def _datasets():
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)
 def test_compiled_stop_and_resume_equals_uninterrupted(tmp_path, shallow_t8) -> None:
     torch._dynamo.reset()
     reference = tiny_config(tmp_path / "reference", "unused")
@@ -109,9 +117,7 @@ def test_compiled_stop_and_resume_equals_uninterrupted(tmp_path, shallow_t8) -> 
 @pytest.mark.timeout(900)
 def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> None:
     """A dense-task run (hand mesh regression) compiled: Dynamo captures the hand model's
-    forward and AOTAutograd its backward. Inductor's code generation (minutes, cold) is
-    checked on the classifier above, through the same ``train_task``; here it is replaced
-    by the ``aot_eager`` backend, which runs the captured graphs as they are."""
+    forward and AOTAutograd its backward (``aot_eager``, module docstring)."""
     monkeypatch.setattr(torch, "compile", aot_eager_compile(torch.compile))
     from fastvit.tasks.hand import engine as hand_engine
     from fastvit.tasks.hand.recipe import DEFAULT_RECIPE, HandRecipe
@@ -137,10 +143,9 @@ def test_task_trainer_runs_compiled(tmp_path, capsys, caplog, monkeypatch) -> No
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_compiled_evaluation_scores_like_eager(tmp_path, shallow_t8, monkeypatch) -> None:
+def test_compiled_evaluation_scores_like_eager(tmp_path, shallow_t8) -> None:
     """The evaluation path compiled (Inductor's numerics on the fused model are checked in
-    tests/models/test_reparam.py, and its evaluation graph in the compiled run above)."""
-    monkeypatch.setattr(torch, "compile", aot_eager_compile(torch.compile))
+    tests/models/test_reparam.py)."""
     from fastvit.evaluate import run_evaluation
     from fastvit.pipeline import load_model
     from tests.helpers.training import make_image_folder

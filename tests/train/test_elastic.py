@@ -1,14 +1,19 @@
-"""Acceptance: a 2-process torchrun job survives a dead worker and a preemption.
+"""Acceptance: a 2-process gloo torchrun job trains and evaluates like one process, and
+survives a dead worker and a preemption.
 
-``torchrun --max-restarts 1 ... fastvit train --resume auto``: rank 1 is SIGKILLed
-after the first checkpoint, torchrun restarts the group, which resumes from the newest
-checkpoint; then torchrun itself gets SIGTERM (what a scheduler sends) and forwards it,
-and both workers stop after the same step with a checkpoint; a last ``--resume auto``
-finishes. The final state equals an uninterrupted 2-process run bit for bit (gloo, CPU).
+The uninterrupted reference run: rank 0 alone logs, and the distributed evaluation of its
+last checkpoint (9 images: shards of 5 + 4, so a padded sampler would count one twice)
+equals a single-process evaluation of the same weights. Then ``torchrun --max-restarts 1
+... fastvit train --resume auto``: rank 1 is SIGKILLed after the first checkpoint,
+torchrun restarts the group, which resumes from the newest checkpoint; then torchrun
+itself gets SIGTERM (what a scheduler sends) and forwards it, and both workers stop after
+the same step with a checkpoint; a last ``--resume auto`` finishes. The final state equals
+the reference bit for bit.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,6 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from fastvit.run.store import checkpoint_name, list_checkpoints
 from tests.helpers.training import (
@@ -27,6 +33,7 @@ from tests.helpers.training import (
     make_image_folder,
     subprocess_env,
     tensors_equal,
+    tiny_config,
     tiny_overrides,
     torchrun_cmd,
     torchrun_workers,
@@ -61,6 +68,8 @@ def test_torchrun_restart_after_a_dead_worker_then_sigterm_then_resume_is_exact(
     data = make_image_folder(tmp_path / "data", num_classes=3, train_per_class=16)
     reference = _run(torchrun_cmd(_args(tmp_path / "reference", data)))
     assert reference.returncode == 0, reference.stderr[-3000:]
+    assert reference.stderr.count("epoch 2/2 (") == 1  # rank 0 logs, rank 1 does not
+    check_distributed_evaluation(tmp_path / "reference", data)
 
     out = tmp_path / "elastic"
     proc = subprocess.Popen(torchrun_cmd([*_args(out, data), "--resume", "auto"], 2,
@@ -119,3 +128,33 @@ def test_torchrun_restart_after_a_dead_worker_then_sigterm_then_resume_is_exact(
                 "batch_in_epoch", "metrics", "best_score"):
         diffs = tensors_equal(ref[key], got[key], key)
         assert not diffs, f"the restarted run differs from the uninterrupted one at {diffs[:5]}"
+
+
+def check_distributed_evaluation(out: Path, data: Path) -> None:
+    """The last evaluation the 2-process run logged equals one process evaluating its
+    final weights (model and EMA), and the checkpoint and summary record it."""
+    from fastvit.data import build_eval_loader
+    from fastvit.evaluate import evaluate_classifier
+    from fastvit.factory import create_model
+    from fastvit.run.metrics_log import read_metrics
+    from fastvit.train.data import build_datasets
+
+    final = load_state(out / checkpoint_name(FINAL))
+    logged = [r for r in read_metrics(out / "metrics.jsonl") if r["kind"] == "eval"]
+    assert logged[-1]["step"] == FINAL
+    _, val_ds, classes = build_datasets(tiny_config(out, data, **{"run.device": "cpu"}))
+    loader = build_eval_loader(val_ds, batch_size=5)
+    for name in ("model", "ema"):
+        model = create_model("fastvit_t8", num_classes=len(classes))
+        model.load_state_dict(final[name])
+        single = evaluate_classifier(model, loader)
+        distributed = logged[-1][name]
+        assert distributed["count"] == single["count"] == len(val_ds) == 9
+        assert distributed["top1"] == pytest.approx(single["top1"], abs=1e-9)
+        assert distributed["top5"] == pytest.approx(single["top5"], abs=1e-9)
+        assert distributed["loss"] == pytest.approx(single["loss"], rel=1e-5, abs=1e-6)
+        assert final["metrics"][name] == distributed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["step"] == FINAL and not summary["stopped"]
+    assert torch.isfinite(torch.tensor(summary["best_top1"]))
+    assert Path(summary["curves"]).is_file()

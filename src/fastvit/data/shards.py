@@ -1,8 +1,9 @@
 """WebDataset shards: ``train-*.tar`` / ``val-*.tar`` of ``KEY.jpg`` + ``KEY.cls`` samples.
 
 Millions of small files are the usual bottleneck of a shared filesystem; a shard
-is one file read front to back. The tars are read with ``webdataset``'s tar
-iterators (local paths, or any ``fsspec`` URL when fsspec is installed);
+is one file read front to back. The tars are read (local paths, or any ``fsspec``
+URL when fsspec is installed) with a lean header parser that groups members into
+samples as ``webdataset`` does (:mod:`fastvit.data.tar_samples`);
 :mod:`fastvit.data.shard_writer` (``fastvit shards``) writes them with
 ``shards.json`` beside them: the class names and the sample count of every shard.
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 import random
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -41,8 +41,8 @@ from fastvit.data.shard_index import (
     read_class_names,
     read_index,
 )
+from fastvit.data.tar_samples import tar_samples
 from fastvit.errors import DataError
-from fastvit.extras import require
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 
@@ -77,26 +77,23 @@ class ShardSplit:
 
 
 def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
-    """Samples ``{"__key__", "jpg"|"png"|..., "cls", ...}`` of one shard, in file order.
+    """Samples ``{"__key__", "__url__", "jpg"|"png"|..., "cls", ...}`` of one shard, in file
+    order (:func:`fastvit.data.tar_samples.tar_samples`).
 
     A tar that ends early or is not a tar raises one :class:`DataError` naming it.
     """
-    tariterators = require("webdataset.tariterators", "WebDataset shards", extra="data")
     try:
         stream = open_url(url)
     except OSError as err:
         raise DataError(f"cannot open shard {url}: {err}") from None
     with stream:
         try:
-            files = ({**item, "__url__": url}
-                     for item in tariterators.tar_file_iterator(stream))
-            yield from tariterators.group_by_keys(files)
-        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-            text = str(err.args[0] if err.args else err).split(" @ ")[0]
-            raise DataError(f"truncated or corrupt shard {url} ({text}); rewrite it "
+            yield from tar_samples(stream, url)
+        except (EOFError, OSError, ValueError) as err:
+            raise DataError(f"truncated or corrupt shard {url} ({err}); rewrite it "
                             f"(fastvit shards) or remove it") from None
         if not is_remote(url) and not _has_end_marker(stream):
-            # tarfile ends a stream quietly at a cut header: the end-of-archive blocks tell
+            # a stream cut at a member boundary reads as a shorter tar: the end blocks tell
             raise DataError(f"truncated or corrupt shard {url} (no end-of-archive marker: "
                             f"the file was cut); rewrite it (fastvit shards) or remove it")
 

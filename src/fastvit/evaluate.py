@@ -34,7 +34,7 @@ from fastvit.data.robustness import (
     subset_wnids,
     wnid_to_index,
 )
-from fastvit.data.sources import FOLDER, HF, DataSource, hold_out, resolve_source
+from fastvit.data.sources import FOLDER, HF, DataSource, resolve_source
 from fastvit.errors import ConfigError, DataError
 from fastvit.models import is_fused
 from fastvit.pipeline import Loaded, eval_transform
@@ -315,17 +315,14 @@ def check_source_classes(classes: list[str], loaded: Loaded, what: str) -> None:
 
 def _source_split(source: DataSource, split: str, transform: Any, bad_images: str,
                   loaded: Loaded) -> tuple[Any, list[str]]:
-    """``split`` of a shards / datasets source; a datasets source without a val split is
-    scored on the rows its training run held out (recorded with the weights)."""
-    if source.kind == HF and split == "val" and not source.has_val():
-        recorded = val_split_from_metadata(loaded.metadata)
-        if recorded is None:
-            raise DataError(f"{source.value} has no validation/val/test split and "
-                            f"{loaded.source} records no held-out part of its train split")
-        train = source.open_split("train", transform, bad_images=bad_images)
-        return hold_out(train, *recorded, transform)[1], list(train.classes)
-    dataset = source.open_split(split, transform, bad_images=bad_images)
-    return dataset, list(dataset.classes)
+    """``split`` of a shards / datasets source (:meth:`DataSource.eval_split`); a datasets
+    source without a val split is scored on the rows its training run held out (recorded
+    with the weights)."""
+    recorded = val_split_from_metadata(loaded.metadata)
+    if source.kind == HF and split == "val" and recorded is None and not source.has_val():
+        raise DataError(f"{source.value} has no validation/val/test split and "
+                        f"{loaded.source} records no held-out part of its train split")
+    return source.eval_split(transform, split=split, bad_images=bad_images, held_out=recorded)
 
 
 def split_source(data: str | Path, split: str, loaded: Loaded,

@@ -53,6 +53,30 @@ def test_a_saved_dataset_gives_splits_and_class_names(saved):
     assert isinstance(bad, BadSample) and bad.path.endswith("[train]#0")
 
 
+def test_a_batch_is_read_at_once_with_each_rows_own_augmentation(saved):
+    """The DataLoader's batched fetch (one Arrow read) gives what row-by-row reads give,
+    augmentation seeds included, through a held-out Subset too."""
+    import torch
+    from torch.utils.data import Subset
+
+    from fastvit.data import build_train_transform
+    from fastvit.run.sampling import SeededDataset
+
+    train, _, _ = resolve_source(str(saved)).build(
+        train_transform=build_train_transform(16), eval_transform=None)
+    keys = [(5, 11), (0, 12), (2, 13), (2, 14), (7, 15)]
+    for dataset in (train, Subset(train, [7, 6, 5, 4, 3, 2, 1, 0])):
+        batch = SeededDataset(dataset).__getitems__(keys)
+        one_by_one = [SeededDataset(dataset)[key] for key in keys]
+        for a, b in zip(batch, one_by_one, strict=True):
+            assert type(a) is type(b)
+            if isinstance(a, BadSample):
+                assert a == b and a.path.endswith("[train]#0")
+            else:
+                assert torch.equal(a[0], b[0]) and a[1] == b[1]
+        assert not torch.equal(batch[2][0], batch[3][0])  # same row, another seed
+
+
 def test_a_train_only_dataset_holds_a_stratified_fraction_out(tmp_path):
     path = tmp_path / "only_train"
     datasets.DatasetDict(train=_split(10, 0)).save_to_disk(str(path))

@@ -1,5 +1,6 @@
-"""``fastvit predict IMAGE|DIR|GLOB...``: top-k classes of images, in PyTorch, ONNX Runtime or
-OpenVINO.
+"""``fastvit predict IMAGE|DIR|GLOB...`` or ``--data SOURCE``: top-k classes of images, in
+PyTorch, ONNX Runtime or OpenVINO; over a ``--data`` source's evaluation split also each
+sample's true label, and top-1 / top-5.
 
 Examples::
 
@@ -9,6 +10,8 @@ Examples::
     fastvit predict 'photos/**/*.jpg' --onnx fastvit_t8_256.onnx --json preds.json
     fastvit predict photos/ --openvino fastvit_t8_256.xml --precision bf16
     fastvit predict photos/ --openvino fastvit_t8_256.int8.xml --threads 2 --spin
+    fastvit predict --data /data/my_shards --checkpoint runs/mine/best.safetensors --csv val.csv
+    fastvit predict --data hf:ORG/NAME --onnx mine.onnx --json preds.json
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from fastvit.deploy.predict import (
     predict,
     results_csv,
 )
+from fastvit.deploy.predict_sources import format_summary, predict_source
 from fastvit.errors import ConfigError
 from fastvit.files import atomic_write_text
 from fastvit.pipeline import RANDOM_WEIGHTS
@@ -42,7 +46,11 @@ from fastvit.run.device import cpu_threads, resolve_device
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_image_inputs(parser)
+    add_image_inputs(parser, required=False)
+    parser.add_argument("--data", metavar="SOURCE",
+                        help="instead of images: the evaluation split of an ImageFolder, "
+                        "WebDataset shards, a datasets folder, Parquet files or hf:ORG/NAME "
+                        "(as fastvit evaluate --data), each row with its true label")
     add_model(parser, whole_model=True)
     parser.add_argument("--runtime", choices=RUNTIMES,
                         help="eager PyTorch, ONNX Runtime or OpenVINO (default: onnx with "
@@ -74,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     if args.topk < 1 or args.batch_size < 1:
         raise ConfigError("--topk and --batch-size must be >= 1")
+    if args.images and args.data:
+        raise ConfigError("give images (IMAGE|DIR|GLOB...) or --data SOURCE, not both")
+    if not (args.images or args.data):
+        raise ConfigError("nothing to predict: give images (IMAGE|DIR|GLOB...) or --data SOURCE")
     if args.onnx and args.openvino:
         raise ConfigError("give --onnx FILE or --openvino FILE, not both")
     if args.onnx and args.runtime not in (None, "onnx"):
@@ -86,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
     if args.runtime == "eager" and not (args.model or weights):
         raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "
                           "--model NAME alone for random weights)")
-    files, found = find_images(args.images)  # a missing file fails before any model
+    # a missing file fails before any model
+    files, found = find_images(args.images) if args.images else ([], frozenset())
     with cpu_threads(args.threads), tempfile.TemporaryDirectory(prefix="fastvit-") as scratch:
         predictor = build_predictor(args.model, weights, runtime=args.runtime,
                                     onnx_file=args.onnx, openvino_file=args.openvino,
@@ -98,10 +111,17 @@ def main(args: argparse.Namespace) -> int:
             print("warning: no --checkpoint or --pretrained given: random weights (meaningless "
                   "predictions)",
                   file=sys.stderr)
-        results = predict(files, predictor, topk=args.topk, batch_size=args.batch_size,
-                          skippable=found)
+        summary = None
+        if args.data:
+            results, summary = predict_source(args.data, predictor, topk=args.topk,
+                                              batch_size=args.batch_size)
+        else:
+            results = predict(files, predictor, topk=args.topk, batch_size=args.batch_size,
+                              skippable=found)
     if args.json != "-":
         print(format_results(results))
+    if summary is not None:
+        print(format_summary(summary), file=sys.stderr if args.json == "-" else sys.stdout)
     emit_json(args.json, results)
     if args.csv:
         with writing("--csv", args.csv):

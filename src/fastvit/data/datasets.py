@@ -199,10 +199,12 @@ def split_batch(batch: Any) -> tuple[torch.Tensor | None, torch.Tensor | None, t
 
 
 
-def read_sample(name: str, read: Callable[[], Any], label: int, transform: Callable | None,
-                bad_images: str, what: str) -> tuple[Any, int] | BadSample:
+def read_sample(name: str | Callable[[], str], read: Callable[[], Any], label: int,
+                transform: Callable | None, bad_images: str, what: str
+                ) -> tuple[Any, int] | BadSample:
     """``(transform(read()), label)``, or, for an image that cannot be read, a
-    :class:`BadSample` (``bad_images="skip"``) or one :class:`DataError` naming it.
+    :class:`BadSample` (``bad_images="skip"``) or one :class:`DataError` naming it
+    (``name``, or a call that builds it: only a bad sample needs its name).
 
     Every source (folders, shards, datasets) reads through here, so a broken image is
     handled the same way wherever it comes from; no warning is printed here: the main
@@ -212,6 +214,7 @@ def read_sample(name: str, read: Callable[[], Any], label: int, transform: Calla
         image = read()
     except (OSError, RuntimeError, ValueError, Image.DecompressionBombError) as err:
         reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        name = name if isinstance(name, str) else name()
         if bad_images == "error":
             raise DataError(f"unreadable image {name} ({reason}); use bad_images='skip' "
                             f"(--bad-images skip) to skip such {what}") from None
@@ -219,6 +222,7 @@ def read_sample(name: str, read: Callable[[], Any], label: int, transform: Calla
     if transform is not None:
         image = transform(image)
     return image, label
+
 
 class ImageFolderDataset(DatasetFolder):
     """``<root>/<class>/<image>`` -> ``(transform(uint8 RGB tensor), class index)``.

@@ -11,6 +11,7 @@ the cache).
 
 from __future__ import annotations
 
+import functools
 import glob
 from collections.abc import Callable
 from pathlib import Path
@@ -131,7 +132,11 @@ def image_and_label_columns(features: Any, value: str) -> tuple[str, str, list[s
 
 class HFImageDataset(Dataset):
     """A ``datasets.Dataset`` split as ``(transform(uint8 RGB), label)`` items; unreadable
-    images become :class:`BadSample` markers named ``SOURCE[split]#row``."""
+    images become :class:`BadSample` markers named ``SOURCE[split]#row``.
+
+    The DataLoader fetches a batch through :meth:`__getitems__`: one Arrow read of the
+    image column for all its rows (a row read costs more than decoding a small image);
+    the labels are the label column, read once."""
 
     def __init__(self, table: Any, *, name: str, transform: Callable | None = None,
                  bad_images: str = "skip") -> None:
@@ -143,6 +148,7 @@ class HFImageDataset(Dataset):
         if isinstance(table.features[self.image_column], datasets.Image):
             table = table.cast_column(self.image_column, datasets.Image(decode=False))
         self.table, self.name = table, name
+        self.images = table.select_columns([self.image_column])
         self.transform, self.bad_images = transform, bad_images
         self._targets: list[int] | None = None
 
@@ -156,23 +162,46 @@ class HFImageDataset(Dataset):
             self._targets = [int(t) for t in self.table[self.label_column]]
         return self._targets
 
+    def row_name(self, index: int) -> str:
+        """``SOURCE[split]#ROW``: how row ``index`` is listed in ``skipped_images.txt``."""
+        return f"{self.name}#{index}"
+
     def encoded(self, index: int) -> tuple[bytes, str, int]:
         """``(image bytes, file suffix, label)`` of row ``index`` (nothing decoded)."""
-        row = self.table[index]
-        cell, label = row[self.image_column], int(row[self.label_column])
-        if isinstance(cell, dict):
-            data, path = cell.get("bytes"), cell.get("path")
-            if data is None and path:
-                data = Path(path).read_bytes()
-            suffix = Path(path).suffix.lstrip(".").lower() if path else ""
-        else:
-            data, suffix = cell, ""
-        return data or b"", suffix or _sniff(data or b""), label
+        data, suffix = _cell_bytes(self.images[index][self.image_column])
+        return data, suffix, self.targets[index]
 
     def __getitem__(self, index: int) -> tuple[Any, int] | BadSample:
-        label = int(self.table[index][self.label_column])
-        return read_sample(f"{self.name}#{index}", lambda: decode_bytes(self.encoded(index)[0]),
-                           label, self.transform, self.bad_images, "rows")
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int] | BadSample]:
+        """The items of ``indices`` (the DataLoader's batched fetch)."""
+        return [reader() for reader in self.readers(indices)]
+
+    def readers(self, indices: list[int]) -> list[Callable[[], tuple[Any, int] | BadSample]]:
+        """One call per row that decodes and transforms it, its bytes read for all rows at
+        once (the RNGs of a row's augmentation can be set around its call)."""
+        cells = self.images[list(indices)][self.image_column] if len(indices) else []
+        targets = self.targets
+        return [functools.partial(self._read, index, cell, targets[index])
+                for index, cell in zip(indices, cells, strict=True)]
+
+    def _read(self, index: int, cell: Any, label: int) -> tuple[Any, int] | BadSample:
+        return read_sample(functools.partial(self.row_name, index),
+                           lambda: decode_bytes(_cell_bytes(cell)[0]), label, self.transform,
+                           self.bad_images, "rows")
+
+
+def _cell_bytes(cell: Any) -> tuple[bytes, str]:
+    """``(encoded bytes, file suffix)`` of an image cell (``{"bytes", "path"}`` or bytes)."""
+    if isinstance(cell, dict):
+        data, path = cell.get("bytes"), cell.get("path")
+        if data is None and path:
+            data = Path(path).read_bytes()
+        suffix = Path(path).suffix.lstrip(".").lower() if path else ""
+    else:
+        data, suffix = cell, ""
+    return data or b"", suffix or _sniff(data or b"")
 
 
 def _sniff(data: bytes) -> str:

@@ -1,8 +1,9 @@
 """WebDataset shards: ``train-*.tar`` / ``val-*.tar`` of ``KEY.jpg`` + ``KEY.cls`` samples.
 
 Millions of small files are the usual bottleneck of a shared filesystem; a shard
-is one file read front to back. The tars are read with ``webdataset``'s tar
-iterators (local paths, or any ``fsspec`` URL when fsspec is installed);
+is one file read front to back. The tars are read (local paths, or any ``fsspec``
+URL when fsspec is installed) with a lean header parser that groups members into
+samples as ``webdataset`` does (:mod:`fastvit.data.tar_samples`);
 :mod:`fastvit.data.shard_writer` (``fastvit shards``) writes them with
 ``shards.json`` beside them: the class names and the sample count of every shard.
 
@@ -20,9 +21,9 @@ is seen twice and none of the planned ones is skipped, whatever the stop point.
 
 from __future__ import annotations
 
+import functools
 import os
 import random
-import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -40,8 +41,8 @@ from fastvit.data.shard_index import (
     read_class_names,
     read_index,
 )
+from fastvit.data.tar_samples import tar_samples
 from fastvit.errors import DataError
-from fastvit.extras import require
 
 DEFAULT_SHUFFLE_BUFFER = 1000
 
@@ -76,26 +77,23 @@ class ShardSplit:
 
 
 def iterate_shard(url: str) -> Iterator[dict[str, Any]]:
-    """Samples ``{"__key__", "jpg"|"png"|..., "cls", ...}`` of one shard, in file order.
+    """Samples ``{"__key__", "__url__", "jpg"|"png"|..., "cls", ...}`` of one shard, in file
+    order (:func:`fastvit.data.tar_samples.tar_samples`).
 
     A tar that ends early or is not a tar raises one :class:`DataError` naming it.
     """
-    tariterators = require("webdataset.tariterators", "WebDataset shards", extra="data")
     try:
         stream = open_url(url)
     except OSError as err:
         raise DataError(f"cannot open shard {url}: {err}") from None
     with stream:
         try:
-            files = ({**item, "__url__": url}
-                     for item in tariterators.tar_file_iterator(stream))
-            yield from tariterators.group_by_keys(files)
-        except (tarfile.TarError, EOFError, OSError, ValueError) as err:
-            text = str(err.args[0] if err.args else err).split(" @ ")[0]
-            raise DataError(f"truncated or corrupt shard {url} ({text}); rewrite it "
+            yield from tar_samples(stream, url)
+        except (EOFError, OSError, ValueError) as err:
+            raise DataError(f"truncated or corrupt shard {url} ({err}); rewrite it "
                             f"(fastvit shards) or remove it") from None
         if not is_remote(url) and not _has_end_marker(stream):
-            # tarfile ends a stream quietly at a cut header: the end-of-archive blocks tell
+            # a stream cut at a member boundary reads as a shorter tar: the end blocks tell
             raise DataError(f"truncated or corrupt shard {url} (no end-of-archive marker: "
                             f"the file was cut); rewrite it (fastvit shards) or remove it")
 
@@ -249,11 +247,19 @@ class ShardDataset(IterableDataset):
 
     def items_at(self, positions: set[int]) -> Iterator[Any]:
         """The samples at ``positions`` of the split's in-order pass (others not decoded)."""
-        plans, _ = stream_plan(self.split, rank=0, world_size=1, streams=1, batch_size=None,
-                               seed=0, epoch=0, shuffle=False)
-        for position, record in enumerate(self._records(plans[0])):
+        for position, record in enumerate(self._in_order()):
             if position in positions:
                 yield self._decode_one(record)
+
+    def named_items(self) -> Iterator[tuple[str, Any]]:
+        """``(SHARD.tar:KEY.EXT, sample)`` of the split's in-order pass (``fastvit predict``)."""
+        for record in self._in_order():
+            yield sample_name(record[1]), self._decode_one(record)
+
+    def _in_order(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        plans, _ = stream_plan(self.split, rank=0, world_size=1, streams=1, batch_size=None,
+                               seed=0, epoch=0, shuffle=False)
+        return self._records(plans[0])
 
     def _records(self, segments: Sequence[Segment]) -> Iterator[tuple[int, dict[str, Any]]]:
         offsets = self.split.offsets()
@@ -297,31 +303,40 @@ def shuffled(items: Iterator[Any], size: int, rng: random.Random) -> Iterator[An
     yield from buffer
 
 
-def sample_name(sample: dict[str, Any], suffix: str | None = None) -> str:
+def image_suffix(sample: dict[str, Any]) -> str | None:
+    """The member of a shard sample that holds its image (None: no image member)."""
+    return next((s for s in IMAGE_SUFFIXES if s in sample), None)
+
+
+def sample_name(sample: dict[str, Any]) -> str:
     """``SHARD:KEY.EXT``, how an unreadable sample is listed in ``skipped_images.txt``."""
+    suffix = image_suffix(sample)
     return f"{sample.get('__url__', '?')}:{sample.get('__key__', '?')}" + (
         f".{suffix}" if suffix else "")
 
 
 def decode_sample(sample: dict[str, Any], transform: Callable | None, bad_images: str,
                   num_classes: int) -> tuple[Any, int] | BadSample:
-    """``(transform(image), label)`` of a shard sample, or a :class:`BadSample`."""
-    suffix = next((s for s in IMAGE_SUFFIXES if s in sample), None)
-    name = sample_name(sample, suffix)
-    if "cls" not in sample:
-        raise DataError(f"shard sample {name} has no .cls label")
+    """``(transform(image), label)`` of a shard sample, or a :class:`BadSample` (its name
+    is built only then)."""
+    suffix = image_suffix(sample)
     try:
         label = int(sample["cls"])
+    except KeyError:
+        raise DataError(f"shard sample {sample_name(sample)} has no .cls label") from None
     except ValueError:
-        raise DataError(f"shard sample {name}: .cls is not an integer") from None
+        raise DataError(f"shard sample {sample_name(sample)}: .cls is not an integer") from None
     if not 0 <= label < num_classes:
-        raise DataError(f"shard sample {name}: label {label} outside 0..{num_classes - 1}")
+        raise DataError(f"shard sample {sample_name(sample)}: label {label} outside "
+                        f"0..{num_classes - 1}")
+
     def read() -> Any:
         if suffix is None:
             raise ValueError(f"no image member (one of {', '.join(IMAGE_SUFFIXES)})")
         return decode_bytes(sample[suffix])
 
-    return read_sample(name, read, label, transform, bad_images, "samples")
+    return read_sample(functools.partial(sample_name, sample), read, label, transform,
+                       bad_images, "samples")
 
 
 def open_shards(value: str, split: str, *, transform: Callable | None, bad_images: str,

@@ -18,7 +18,7 @@ data, and single splits for ``evaluate`` and int8 calibration.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -145,6 +145,59 @@ class DataSource:
                 raise DataError(f"{self.value} has no validation/val/test split")
             return found
         raise DataError(f"{self.describe()} has no {split} split to open here")
+
+    def eval_split(self, transform: Callable | None, *, split: str = "val",
+                   bad_images: str = "skip", held_out: tuple[float, int] | None = None
+                   ) -> tuple[Dataset, list[str]]:
+        """What ``evaluate`` and ``predict`` score, and its class names: ``split``; for
+        ``val`` of a folder or datasets without a val split, the part of train a training run
+        held out (``held_out``: its ``(val_fraction, seed)``), else the whole train split."""
+        if split == "val" and self.kind in (FOLDER, HF) and not self.has_val():
+            train = self.open_split("train", transform, bad_images=bad_images)
+            if held_out is None:
+                return train, list(train.classes)
+            return hold_out(train, *held_out, transform)[1], list(train.classes)
+        dataset = self.open_split(split, transform, bad_images=bad_images)
+        return dataset, list(dataset.classes)
+
+    def describe_eval(self, split: str = "val", held_out: tuple[float, int] | None = None
+                      ) -> str:
+        """Which samples :meth:`eval_split` gives, in words."""
+        if split == "val" and self.kind in (FOLDER, HF) and not self.has_val():
+            if held_out is not None:
+                return self.describe_val(*held_out)
+            return f"the whole train split of {self.value} (it has no val split)"
+        return f"the {split} split of {self.describe()}"
+
+
+def named_samples(dataset: Any) -> Iterator[tuple[str, Any]]:
+    """``(name, (image, label) or BadSample)`` of every sample of an evaluation split, in
+    order, named as ``skipped_images.txt`` names them (a file's path, ``SHARD.tar:KEY.EXT``,
+    ``SOURCE[split]#ROW``)."""
+    from fastvit.data.shards import ShardDataset
+
+    if isinstance(dataset, ShardDataset):
+        yield from dataset.named_items()
+        return
+    names = sample_names(dataset)
+    fetch = getattr(dataset, "__getitems__", None)
+    step = 64
+    for start in range(0, len(names), step):
+        indices = list(range(start, min(start + step, len(names))))
+        items = fetch(indices) if fetch is not None else [dataset[i] for i in indices]
+        yield from zip(names[start:start + step], items, strict=True)
+
+
+def sample_names(dataset: Any) -> list[str]:
+    """The names of a map-style split's samples (a folder's paths, a datasets split's rows)."""
+    from fastvit.data.hf_datasets import HFImageDataset
+
+    if isinstance(dataset, Subset):
+        inner = sample_names(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if isinstance(dataset, HFImageDataset):
+        return [dataset.row_name(i) for i in range(len(dataset))]
+    return [path for path, _ in dataset.samples]
 
 
 def hold_out(train: Any, val_fraction: float, seed: int, eval_transform: Callable | None

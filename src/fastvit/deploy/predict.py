@@ -6,7 +6,8 @@ OpenVINO runs an fp32 IR with an fp32 or bf16 precision hint, or an int8 IR
 (``fastvit export --format openvino --int8``). ONNX Runtime and OpenVINO threads do
 not spin between batches unless ``spin`` (see :mod:`fastvit.deploy.spinning`).
 Inputs are files, folders (searched recursively) and glob patterns
-(:func:`find_images`). Images are preprocessed with the variant's eval
+(:func:`find_images`), or the evaluation split of a ``--data`` source
+(:mod:`fastvit.deploy.predict_sources`). Images are preprocessed with the variant's eval
 transform (or what the ONNX file's metadata asks for, e.g. raw pixels for a
 ``--raw-pixels`` export) and decoded and run one batch at a time. A named file
 that cannot be read is an error naming it (nothing is printed or written);
@@ -19,8 +20,9 @@ import csv
 import functools
 import glob
 import io
+import itertools
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +47,9 @@ class Predictor:
     class_names: list[str] | None
     max_batch: int | None = None  # a static-batch ONNX file takes exactly this many
     source: str = ""  # where the weights came from (a path, or "random weights")
+    #: ``(val_fraction, seed)`` the weights' training held out of a train split (their
+    #: metadata): what ``predict --data`` scores of data without a val split
+    held_out: tuple[float, int] | None = None
 
     def label(self, index: int) -> str:
         if self.class_names is not None and index < len(self.class_names):
@@ -196,27 +201,35 @@ def predict(paths: Sequence[str | Path], predictor: Predictor, *, topk: int = 5,
 
     skip = {str(p) for p in skippable}
     bad = BadImageLog()
-    step = predictor.max_batch or batch_size
-    results: list[dict] = []
-    for start in range(0, len(paths), step):
-        chunk = [str(p) for p in paths[start:start + step]]
-        rows: list[dict] = [{"image": p, "predictions": []} for p in chunk]
-        images, kept = [], []
-        for offset, path in enumerate(chunk):
+
+    def entries() -> Iterator[tuple[dict, torch.Tensor | None]]:
+        for i, path in enumerate(map(str, paths)):
             try:
-                image = decoded[start + offset] if decoded is not None else read_image(path)
+                image = decoded[i] if decoded is not None else read_image(path)
             except DataError as err:
                 if path not in skip:
                     raise
                 reason = str(err).split(": ", 1)[-1]
                 bad.add([UnreadableImage(path, reason)])
-                rows[offset]["error"] = reason
+                yield {"image": path, "predictions": [], "error": reason}, None
                 continue
-            images.append(predictor.transform(image))
-            kept.append(offset)
-        if images:
-            _classify(torch.stack(images), predictor, topk, [rows[i] for i in kept])
-        results += rows
+            yield {"image": path, "predictions": []}, predictor.transform(image)
+    return classify_rows(entries(), predictor, topk=topk, batch_size=batch_size)
+
+
+def classify_rows(entries: Iterable[tuple[dict, torch.Tensor | None]], predictor: Predictor,
+                  *, topk: int, batch_size: int) -> list[dict]:
+    """The rows of ``entries`` (a row and its preprocessed image, or None for a skipped
+    one), their ``predictions`` filled ``batch_size`` images at a time."""
+    step = predictor.max_batch or batch_size
+    results: list[dict] = []
+    entries = iter(entries)
+    while chunk := list(itertools.islice(entries, step)):
+        kept = [(row, image) for row, image in chunk if image is not None]
+        if kept:
+            _classify(torch.stack([image for _, image in kept]), predictor, topk,
+                      [row for row, _ in kept])
+        results += [row for row, _ in chunk]
     return results
 
 
@@ -233,6 +246,8 @@ def format_results(results: list[dict]) -> str:
     lines = []
     for item in results:
         lines.append(item["image"])
+        if item.get("label"):
+            lines.append(f"  label: {item['label']}")
         if "error" in item:
             lines.append(f"  skipped: {item['error']}")
         for p in item["predictions"]:
@@ -242,14 +257,17 @@ def format_results(results: list[dict]) -> str:
 
 
 def results_csv(results: list[dict], topk: int) -> str:
-    """One row per image: ``image``, then ``label_k``, ``index_k``, ``probability_k`` for
-    ranks 1..topk, then ``error`` (empty unless the file was skipped)."""
+    """One row per image: ``image`` (and ``label``, the true class, for ``--data``), then
+    ``label_k``, ``index_k``, ``probability_k`` for ranks 1..topk, then ``error`` (empty
+    unless the file was skipped)."""
+    labelled = any("label" in item for item in results)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["image", *(f"{col}_{k}" for k in range(1, topk + 1)
-                                for col in ("label", "index", "probability")), "error"])
+    writer.writerow(["image", *(["label"] if labelled else []),
+                     *(f"{col}_{k}" for k in range(1, topk + 1)
+                       for col in ("label", "index", "probability")), "error"])
     for item in results:
-        cells: list[object] = [item["image"]]
+        cells: list[object] = [item["image"], *([item.get("label", "")] if labelled else [])]
         for k in range(topk):
             if k < len(item["predictions"]):
                 p = item["predictions"][k]
@@ -306,10 +324,14 @@ def build_predictor(variant: str | None = None, checkpoint: str | Path | None = 
         return files[runtime](given, model_name=variant, image_size=image_size,
                               class_names=_checkpoint_names(variant, checkpoint),
                               threads=threads, spin=spin)
+    from fastvit.checkpoints import val_split_from_metadata
+
     loaded = load_model(variant, checkpoint, ema=ema)
     size = image_size or loaded.image_size
     if runtime == "eager":
-        return eager_predictor(loaded, size, device)
+        predictor = eager_predictor(loaded, size, device)
+        predictor.held_out = val_split_from_metadata(loaded.metadata)
+        return predictor
     if workdir is None:
         raise ConfigError(f"exporting for --runtime {runtime} needs a working folder")
     from fastvit.deploy.export import export_model
@@ -320,4 +342,5 @@ def build_predictor(variant: str | None = None, checkpoint: str | Path | None = 
     predictor = files[runtime](result.path, model_name=loaded.variant, image_size=size,
                                class_names=loaded.labels, threads=threads, spin=spin)
     predictor.source = loaded.source
+    predictor.held_out = val_split_from_metadata(loaded.metadata)
     return predictor

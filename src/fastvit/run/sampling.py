@@ -20,7 +20,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, Subset
 
 from fastvit.data import collate_skip_bad
 from fastvit.data.loaders import SignalSafeLoader
@@ -41,6 +41,31 @@ class SeededDataset(Dataset):
         index, seed = key
         with isolated_rng(seed):
             return self.dataset[index]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[Any]:
+        """A batch (the DataLoader's batched fetch): a dataset with ``readers`` (a datasets
+        split) reads the bytes of all its rows at once; each sample still decodes under
+        its own seeds."""
+        readers = batch_readers(self.dataset)
+        if readers is None:
+            return [self[key] for key in keys]
+        out = []
+        for read, (_, seed) in zip(readers([index for index, _ in keys]), keys, strict=True):
+            with isolated_rng(seed):
+                out.append(read())
+        return out
+
+
+def batch_readers(dataset: Dataset) -> Callable[[list[int]], list[Callable[[], Any]]] | None:
+    """``dataset.readers`` (one decode call per index, the data read at once), through
+    ``Subset``s (a held-out split); None when the dataset has none."""
+    if isinstance(dataset, Subset):
+        inner = batch_readers(dataset.dataset)
+        if inner is None:
+            return None
+        indices = dataset.indices
+        return lambda batch: inner([indices[i] for i in batch])
+    return getattr(dataset, "readers", None)
 
 
 class ResumableEpochSampler(Sampler[tuple[int, int]]):

@@ -2,7 +2,8 @@
 
     python benchmarks/data_sources.py --out runs/data_sources [--train-per-class 640]
         [--val-per-class 160] [--workers 2] [--rounds 3] [--epochs 6] [--image-size 64]
-        [--shard-size 500] [--seeds 1] [--no-train] [--no-loader]
+        [--shard-size 500] [--seeds 1] [--sources imagefolder shards datasets]
+        [--no-train] [--no-loader]
 
 Builds the digit ImageFolder of ``benchmarks/small_folder.py``, writes it as shards
 (``fastvit shards``) and as a ``save_to_disk`` folder, then per source:
@@ -136,6 +137,9 @@ def loader_numbers(sources: dict[str, Path], args: argparse.Namespace) -> dict[s
     return out
 
 
+SOURCES = ("imagefolder", "shards", "datasets")
+
+
 def top1_numbers(sources: dict[str, Path], args: argparse.Namespace, result: dict) -> None:
     """Every source trained with seeds 0..seeds-1: mean and std of the best top-1 per
     source, and each source's difference of means to the ImageFolder."""
@@ -147,12 +151,14 @@ def top1_numbers(sources: dict[str, Path], args: argparse.Namespace, result: dic
             row.setdefault("top1_per_seed", []).append(top1)
             row.setdefault("train_s_per_seed", []).append(round(seconds))
             _write(args.out, result)
-    base = statistics.mean(result["sources"]["imagefolder"]["top1_per_seed"])
+    folder = result["sources"].get("imagefolder", {}).get("top1_per_seed")
     for row in result["sources"].values():
         runs = row["top1_per_seed"]
         row["top1_mean"] = round(statistics.mean(runs), 2)
         row["top1_std"] = round(statistics.stdev(runs), 2) if len(runs) > 1 else None
-        row["top1_mean_minus_imagefolder"] = round(statistics.mean(runs) - base, 2)
+        if folder:
+            row["top1_mean_minus_imagefolder"] = round(statistics.mean(runs)
+                                                       - statistics.mean(folder), 2)
 
 
 def main() -> None:
@@ -167,6 +173,8 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=500)
     parser.add_argument("--seeds", type=int, default=1,
                         help="training runs per source (seeds 0..N-1): mean and std of top-1")
+    parser.add_argument("--sources", nargs="+", choices=SOURCES, default=list(SOURCES),
+                        help="which of the three to measure (default: all)")
     parser.add_argument("--no-train", action="store_true", help="loader numbers only")
     parser.add_argument("--no-loader", action="store_true",
                         help="top-1 only (no timing: needs no quiet machine)")
@@ -180,8 +188,9 @@ def main() -> None:
     folder = build_digit_folder(data_root / "folder", args.train_per_class, args.val_per_class)
     write_shards(folder, data_root / "shards", shard_size=args.shard_size, progress=False)
     write_datasets_folder(folder, data_root / "datasets")
-    sources = {"imagefolder": folder, "shards": data_root / "shards",
-               "datasets": data_root / "datasets"}
+    every = {"imagefolder": folder, "shards": data_root / "shards",
+             "datasets": data_root / "datasets"}
+    sources = {name: path for name, path in every.items() if name in args.sources}
     result: dict = {"cpu": cpu_name(), "isa": _isa(), "workers": args.workers,
                     "image_size": args.image_size, "train_images": 10 * args.train_per_class,
                     "sources": {name: {} for name in sources}}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fastvit.data.datasets import BadSample
@@ -105,6 +107,51 @@ def test_the_hub_offline_is_one_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(tmp_path / "cache"))
     with pytest.raises(DataError, match=r"cannot load hf:nobody/nothing .*HF_HUB_OFFLINE=1"):
         resolve_source("hf:nobody/nothing").build(train_transform=None, eval_transform=None)
+
+
+def _cache_as_a_hub_load_would(cache: Path, repo_id: str, splits: dict) -> None:
+    """Leave in the datasets cache what ``load_dataset(repo_id)`` leaves after an online load:
+    ``NAMESPACE___NAME/default/0.0.0/HASH/NAME-SPLIT.arrow`` and its ``dataset_info.json``
+    (prepared here by the Parquet builder from local files, then named as the Hub's)."""
+    import shutil
+
+    from datasets.packaged_modules.parquet.parquet import Parquet
+
+    namespace, name = repo_id.split("/")
+    files = {}
+    for split, table in splits.items():
+        files[split] = str(cache.parent / f"{split}.parquet")
+        table.to_parquet(files[split])
+    builder = Parquet(cache_dir=str(cache), dataset_name=f"{namespace}___{name}",
+                      config_name="default", data_files=files, hash="0" * 16,
+                      features=next(iter(splits.values())).features)
+    builder.download_and_prepare()
+    root = cache / f"{namespace}___{name}"
+    (prepared,) = root.glob("default-*")  # a local build's config id carries its files' hash
+    shutil.move(prepared, root / "default")
+    for arrow in root.glob(f"default/*/*/{namespace}___{name}-*.arrow"):
+        arrow.rename(arrow.with_name(arrow.name.replace(f"{namespace}___{name}-", f"{name}-")))
+
+
+def test_a_hub_dataset_loads_offline_from_the_cache(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _cache_as_a_hub_load_would(cache, "someorg/colours",
+                               {"train": _split(6, 0), "validation": _split(4, 100)})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", str(cache))
+    source = resolve_source("hf:someorg/colours")
+    assert source.kind == HF
+    train, val, classes = source.build(train_transform=None, eval_transform=None)
+    assert (len(train), len(val), classes) == (6, 4, NAMES)
+    image, label = val[1]
+    assert image.shape == (3, 8, 8) and label == 1
+    assert torch.equal(image, torch.from_numpy(
+        np.array(Image.open(io.BytesIO(_png(101))))).permute(2, 0, 1))
 
 
 def test_a_dataset_without_a_class_label_says_so(tmp_path):

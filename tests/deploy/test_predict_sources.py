@@ -126,10 +126,12 @@ def test_onnx_runtime_over_shards_agrees_with_eager(sources, capsys):
     ([], "nothing to predict: give images"),
     (["--data", "{folder}", "--model", "fastvit_t8", "--image-size", "32"],
      "the classes of ImageFolder"),
+    (["--data", "{folder}/nowhere"], "--data {folder}/nowhere: no such folder"),
 ])
 def test_images_or_data_one_clear_error(sources, capsys, argv, message):
     fill = {"{image}": str(val_files(sources["folder"])[0]), "{folder}": str(sources["folder"])}
-    argv = [fill.get(a, a) for a in argv]
+    argv = [fill.get(a, a).replace("{folder}", fill["{folder}"]) for a in argv]
+    message = message.replace("{folder}", fill["{folder}"])
     if "--model" not in argv:
         argv += ["--checkpoint", str(digits_assets().checkpoint)]
     assert cli(["predict", *argv]) == 2

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+from pathlib import Path
 
 from fastvit.cli.arguments import (
     add_compute,
@@ -29,6 +30,7 @@ from fastvit.cli.arguments import (
     weights_source,
     writing,
 )
+from fastvit.data.sources import FOLDER, resolve_source
 from fastvit.deploy.openvino_export import PRECISIONS
 from fastvit.deploy.predict import (
     RUNTIMES,
@@ -39,7 +41,7 @@ from fastvit.deploy.predict import (
     results_csv,
 )
 from fastvit.deploy.predict_sources import format_summary, predict_source
-from fastvit.errors import ConfigError
+from fastvit.errors import ConfigError, DataError
 from fastvit.files import atomic_write_text
 from fastvit.pipeline import RANDOM_WEIGHTS
 from fastvit.run.device import cpu_threads, resolve_device
@@ -98,8 +100,11 @@ def main(args: argparse.Namespace) -> int:
     if args.runtime == "eager" and not (args.model or weights):
         raise ConfigError("give --checkpoint PATH or --model NAME --pretrained in1k (or "
                           "--model NAME alone for random weights)")
-    # a missing file fails before any model
+    # a missing file or data folder fails before any model
     files, found = find_images(args.images) if args.images else ([], frozenset())
+    if args.data and resolve_source(args.data).kind == FOLDER and not Path(args.data).is_dir():
+        raise DataError(f"--data {args.data}: no such folder (nor shards, a datasets folder, "
+                        f"Parquet files or hf:ORG/NAME)")
     with cpu_threads(args.threads), tempfile.TemporaryDirectory(prefix="fastvit-") as scratch:
         predictor = build_predictor(args.model, weights, runtime=args.runtime,
                                     onnx_file=args.onnx, openvino_file=args.openvino,

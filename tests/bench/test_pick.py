@@ -60,6 +60,22 @@ def test_judge_exactness_and_the_one_point_rule() -> None:
     assert row["top1_points_vs_eager"] == pytest.approx(-2.0) and not row["within_1_point"]
 
 
+def test_one_image_of_a_hundred_is_exactly_one_point() -> None:
+    """Measured: an int8 file right on one image more than eager (of 100) scored
+    1.0000000000000009 points as a difference of two means, and was not "within 1 point"."""
+    rng = np.random.default_rng(1)
+    reference = rng.standard_normal((100, 10)).astype(np.float32)
+    labels = list(reference.argmax(axis=1))
+    wrong = [7, 14, 21, 28, 35, 42, 49, 56, 63, 70, 77, 84, 91, 98, 3, 11, 19, 27]
+    for i in wrong:  # eager misses 18 images
+        labels[i] = (labels[i] + 1) % 10
+    got = reference.copy()
+    got[wrong[0]] = 0
+    got[wrong[0], labels[wrong[0]]] = 1  # int8 gets one of them right
+    row = judge(reference, got, labels)
+    assert row["top1_points_vs_eager"] == 1.0 and row["within_1_point"]
+
+
 def test_cpu_features_are_reported() -> None:
     summary = isa_summary({"avx512f": True, "avx512_vnni": True, "amx_int8": False})
     assert summary == "AVX-512, AVX-512 VNNI (int8 dot products); no AMX"

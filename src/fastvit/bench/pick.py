@@ -100,7 +100,10 @@ def judge(reference: np.ndarray, got: np.ndarray, labels: list[int] | None) -> d
     if labels is not None:
         y = np.asarray(labels)
         row["top1"] = float((top1 == y).mean())
-        row["top1_points_vs_eager"] = 100 * (row["top1"] - float((top1_ref == y).mean()))
+        # from counts: 1 image of 100 is exactly 1.0 point (a difference of two means
+        # rounds to 1.0000000000000009 and fails the <= 1 point rule)
+        gained = int((top1 == y).sum()) - int((top1_ref == y).sum())
+        row["top1_points_vs_eager"] = 100 * gained / len(y)
         row["within_1_point"] = abs(row["top1_points_vs_eager"]) <= MAX_POINTS
     else:
         row["within_1_point"] = row["top1_agreement"] >= MIN_AGREEMENT

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastvit.extras import MissingExtraError, require
+from fastvit.run.recipes import flatten
 
 _log = logging.getLogger(__name__)
 METRICS_NAME = "metrics.jsonl"
@@ -60,7 +61,7 @@ class MetricsLogger:
             fh.flush()
         if self._tb is not None:
             step = record.get("step", 0)
-            for key, value in _flatten(record).items():
+            for key, value in flatten(record, sep="/").items():
                 if key not in ("step", "epoch", "kind") and isinstance(value, (int, float)):
                     self._tb.add_scalar(f"{record.get('kind', 'misc')}/{key}", value, step)
         if self.trackers is not None:
@@ -78,16 +79,6 @@ class MetricsLogger:
         if self.trackers is not None:
             self.trackers.finish(artifacts, status)
             self.trackers = None
-
-
-def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in record.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:

@@ -300,11 +300,12 @@ def apply_overrides(recipe: R, overrides: Iterable[str]) -> R:
     return recipe
 
 
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """A nested mapping as ``{"data.batch_size": 128, ...}`` (keys joined with ``sep``)."""
     out: dict[str, Any] = {}
     for key, value in d.items():
         if isinstance(value, Mapping):
-            out.update(flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}{sep}", sep))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -29,6 +29,7 @@ from typing import Any
 
 from fastvit.errors import ConfigError
 from fastvit.extras import require
+from fastvit.run.recipes import flatten
 
 LOG_TARGETS = ("tensorboard", "mlflow", "wandb")
 TRACKING_NAME = "tracking.json"
@@ -49,16 +50,10 @@ def parse_log_to(text: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
-def flat_params(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
-    """A nested recipe as ``{"data.batch_size": "128", ...}``."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(flat_params(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value) if isinstance(value, list | tuple) \
-                else str(value)
-    return out
+def flat_params(config: dict[str, Any]) -> dict[str, str]:
+    """A nested recipe as ``{"data.batch_size": "128", ...}`` (lists as JSON)."""
+    return {key: json.dumps(value) if isinstance(value, list | tuple) else str(value)
+            for key, value in flatten(config).items()}
 
 
 def flat_metrics(record: dict[str, Any]) -> dict[str, float]:

@@ -152,7 +152,7 @@ class DataSource:
         """What ``evaluate`` and ``predict`` score, and its class names: ``split``; for
         ``val`` of a folder or datasets without a val split, the part of train a training run
         held out (``held_out``: its ``(val_fraction, seed)``), else the whole train split."""
-        if split == "val" and self.kind in (FOLDER, HF) and not self.has_val():
+        if self._val_from_train(split):
             train = self.open_split("train", transform, bad_images=bad_images)
             if held_out is None:
                 return train, list(train.classes)
@@ -160,10 +160,15 @@ class DataSource:
         dataset = self.open_split(split, transform, bad_images=bad_images)
         return dataset, list(dataset.classes)
 
+    def _val_from_train(self, split: str) -> bool:
+        """A val split asked of a folder or datasets source that has none (it comes out of
+        train)."""
+        return split == "val" and self.kind in (FOLDER, HF) and not self.has_val()
+
     def describe_eval(self, split: str = "val", held_out: tuple[float, int] | None = None
                       ) -> str:
         """Which samples :meth:`eval_split` gives, in words."""
-        if split == "val" and self.kind in (FOLDER, HF) and not self.has_val():
+        if self._val_from_train(split):
             if held_out is not None:
                 return self.describe_val(*held_out)
             return f"the whole train split of {self.value} (it has no val split)"

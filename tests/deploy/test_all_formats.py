@@ -3,17 +3,22 @@ the variant table in the formats where a variant can fail on its own.
 
 One fastvit_t8 (BN statistics and layer scales randomized before fusing, so folding
 errors show) is exported once per format at 64x64 with a dynamic batch, and the
-round-trip tests below share those files. The slow test takes each variant at one block
-per stage: its widths, MLP ratio, mixers, positional encodings and head, the layers an
-exporter meets one by one (depth repeats them, it adds none: there fastvit_sa24 and
-fastvit_sa36 are fastvit_sa12). The first of each distinct set of layer kinds (the same
-modules, whatever their widths: fastvit_sa12's attention, the MobileCLIP towers'
-squeeze-excite downsampling, fastvit_mci3's LayerNorm and fifth stage) is converted to every
-format: Core ML, ONNX, TorchScript (a fresh trace), OpenVINO, ExecuTorch and torch.export
-(``.pt2``). A structure that differs from one of those only in its numbers (widths, MLP
-ratio, heads) is exported to ONNX, TorchScript and OpenVINO, each checked numerically (so
-every variant is verified in OpenVINO); Core ML (no numerical check off macOS) and the
-two slow lowerings meet no new layer in it.
+round-trip tests below share those files: ONNX, TorchScript, torch.export (``.pt2``) and
+OpenVINO at full depth, ExecuTorch at one block per stage (its lowering is the slow one,
+and the full-depth fastvit_t8 is lowered already: the fp32 ``.pte`` of the int8 fixture
+in tests/deploy/test_executorch.py, the digits weights at 32x32 and a fixed batch,
+verified <= 1e-4). The slow test takes each variant at one block per stage: its widths,
+MLP ratio, mixers, positional encodings and head, the layers an exporter meets one by
+one (depth repeats them, it adds none: there fastvit_sa24 and fastvit_sa36 are
+fastvit_sa12). The first of each distinct set of layer kinds (the same modules, whatever
+their widths: fastvit_sa12's attention, the MobileCLIP towers' squeeze-excite
+downsampling, fastvit_mci3's LayerNorm and fifth stage) is converted to every format:
+Core ML, ONNX, TorchScript (a fresh trace), OpenVINO, ExecuTorch and torch.export
+(fastvit_t8: Core ML here, the others the shared files). A structure that differs from
+one of those only in its numbers (widths, MLP ratio, heads) is exported to ONNX,
+TorchScript and OpenVINO, each checked numerically (so every variant is verified in
+OpenVINO); Core ML (no numerical check off macOS) and the two slow lowerings meet no new
+layer in it.
 Full-depth reparameterization of every variant is checked in eager mode
 (tests/models/test_reparam.py).
 Tolerances: ONNX Runtime, OpenVINO and ExecuTorch <= 1e-4, TorchScript and torch.export <= 1e-5.
@@ -57,6 +62,8 @@ TOLERANCE = {"onnx": 1e-4, "torchscript": 1e-5, "torch-export": 1e-5, "executorc
 #: distinct set of layer kinds
 EVERY_STRUCTURE = ("onnx", "torchscript", "openvino")
 EVERY_LAYER_KIND = ("executorch", "torch-export")
+#: formats the shared fastvit_t8 file is written in at one block per stage
+SHALLOW_T8 = ("executorch",)
 HAS_EXECUTORCH = importlib.util.find_spec("executorch") is not None
 HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_executorch = pytest.mark.skipif(not HAS_EXECUTORCH,
@@ -66,19 +73,22 @@ MISSING = {fmt for fmt, present in (("executorch", HAS_EXECUTORCH),
 
 
 @pytest.fixture(scope="module")
-def t8(tmp_path_factory) -> tuple[torch.nn.Module, dict[str, Path], dict]:
-    """fastvit_t8 exported once to every tensor format (dynamic batch): the model, the
+def t8(tmp_path_factory) -> tuple[dict[str, torch.nn.Module], dict[str, Path], dict]:
+    """fastvit_t8 exported once to every tensor format (dynamic batch): the model each
+    file was made from (full depth, or one block per stage in :data:`SHALLOW_T8`), the
     files and their verification results."""
     folder = tmp_path_factory.mktemp("t8")
-    model = fused_randomized("fastvit_t8", seed=11)
-    files, checks = {}, {}
+    full = fused_randomized("fastvit_t8", seed=11)
+    shallow = one_block_per_stage_fused("fastvit_t8", seed=11)
+    models, files, checks = {}, {}, {}
     for fmt, export in EXPORTERS.items():
         if fmt in MISSING:
             continue
+        models[fmt] = shallow if fmt in SHALLOW_T8 else full
         files[fmt] = folder / f"t8{FORMATS[fmt].suffix}"
-        checks[fmt] = export(model, files[fmt], image_size=SIZE, dynamic_batch=True,
+        checks[fmt] = export(models[fmt], files[fmt], image_size=SIZE, dynamic_batch=True,
                              metadata=META)
-    return model, files, checks
+    return models, files, checks
 
 
 @pytest.mark.slow
@@ -96,8 +106,8 @@ def fresh(batch: int) -> torch.Tensor:
 
 @pytest.mark.slow
 def test_onnx_file_is_portable_and_takes_unseen_batches(t8) -> None:
-    model, files, _ = t8
-    path = files["onnx"]
+    models, files, _ = t8
+    model, path = models["onnx"], files["onnx"]
     onnx.checker.check_model(str(path))
     proto = onnx.load(str(path))
     assert proto.opset_import[0].version == 18
@@ -128,21 +138,21 @@ def test_gelu_is_fused_by_onnx_runtime(t8, tmp_path) -> None:
 
 @pytest.mark.slow
 def test_torchscript_and_pt2_files_reload_for_unseen_batches(t8) -> None:
-    model, files, _ = t8
+    models, files, _ = t8
     with open(files["torch-export"], "rb") as fh:
         program = torch.export.load(fh).module()
     scripted = torch.jit.load(str(files["torchscript"]))
     x = fresh(3)
     with torch.no_grad():
-        expected = model(x)
-        assert (program(x) - expected).abs().max() <= 1e-5
-        assert (scripted(x) - expected).abs().max() <= 1e-5
+        assert (program(x) - models["torch-export"](x)).abs().max() <= 1e-5
+        assert (scripted(x) - models["torchscript"](x)).abs().max() <= 1e-5
 
 
 @needs_executorch
 @pytest.mark.slow
 def test_pte_file_takes_batches_it_never_saw(t8) -> None:
-    model, files, _ = t8
+    models, files, _ = t8
+    model = models["executorch"]  # one block per stage: every convolution kind t8 has
     assert read_pte_metadata(files["executorch"]) == META
     run = pte_runner(files["executorch"])
     # 17: past a CPU-backend heuristic (batch >= 16) that would otherwise cap the planned
@@ -202,7 +212,7 @@ def test_every_variant_structure_verifies(tmp_path, name: str, new_kinds: bool) 
     model = one_block_per_stage_fused(name, seed=11)
     formats = EVERY_STRUCTURE + (EVERY_LAYER_KIND if new_kinds else ())
     if name == "fastvit_t8":
-        formats = ()  # the shared files above, at full depth
+        formats = ()  # the shared files above
     for fmt in formats:
         if fmt in MISSING:
             continue

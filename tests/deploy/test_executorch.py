@@ -50,7 +50,7 @@ needs_executorch = pytest.mark.skipif(importlib.util.find_spec("executorch") is 
 @pytest.mark.slow
 def test_raw_pixels_and_metadata_through_export_model(tmp_path) -> None:
     # the digits weights' class names and normalization, on fastvit_t8 at one block per
-    # stage (the lowering of the full depth: test_all_formats and the int8 fixture)
+    # stage (the lowering of the full depth: the int8 fixture below)
     assets = digits_assets()
     loaded = load_model(checkpoint=assets.checkpoint)
     shallow = FastVit(one_block_per_stage_spec("fastvit_t8"), num_classes=10)

@@ -376,7 +376,7 @@ def test_torchrun_ddp_training(freihand, mano_npz, tmp_path):
     """Two gloo processes train the hand network (its DDP wrapping and data sharding) and
     evaluate with sharded, exact totals. Stopping and resuming a torchrun job is the one
     run path's, tested on classification (tests/train/test_elastic.py); a hand run's
-    SIGTERM and resume in tests/tasks/test_training.py."""
+    stop and resume in tests/tasks/test_training.py."""
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(OVERFIT_RECIPE)
     args = ["hand", "train", "--data", str(freihand), "--mano", str(mano_npz),

@@ -1,9 +1,12 @@
-"""The dense-task runs on the shared run layer (``fastvit detect|segment|hand``):
-a run stopped after a checkpoint and resumed restores the training state and ends
-bit-identical to an uninterrupted run -- stopped in process (``--max-steps``) and as a
-real ``fastvit ... train`` process sent SIGTERM mid-run (exit 75, then ``--resume
-auto``); sharded hand evaluation counts every sample once, and every torchrun call in
-the tests is ``--standalone``.
+"""The dense-task runs on the shared run layer (``fastvit detect|segment|hand train``):
+for each task, a run stopped after its step-2 checkpoint (``--max-steps``, the command
+called in this process) and continued with ``--resume auto`` starts from the checkpoint's
+training state and ends bit-identical to an uninterrupted run -- the task's own model,
+optimizer, schedule and data state. A real process sent SIGTERM mid-run (exit 75, then
+``--resume auto`` in a new process) is tested once, on detection: the signal handling is
+the shared run layer's (for classification too: tests/train/test_resume.py), and every
+such process costs seconds of imports. Sharded hand evaluation counts every sample once,
+and every torchrun call in the tests is ``--standalone``.
 
 Monkeypatched here: ``fastvit.run.training.run_epochs`` (the shared epoch loop the one
 run path calls), wrapped to read the state a resumed loop starts from.
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,19 +31,12 @@ import torch
 
 from fastvit.cli import main as cli_main
 from fastvit.run import training
-from fastvit.run.device import cpu_threads
 from fastvit.run.recipes import to_dict
 from fastvit.run.store import checkpoint_name
-from fastvit.tasks.detection import engine as det_engine
-from fastvit.tasks.detection.recipe import DEFAULT_RECIPE as DET_RECIPE
-from fastvit.tasks.detection.recipe import DetectionRecipe
 from fastvit.tasks.hand import engine as hand_engine
 from fastvit.tasks.hand.recipe import DEFAULT_RECIPE as HAND_RECIPE
 from fastvit.tasks.hand.recipe import HandRecipe
 from fastvit.tasks.recipes import load_task_recipe
-from fastvit.tasks.segmentation import engine as seg_engine
-from fastvit.tasks.segmentation.recipe import DEFAULT_RECIPE as SEG_RECIPE
-from fastvit.tasks.segmentation.recipe import SegmentationRecipe
 from tests.helpers.hand import make_freihand, write_mano_npz
 from tests.helpers.tasks import make_ade, make_coco, torchrun
 from tests.helpers.training import REPO, load_state, subprocess_env, tensors_equal
@@ -69,13 +66,37 @@ def _state_at_loop_start(train) -> dict:
     return seen
 
 
+def _sets(values: dict) -> list[str]:
+    """``--set key=value`` for every recipe value (tuples as YAML lists)."""
+    out: list[str] = []
+    for key, value in values.items():
+        out += ["--set", f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"]
+    return out
+
+
+def _where(out: Path) -> list[str]:
+    """The run folder and compute options every command here ends with."""
+    return ["--out", str(out), "--device", "cpu", "--threads", "1"]
+
+
+def _cli_train(argv: list[str]):
+    """``train(out_dir, resume, max_steps)``: ``fastvit ARGV`` in this process, on one CPU
+    thread like the SIGTERMed process (whose final state must equal these runs')."""
+
+    def train(out: Path, resume: Path | str | None, max_steps: int | None = None) -> None:
+        extra = ["--resume", str(resume)] if resume is not None else []
+        extra += ["--max-steps", str(max_steps)] if max_steps is not None else []
+        assert cli_main([*argv, *_where(out), *extra]) == 0
+
+    return train
+
+
 def _runs(root: Path, train) -> dict[str, Path]:
     """An uninterrupted FULL-step run, and a run stopped after its HALF-step checkpoint
     (``--max-steps``; a copy kept aside as ``half.pt``). ``train(out_dir, resume,
     max_steps)`` starts one run."""
-    with cpu_threads(1):
-        train(root / "full", None, None)
-        train(root / "half", None, HALF)
+    train(root / "full", None, None)
+    train(root / "half", None, HALF)
     half = shutil.copy(root / "half" / checkpoint_name(HALF), root / "half.pt")
     return {"full": root / "full" / checkpoint_name(FULL), "half": Path(half)}
 
@@ -87,6 +108,15 @@ def _assert_resumed_state(seen: dict, checkpoint: Path) -> None:
         diffs = tensors_equal(seen[key], state[key], key)
         assert not diffs, ("the resumed loop does not start from the checkpoint: "
                            f"{[d[:200] for d in diffs[:5]]}")
+
+
+def _resume_to_the_end(train, runs: dict[str, Path], root: Path, caplog) -> None:
+    """``--resume auto`` the stopped run: it says it resumed (a run started afresh would
+    end bit-identical too) and ends as the uninterrupted one."""
+    with caplog.at_level(logging.INFO, logger="fastvit"):
+        train(root / "half", "auto")
+    assert f"resumed {root / 'half' / checkpoint_name(HALF)}" in caplog.text
+    _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
 
 
 def _assert_same_final_state(resumed: Path, full: Path) -> None:
@@ -107,32 +137,28 @@ DET = {"model.variant": "fastvit_t8", "data.min_size": 64, "data.max_size": 64,
        "optim.lr": 1e-3, "schedule.epochs": 2, "schedule.lr_steps": (1,)}
 
 
+def _det_argv(root: Path) -> list[str]:
+    return ["detect", "train", "--train-images", str(root / "train"), "--train-ann",
+            str(root / "annotations" / "instances_train.json"), "--no-val", *_sets(DET)]
+
+
 @pytest.fixture(scope="module")
 def det(tmp_path_factory):
     root = tmp_path_factory.mktemp("det_resume")
-    images, ann = make_coco(root, "train", n_images=4, size=64, seed=5)  # 2 steps per epoch
-
-    def train(out: Path, resume: Path | str | None, max_steps: int | None = None):
-        recipe = load_task_recipe(DetectionRecipe, DET_RECIPE, values=DET)
-        return det_engine.train(recipe, train_images=images, train_ann=ann, out_dir=out,
-                                device="cpu", resume=resume, max_steps=max_steps)
-
+    make_coco(root, "train", n_images=4, size=64, seed=5)  # 2 steps per epoch
+    train = _cli_train(_det_argv(root))
     return train, _runs(root, train), root
 
 
 @pytest.mark.slow
 def test_detection_resume_starts_from_the_checkpoint_state(det):
     train, runs, root = det
-    with cpu_threads(1):
-        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
+    seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
-def test_detection_resume_is_bit_identical(det):
-    train, runs, root = det
-    with cpu_threads(1):
-        train(root / "half", "auto")
-    _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
+def test_detection_resume_is_bit_identical(det, caplog):
+    _resume_to_the_end(*det, caplog)
 
 
 # -- hand ---------------------------------------------------------------------------------
@@ -147,40 +173,49 @@ def hand(tmp_path_factory):
     root = tmp_path_factory.mktemp("hand_resume")
     mano = write_mano_npz(root / "mano_right.npz")
     data = make_freihand(root / "FreiHAND", mano, num_samples=4, versions=1, image_size=64)
-
-    def train(out: Path, resume: Path | str | None, max_steps: int | None = None):
-        recipe = load_task_recipe(HandRecipe, HAND_RECIPE, values=HAND)
-        return hand_engine.train(recipe, data=data, mano_path=mano, out_dir=out,
-                                 device="cpu", resume=resume, eval_split=None,
-                                 max_steps=max_steps)
-
+    train = _cli_train(["hand", "train", "--data", str(data), "--mano", str(mano),
+                        "--val-split", "none", *_sets(HAND)])
     return train, _runs(root, train), root
 
 
 @pytest.mark.slow
 def test_hand_resume_starts_from_the_checkpoint_state(hand):
     train, runs, root = hand
-    with cpu_threads(1):
-        seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
+    seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
-def test_hand_resume_is_bit_identical(hand):
-    train, runs, root = hand
-    with cpu_threads(1):
-        train(root / "half", "auto")
-    _assert_same_final_state(root / "half" / checkpoint_name(FULL), runs["full"])
+def test_hand_resume_is_bit_identical(hand, caplog):
+    _resume_to_the_end(*hand, caplog)
+
+
+# -- segmentation -----------------------------------------------------------------------
+
+SEG = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.batch_size": 2,
+       "data.crop_size": 64, "data.base_size": 64, "head.fpn_channels": 64,
+       "head.channels": 32, "data.workers": 0, "run.log_every": 1, "schedule.iters": FULL}
+
+
+@pytest.fixture(scope="module")
+def seg(tmp_path_factory):
+    root = tmp_path_factory.mktemp("seg_resume")
+    data = make_ade(root / "ade", "training", n_images=4, size=64)  # 2 steps per epoch
+    train = _cli_train(["segment", "train", "--data", str(data), "--no-val", *_sets(SEG)])
+    return train, _runs(root, train), root
+
+
+@pytest.mark.slow
+def test_segmentation_resume_starts_from_the_checkpoint_state(seg):
+    train, runs, root = seg
+    seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
+    _assert_resumed_state(seen, runs["half"])
+
+
+def test_segmentation_resume_is_bit_identical(seg, caplog):
+    _resume_to_the_end(*seg, caplog)
 
 
 # -- a real process stopped by SIGTERM mid-run, then resumed ---------------------------------
-
-
-def _sets(values: dict) -> list[str]:
-    """``--set key=value`` for every recipe value (tuples as YAML lists)."""
-    out: list[str] = []
-    for key, value in values.items():
-        out += ["--set", f"{key}={json.dumps(list(value) if isinstance(value, tuple) else value)}"]
-    return out
 
 
 def _stop_with_sigterm_then_resume(argv: list[str], out: Path, reference: Path) -> None:
@@ -189,8 +224,7 @@ def _stop_with_sigterm_then_resume(argv: list[str], out: Path, reference: Path) 
     3 (or after step 2 or 4 on a busy machine: all three resume exactly); expect
     exit 75 and a checkpoint of the step it stopped after; resume with ``--resume auto``
     and compare the final state with the uninterrupted ``reference`` run."""
-    cmd = [sys.executable, "-m", "fastvit", *argv, "--out", str(out), "--device", "cpu",
-           "--threads", "1"]
+    cmd = [sys.executable, "-m", "fastvit", *argv, *_where(out)]
     proc = subprocess.Popen(cmd, env=subprocess_env(), cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     epoch_end = out / checkpoint_name(2)
@@ -221,37 +255,7 @@ def _stop_with_sigterm_then_resume(argv: list[str], out: Path, reference: Path) 
 @pytest.mark.timeout(600)
 def test_detection_sigterm_then_resume_is_bit_identical(det):
     _, runs, root = det
-    images, ann = root / "train", root / "annotations" / "instances_train.json"
-    _stop_with_sigterm_then_resume(["detect", "train", "--train-images", str(images),
-                                    "--train-ann", str(ann), "--no-val", *_sets(DET)],
-                                   root / "sigterm", runs["full"])
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_hand_sigterm_then_resume_is_bit_identical(hand):
-    _, runs, root = hand
-    _stop_with_sigterm_then_resume(["hand", "train", "--data", str(root / "FreiHAND"),
-                                    "--mano", str(root / "mano_right.npz"), "--val-split",
-                                    "none", *_sets(HAND)], root / "sigterm", runs["full"])
-
-
-SEG = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.batch_size": 2,
-       "data.crop_size": 64, "data.base_size": 64, "head.fpn_channels": 64,
-       "head.channels": 32, "data.workers": 0, "run.log_every": 1, "schedule.iters": FULL}
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_segmentation_sigterm_then_resume_is_bit_identical(tmp_path):
-    make_ade(tmp_path / "ade", "training", n_images=4, size=64)  # 2 steps per epoch
-    recipe = load_task_recipe(SegmentationRecipe, SEG_RECIPE, values=SEG)
-    with cpu_threads(1):
-        seg_engine.train(recipe, data_root=tmp_path / "ade", out_dir=tmp_path / "full",
-                         val_split=None, device="cpu")
-    _stop_with_sigterm_then_resume(["segment", "train", "--data", str(tmp_path / "ade"),
-                                    "--no-val", *_sets(SEG)], tmp_path / "sigterm",
-                                   tmp_path / "full" / checkpoint_name(FULL))
+    _stop_with_sigterm_then_resume(_det_argv(root), root / "sigterm", runs["full"])
 
 
 # -- hand: sharded evaluation of an odd number of samples ----------------------------------

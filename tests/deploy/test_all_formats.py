@@ -27,6 +27,7 @@ Tolerances: ONNX Runtime, OpenVINO and ExecuTorch <= 1e-4, TorchScript and torch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib.util
 import re
 from pathlib import Path
@@ -178,13 +179,16 @@ def check_coreml_tensor_spec(path: Path, classifier: bool) -> None:
     assert (path / "Manifest.json").exists()
 
 
+@functools.lru_cache(maxsize=1)
 def distinct_structures() -> dict[str, bool]:
     """The first variant of each distinct one-block-per-stage architecture, and whether it
-    is also the first of its layer kinds (its architecture with the numbers left out)."""
+    is also the first of its layer kinds (its architecture with the numbers left out).
+    Built on the meta device (no weights): it runs at collection, in every xdist worker."""
     structures: dict[str, bool] = {}
     seen_structures, seen_kinds = set(), set()
     for name in list_models("all"):
-        structure = repr(one_block_per_stage(name))
+        with torch.device("meta"):
+            structure = repr(one_block_per_stage(name))
         kinds = re.sub(r"\d+", "#", structure)
         if structure not in seen_structures:
             structures[name] = kinds not in seen_kinds

@@ -339,3 +339,19 @@ def test_nncf_statistics_models_follow_the_policy(exported, monkeypatch) -> None
     compiled = engine.engine.infer_request.get_compiled_model()
     assert compiled.get_property("ENABLE_CPU_PINNING") is False
     assert str(compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'float32'>"
+
+
+def test_conversion_and_quantization_send_no_telemetry(tmp_path, monkeypatch) -> None:
+    """openvino_telemetry forks the process for every event it sends (Linux backend):
+    convert_model and nncf.quantize run with their stubs inside our calls."""
+    telemetry = pytest.importorskip("openvino_telemetry")
+    from fastvit.deploy.openvino_export import nncf_quantize
+
+    calls: list[str] = []
+    for method in ("start_session", "send_event", "end_session"):
+        monkeypatch.setattr(telemetry.Telemetry, method,
+                            lambda self, *a, _m=method, **k: calls.append(_m))
+    model = one_block_per_stage_fused("fastvit_t8", seed=2)
+    export_openvino(model, tmp_path / "t.xml", image_size=SIZE)
+    nncf_quantize(tmp_path / "t.xml", [torch.randn(3, SIZE, SIZE) for _ in range(2)])
+    assert calls == []

@@ -174,6 +174,35 @@ def read_ir_metadata(path: str | Path) -> dict[str, str]:
     return {f"fastvit.{key}": str(value.astype(str)) for key, value in section.items()}
 
 
+@contextlib.contextmanager
+def no_telemetry() -> Iterator[None]:
+    """Run OpenVINO's converter and NNCF without their usage telemetry.
+
+    Unless the user opted out (``~/intel/openvino_telemetry``), ``openvino.convert_model``
+    and ``nncf.quantize`` send events through ``openvino_telemetry``, whose Linux backend
+    forks the calling process from a thread for each one (to bound a hanging HTTP
+    request): measured, 315 forks of a 4 GB test process in one test run, after which a
+    pytest-xdist worker died without a word. For the duration of our calls the converter
+    uses its own no-op stub (``openvino.tools.ovc.telemetry_stub``) and NNCF its
+    ``NNCFTelemetryStub``; nothing is sent, nothing is written to ``~/intel``."""
+    from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
+
+    patched = [(module, "tm", telemetry_stub) for module in (convert_impl, telemetry_utils, utils)]
+    try:
+        from nncf.telemetry import decorator, wrapper
+        patched.append((decorator, "telemetry", wrapper.NNCFTelemetryStub()))
+    except ImportError:
+        pass  # no NNCF: fp32 only
+    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
+    for module, name, stub in patched:
+        setattr(module, name, stub)
+    try:
+        yield
+    finally:
+        for module, name, original in saved:
+            setattr(module, name, original)
+
+
 def convert(model: nn.Module, *, image_size: int, dynamic_batch: bool, raw_pixels: bool,
             metadata: dict[str, str] | None = None):
     """``torch.export`` the eval-mode model and convert it with ``openvino.convert_model``:
@@ -184,7 +213,8 @@ def convert(model: nn.Module, *, image_size: int, dynamic_batch: bool, raw_pixel
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         program = torch.export.export(model.eval(), (example,), dynamic_shapes=dynamic)
-        ov_model = ov.convert_model(program)
+        with no_telemetry():
+            ov_model = ov.convert_model(program)
     ov_model.reshape({ov_model.inputs[0]: ov.PartialShape(
         [-1 if dynamic_batch else 1, 3, image_size, image_size])})
     ov_model.inputs[0].get_tensor().set_names({"input"})
@@ -290,7 +320,7 @@ def nncf_quantize(fp32_path: str | Path, images: Sequence[torch.Tensor]):
         raise DataError("no readable calibration images")
     ov_model = core().read_model(str(fp32_path))
     data = nncf.Dataset([x.unsqueeze(0).numpy().astype(np.float32) for x in images])
-    with warnings.catch_warnings(), nncf_engines_follow_policy():
+    with warnings.catch_warnings(), nncf_engines_follow_policy(), no_telemetry():
         warnings.simplefilter("ignore")
         return nncf.quantize(ov_model, data, subset_size=len(images),
                              preset=nncf.QuantizationPreset.PERFORMANCE)

@@ -123,10 +123,10 @@ def no_telemetry() -> Iterator[None]:
     Unless the user opted out (``~/intel/openvino_telemetry``), ``openvino.convert_model``
     and ``nncf.quantize`` send events through ``openvino_telemetry``, whose Linux backend
     forks the calling process from a thread for each one (to bound a hanging HTTP
-    request): measured, 315 forks of a 4 GB test process in one test run, after which a
-    pytest-xdist worker died without a word. For the duration of our calls the converter
-    uses its own no-op stub (``openvino.tools.ovc.telemetry_stub``) and NNCF its
-    ``NNCFTelemetryStub``; nothing is sent, nothing is written to ``~/intel``."""
+    request): measured, 315 forks of a 4 GB test process in one test run. For the duration
+    of our calls the converter uses its own no-op stub (``openvino.tools.ovc.telemetry_stub``)
+    and NNCF its ``NNCFTelemetryStub``: nothing is sent from our calls (``import openvino``
+    itself still sends one event)."""
     from openvino.tools.ovc import convert_impl, telemetry_stub, telemetry_utils, utils
 
     patched = [(module, "tm", telemetry_stub) for module in (convert_impl, telemetry_utils, utils)]

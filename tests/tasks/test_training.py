@@ -150,17 +150,6 @@ def det(tmp_path_factory):
     return train, _runs(root, train), root
 
 
-@pytest.mark.slow
-def test_detection_resume_starts_from_the_checkpoint_state(det):
-    train, runs, root = det
-    seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
-    _assert_resumed_state(seen, runs["half"])
-
-
-def test_detection_resume_is_bit_identical(det, caplog):
-    _resume_to_the_end(*det, caplog)
-
-
 # -- hand ---------------------------------------------------------------------------------
 
 HAND = {"model.variant": "fastvit_t8", "data.image_size": 64, "data.batch_size": 2,
@@ -178,17 +167,6 @@ def hand(tmp_path_factory):
     return train, _runs(root, train), root
 
 
-@pytest.mark.slow
-def test_hand_resume_starts_from_the_checkpoint_state(hand):
-    train, runs, root = hand
-    seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
-    _assert_resumed_state(seen, runs["half"])
-
-
-def test_hand_resume_is_bit_identical(hand, caplog):
-    _resume_to_the_end(*hand, caplog)
-
-
 # -- segmentation -----------------------------------------------------------------------
 
 SEG = {"model.variant": "fastvit_t8", "model.num_classes": 3, "data.batch_size": 2,
@@ -204,15 +182,22 @@ def seg(tmp_path_factory):
     return train, _runs(root, train), root
 
 
+# -- each task stopped in process (--max-steps) and resumed --------------------------------
+
+TASK_RUNS = ("det", "hand", "seg")  # the module fixtures above
+
+
 @pytest.mark.slow
-def test_segmentation_resume_starts_from_the_checkpoint_state(seg):
-    train, runs, root = seg
+@pytest.mark.parametrize("task", TASK_RUNS)
+def test_resume_starts_from_the_checkpoint_state(task, request):
+    train, runs, root = request.getfixturevalue(task)
     seen = _state_at_loop_start(lambda: train(root / "probe", runs["half"], None))
     _assert_resumed_state(seen, runs["half"])
 
 
-def test_segmentation_resume_is_bit_identical(seg, caplog):
-    _resume_to_the_end(*seg, caplog)
+@pytest.mark.parametrize("task", TASK_RUNS)
+def test_resume_is_bit_identical(task, request, caplog):
+    _resume_to_the_end(*request.getfixturevalue(task), caplog)
 
 
 # -- a real process stopped by SIGTERM mid-run, then resumed ---------------------------------

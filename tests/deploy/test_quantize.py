@@ -30,12 +30,14 @@ from fastvit.deploy.verification import ExportVerificationError
 from fastvit.pipeline import eval_transform, load_model
 from tests.helpers.digits import DIGITS_SIZE, digits_assets
 
+SUFFIXES = {"onnx": ".onnx", "executorch": ".pte", "openvino": ".xml"}
+
 
 def int8_cli(fmt: str, folder: Path, *extra: str) -> tuple[Path, dict, str]:
     """``fastvit export --int8`` of the digits model on its labelled held-out set:
     the fp32 file, the int8 report and what the command printed."""
     assets = digits_assets()
-    out = folder / f"digits{'.onnx' if fmt == 'onnx' else '.pte'}"
+    out = folder / f"digits{SUFFIXES[fmt]}"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         code = cli(["export", "--model", "fastvit_t8", "--checkpoint", str(assets.checkpoint),

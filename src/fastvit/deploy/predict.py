@@ -129,26 +129,29 @@ def openvino_predictor(path: str | Path, *, model_name: str | None, image_size: 
                        class_names: list[str] | None, precision: str = "fp32",
                        threads: int | None = None, spin: bool | None = None) -> Predictor:
     """Predictor over an OpenVINO IR (``.xml``; fp32 run with the ``precision`` hint, or an
-    int8 IR), with the preprocessing and class names its metadata records."""
-    from fastvit.deploy.openvino_export import compile_ir, ir_runner, read_ir_metadata
+    int8 IR), with the preprocessing and class names its metadata records. A dynamic-batch
+    IR is compiled at each batch size it runs (``IrRunner``: OpenVINO 2026.4 runs int8 IRs
+    compiled with a dynamic batch wrongly on single images); batch 1 is compiled here, so
+    an unreadable file fails before any image is read."""
+    from fastvit.deploy.openvino_export import IrRunner, read_ir_metadata
 
     path = Path(path)
     if path.suffix != ".xml" or not path.is_file():
         raise DataError(f"OpenVINO IR (.xml) not found: {path}")
     try:
-        compiled = compile_ir(path, threads=threads, precision=precision, spin=spin)
+        run = IrRunner(path, threads=threads, precision=precision, spin=spin)
+        shape = run.model.inputs[0].get_partial_shape()
+        static = shape[0].get_length() if shape[0].is_static else None
+        compiled = run.compile(static or 1)
         meta = read_ir_metadata(path)
     except (ConfigError, ImportError):
         raise
     except Exception as err:
         raise DataError(f"cannot load OpenVINO IR {path}: {str(err).splitlines()[0]}") from None
-    shape = compiled.inputs[0].get_partial_shape()
-    static = shape[0].get_length() if shape[0].is_static else None
     out = compiled.outputs[0].get_partial_shape()
     transform, class_names = _file_facts(
         path, meta, model_name=model_name, image_size=image_size, class_names=class_names,
         num_outputs=out[out.rank.get_length() - 1].get_length() if out.is_static else None)
-    run = ir_runner(compiled)
 
     def forward(batch: torch.Tensor) -> np.ndarray:
         return run(batch)[0]

@@ -5,6 +5,8 @@ import os
 import pytest
 import torch
 
+from tests.helpers.signal_stack import disable_signal_stack, unmapped_signal_stack
+
 # Under pytest-xdist every worker gets a share of the cores, so workers side by side
 # don't oversubscribe them (a 2-core machine: 2 workers x 1 thread).
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
@@ -16,6 +18,19 @@ torch.set_num_threads(THREADS)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _signal_stack_stays_mapped():
+    """Fails the test that leaves this thread's signal stack unmapped (an OpenVINO Core
+    made and dropped out of order, tests/helpers/signal_stack.py) rather than letting a
+    later signal kill the worker with SIGSEGV, far from the cause and without a word."""
+    yield
+    problem = unmapped_signal_stack()
+    if problem:
+        disable_signal_stack()
+        pytest.fail(f"{problem}: an OpenVINO Core made here was dropped before an older "
+                    "one; compile with fastvit.deploy.openvino_export.core()")
 
 
 @pytest.fixture

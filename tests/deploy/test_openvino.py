@@ -11,6 +11,10 @@ The int8 IR of the fitted digits classifier (tests/helpers/digits.py) with a dyn
 batch checks that our runtimes compile it at a fixed batch: OpenVINO 2026.4's CPU plugin,
 given that IR compiled with batch -1, runs batches of one wrongly (11% top-1 agreement
 with fp32 instead of 97%), which the shallow random-weight models do not show.
+
+Everything here compiles on the process's one ``Core`` (``openvino_export.core()``), as
+fastvit does: Cores made and dropped out of order leave the thread on an unmapped signal
+stack (tests/helpers/signal_stack.py, checked after every test).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from fastvit.deploy.export import export_model, quantize_export
 from fastvit.deploy.openvino_export import (
     IrRunner,
     compile_ir,
+    core,
     cpu_properties,
     export_openvino,
     read_ir_metadata,
@@ -87,8 +92,8 @@ def test_ir_pair_is_verified_and_carries_its_metadata(exported) -> None:
     assert meta["fastvit.variant"] == "fastvit_t8" and meta["fastvit.image_size"] == str(SIZE)
     assert json.loads(meta["fastvit.class_names"])[:2] == loaded.labels[:2]
     # read back by OpenVINO itself: names, a batch the check did not use, f32 hint
-    compiled = ov.Core().compile_model(str(result.path), "CPU",
-                                       {"INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core().compile_model(str(result.path), "CPU",
+                                    {"INFERENCE_PRECISION_HINT": "f32"})
     assert compiled.inputs[0].get_any_name() == "input"
     assert compiled.outputs[0].get_any_name() == "logits"
     got = compiled(fresh(3).numpy())[compiled.outputs[0]]
@@ -125,9 +130,9 @@ def test_features_only_backbone_outputs_four_named_maps(tmp_path) -> None:
 def ov_static(path: Path, size: int = SIZE):
     """The IR compiled by OpenVINO directly at batch 1, f32 hint (a dynamic batch would
     run an int8 IR wrongly in OpenVINO 2026.4)."""
-    model = ov.Core().read_model(str(path))
+    model = core().read_model(str(path))
     model.reshape({model.inputs[0]: ov.PartialShape([1, 3, size, size])})
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 def ov_logits(path: Path) -> Callable[[torch.Tensor], np.ndarray]:
@@ -150,7 +155,7 @@ def test_int8_report_is_what_the_written_files_predict(exported, int8) -> None:
     assert int8_xml.with_suffix(".bin").is_file() and int8_xml.with_suffix(".json").is_file()
     assert report["calibration_images"] == 8 and report["images"] == 12
     assert read_ir_metadata(int8_xml)["fastvit.quantization"].startswith("int8 NNCF")
-    ops = {op.get_type_name() for op in ov.Core().read_model(str(int8_xml)).get_ops()}
+    ops = {op.get_type_name() for op in core().read_model(str(int8_xml)).get_ops()}
     assert "FakeQuantize" in ops  # int8, not the fp32 graph again
     transform = eval_transform(loaded.cfg, SIZE)
     images, labels = [], []
@@ -211,7 +216,7 @@ def test_dynamic_batch_int8_ir_is_scored_at_a_fixed_batch(digits_int8) -> None:
     out, report, err = digits_int8
     print(report, err)  # the measured figures: `pytest -s -k scored_at_a_fixed_batch`
     assert report["int8"] == str(out.with_name("digits.int8.xml"))
-    assert ov.Core().read_model(report["int8"]).inputs[0].get_partial_shape()[0].is_dynamic
+    assert core().read_model(report["int8"]).inputs[0].get_partial_shape()[0].is_dynamic
     assert report["top1_agreement"] >= 0.9
     check_report_describes_the_files(report, ov_logits(out), ov_logits(Path(report["int8"])))
     dynamic = report["dynamic_compile_top1_agreement"]

@@ -77,7 +77,11 @@ def openvino():
 
 @functools.lru_cache(maxsize=1)
 def core():
-    """One ``openvino.Core`` per process (it caches plugins)."""
+    """One ``openvino.Core`` per process, never dropped: it caches plugins, and the CPU
+    plugin of OpenVINO 2026.4 swaps the compiling thread's alternate signal stack for one
+    of its own, freed with that ``Core``; Cores dropped out of order leave the thread on
+    freed memory and the next signal handled there kills the process with SIGSEGV
+    (docs/deployment.md, "One Core per process")."""
     return openvino().Core()
 
 

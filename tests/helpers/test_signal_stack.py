@@ -7,7 +7,12 @@ import sys
 
 import pytest
 
-from tests.helpers.signal_stack import _StackT, disable_signal_stack, unmapped_signal_stack
+from tests.helpers.signal_stack import (
+    SS_DISABLE,
+    _StackT,
+    disable_signal_stack,
+    unmapped_signal_stack,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="sigaltstack + msync: Linux")
 
@@ -31,6 +36,6 @@ def test_a_stack_that_is_unmapped_is_reported() -> None:
         disable_signal_stack()
         assert unmapped_signal_stack() is None
         now = _StackT()
-        assert libc.sigaltstack(None, ctypes.byref(now)) == 0 and now.ss_flags & 2  # disabled
+        assert libc.sigaltstack(None, ctypes.byref(now)) == 0 and now.ss_flags & SS_DISABLE
     finally:  # the thread's own stack back (or none), whatever failed above
         libc.sigaltstack(ctypes.byref(old), None)

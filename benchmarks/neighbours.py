@@ -10,6 +10,12 @@ thread policy (no spinning, unpinned) and with ``--spin`` (FASTVIT_SPIN=1, each
 runtime's spinning / pinning defaults). Every process gets ``--threads`` threads (all
 cores by default: what each runtime takes when not told).
 
+Two busy processes side by side can at best split the cores, so each also runs alone on
+half the threads (its fair-share ceiling: the most it can keep beside the other) and side
+by side with the other on half the threads (the pair fitted to the cores), both against
+its alone figure on ``--threads``. Every case runs ``--repeats`` times, interleaved;
+medians are reported (table, JSON and a PNG plot under ``--out``).
+
     python benchmarks/neighbours.py                        # onnx, openvino, executorch, eager
     python benchmarks/neighbours.py --runtimes onnx-int8 --steps 40 --threads 2
 
@@ -33,6 +39,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 SIZE = 64
+#: the environment before ``import fastvit`` adds its OpenMP wait settings: children start
+#: from it, so ``--spin`` children get every library's own defaults
+BASE_ENV = dict(os.environ)
 
 
 def train_role(args: argparse.Namespace) -> dict:
@@ -107,10 +116,10 @@ def export_loop(args: argparse.Namespace, folder: Path) -> dict:
     return {"per_s": count / (time.perf_counter() - start), "calls": count}
 
 
-def child(role: str, args: argparse.Namespace, signals: Path, spin: bool,
-          **extra: str) -> subprocess.Popen:
-    env = dict(os.environ, FASTVIT_SPIN="1" if spin else "0")
-    cmd = [sys.executable, str(HERE), "--role", role, "--threads", str(args.threads),
+def child(role: str, args: argparse.Namespace, signals: Path, spin: bool, threads: int,
+          env: dict[str, str] | None = None, **extra: str) -> subprocess.Popen:
+    env = dict(BASE_ENV if env is None else env, FASTVIT_SPIN="1" if spin else "0")
+    cmd = [sys.executable, str(HERE), "--role", role, "--threads", str(threads),
            "--steps", str(args.steps), "--signals", str(signals),
            "--max-seconds", str(args.max_seconds)]
     for key, value in extra.items():
@@ -132,26 +141,136 @@ def wait_ready(signals: Path, process: subprocess.Popen) -> None:
         time.sleep(0.05)
 
 
-def measure(runtime: str, spin: bool, args: argparse.Namespace) -> dict:
-    """Inference alone, training alone, both together."""
+def measure(runtime: str, spin: bool, threads: int, args: argparse.Namespace,
+            env: dict[str, str] | None = None) -> dict:
+    """Inference alone, training alone, both together; every process ``threads`` threads
+    (in ``env``, default :data:`BASE_ENV`)."""
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         alone_signals, both_signals = Path(a), Path(b)
-        infer = child("infer", args, alone_signals, spin, runtime=runtime)
+        infer = child("infer", args, alone_signals, spin, threads, env, runtime=runtime)
         wait_ready(alone_signals, infer)
         (alone_signals / "go").touch()
         time.sleep(args.infer_seconds)
         (alone_signals / "stop").touch()
         infer_alone = result(infer)
-        train_alone = result(child("train", args, alone_signals, spin))
-        infer = child("infer", args, both_signals, spin, runtime=runtime)
+        train_alone = result(child("train", args, alone_signals, spin, threads, env))
+        infer = child("infer", args, both_signals, spin, threads, env, runtime=runtime)
         wait_ready(both_signals, infer)
         (both_signals / "go").touch()
-        train_beside = result(child("train", args, both_signals, spin))
+        train_beside = result(child("train", args, both_signals, spin, threads, env))
         (both_signals / "stop").touch()
         infer_beside = result(infer)
-    return {"runtime": runtime, "spin": spin, "infer_alone": infer_alone["per_s"],
-            "infer_beside": infer_beside["per_s"], "train_alone": train_alone["images_per_s"],
+    return {"infer_alone": infer_alone["per_s"], "infer_beside": infer_beside["per_s"],
+            "train_alone": train_alone["images_per_s"],
             "train_beside": train_beside["images_per_s"]}
+
+
+def medians(runs: list[dict]) -> dict:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def measure_all(args: argparse.Namespace) -> list[dict]:
+    """Every (runtime, spin, threads) case ``--repeats`` times, the cases interleaved within
+    each repeat so that drifting machine load hits them alike; medians per case."""
+    half = max(1, args.threads // 2)
+    cases = []
+    for runtime in args.runtimes:
+        cases.append((runtime, False, args.threads))
+        if runtime.startswith(("onnx", "openvino")):
+            cases.append((runtime, True, args.threads))
+        if half < args.threads and not args.no_fitted:
+            cases.append((runtime, False, half))
+    runs: dict[tuple, list[dict]] = {case: [] for case in cases}
+    for repeat in range(args.repeats):
+        for case in cases:
+            runtime, spin, threads = case
+            try:
+                runs[case].append(measure(runtime, spin, threads, args))
+            except RuntimeError as err:
+                print(f"skipped {runtime} (spin={spin}, threads={threads}): {err}",
+                      file=sys.stderr)
+                continue
+            print(json.dumps({"repeat": repeat, "runtime": runtime, "spin": spin,
+                              "threads": threads, **runs[case][-1]}), flush=True)
+    return [{"runtime": case[0], "spin": case[1], "threads": case[2],
+             "repeats": len(runs[case]), **medians(runs[case])}
+            for case in cases if runs[case]]
+
+
+def default_table(rows: list[dict], threads: int) -> list[str]:
+    lines = ["| neighbour | threads spin | inference alone /s | beside training /s | kept | "
+             "training alone img/s | beside inference img/s | kept |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["threads"] != threads:
+            continue
+        lines.append(
+            f"| {r['runtime']} | {'yes (--spin)' if r['spin'] else 'no (default)'} "
+            f"| {r['infer_alone']:.1f} | {r['infer_beside']:.1f} "
+            f"| {r['infer_beside'] / r['infer_alone']:.0%} | {r['train_alone']:.1f} "
+            f"| {r['train_beside']:.1f} | {r['train_beside'] / r['train_alone']:.0%} |")
+    return lines
+
+
+def fitted(rows: list[dict], threads: int) -> list[dict]:
+    """Per runtime: the fair-share ceiling and the fitted pair, both against ``threads`` alone.
+
+    Side by side, two busy processes split the cores; the most either can keep is what it
+    does alone on its share (half the threads): ``ceiling``. ``fitted`` is what each keeps
+    beside the other when both are given that share (``--threads`` halved)."""
+    full = {r["runtime"]: r for r in rows if r["threads"] == threads and not r["spin"]}
+    out = []
+    for r in rows:
+        base = full.get(r["runtime"])
+        if r["threads"] == threads or base is None:
+            continue
+        out.append({"runtime": r["runtime"], "half_threads": r["threads"],
+                    "infer_ceiling": r["infer_alone"] / base["infer_alone"],
+                    "infer_fitted": r["infer_beside"] / base["infer_alone"],
+                    "train_ceiling": r["train_alone"] / base["train_alone"],
+                    "train_fitted": r["train_beside"] / base["train_alone"]})
+    return out
+
+
+def fitted_table(shares: list[dict], threads: int) -> list[str]:
+    lines = [f"| neighbour | inference: {threads // 2 or 1} thread(s) alone = ceiling | "
+             "fitted pair | training: ceiling | fitted pair |", "|---|---|---|---|---|"]
+    for s in shares:
+        lines.append(f"| {s['runtime']} | {s['infer_ceiling']:.0%} | {s['infer_fitted']:.0%} "
+                     f"| {s['train_ceiling']:.0%} | {s['train_fitted']:.0%} |")
+    return lines
+
+
+def plot(rows: list[dict], shares: list[dict], threads: int, path: Path) -> None:
+    """Kept throughput per runtime: defaults, --spin, fitted pair; the 85% line and ceiling."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    share = {s["runtime"]: s for s in shares}
+    bars = [(f"{r['runtime']}{' --spin' if r['spin'] else ''}", r) for r in rows
+            if r["threads"] == threads]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for ax, side, title in ((axes[0], "infer", "inference loop"),
+                            (axes[1], "train", "training")):
+        for x, (_, r) in enumerate(bars):
+            ax.bar(x - 0.2, r[f"{side}_beside"] / r[f"{side}_alone"], 0.4, color="C0",
+                   label=f"{threads} threads each" if x == 0 else None)
+            s = share.get(r["runtime"]) if not r["spin"] else None
+            if s:
+                ax.bar(x + 0.2, s[f"{side}_fitted"], 0.4, color="C2",
+                       label="fitted: half the threads each" if x == 0 else None)
+                ax.plot([x - 0.45, x + 0.45], [s[f"{side}_ceiling"]] * 2, color="k",
+                        lw=1.5, label="fair-share ceiling" if x == 0 else None)
+        ax.axhline(0.85, color="C3", ls="--", lw=1, label="85%")
+        ax.set_xticks(range(len(bars)), [name for name, _ in bars], rotation=20)
+        ax.set_title(f"{title}: kept beside the other (vs alone, {threads} threads)")
+        ax.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    axes[0].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +283,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="length of the inference-alone window")
     parser.add_argument("--max-seconds", type=float, default=300.0,
                         help="an inference loop stops by itself after this long")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="measure every case this often (interleaved); medians reported")
+    parser.add_argument("--no-fitted", action="store_true",
+                        help="skip the half-thread cases (ceiling and fitted pair)")
     parser.add_argument("--role", choices=["main", "train", "infer"], default="main")
     parser.add_argument("--runtime")
     parser.add_argument("--signals")
@@ -178,36 +301,26 @@ def main(argv: list[str] | None = None) -> int:
     from fastvit.bench.machine import cpu_name, isa_summary
 
     command = shlex.join(["python", "benchmarks/neighbours.py", *(argv or sys.argv[1:])])
-    rows = []
-    for runtime in args.runtimes:
-        spins = (False, True) if runtime.startswith(("onnx", "openvino")) else (False,)
-        for spin in spins:
-            try:
-                rows.append(measure(runtime, spin, args))
-            except RuntimeError as err:
-                print(f"skipped {runtime} (spin={spin}): {err}", file=sys.stderr)
-                continue
-            print(json.dumps(rows[-1]), flush=True)
+    rows = measure_all(args)
+    shares = fitted(rows, args.threads)
     lines = [f"Command: `{command}`", "",
              f"{cpu_name()} ({os.cpu_count()} CPUs; {isa_summary()}), {args.threads} threads "
              f"per process; training: fastvit_t8 64x64 batch 32, {args.steps} timed steps; "
-             f"inference: fastvit_t8 fused 64x64 batch 1.", "",
-             "| neighbour | threads spin | inference alone /s | beside training /s | kept | "
-             "training alone img/s | beside inference img/s | kept |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(
-            f"| {r['runtime']} | {'yes (--spin)' if r['spin'] else 'no (default)'} "
-            f"| {r['infer_alone']:.1f} | {r['infer_beside']:.1f} "
-            f"| {r['infer_beside'] / r['infer_alone']:.0%} | {r['train_alone']:.1f} "
-            f"| {r['train_beside']:.1f} | {r['train_beside'] / r['train_alone']:.0%} |")
+             f"inference: fastvit_t8 fused 64x64 batch 1; medians of {args.repeats} "
+             "interleaved repeats.", "", *default_table(rows, args.threads)]
+    if shares:
+        lines += ["", "Against the same alone figures: each side alone on half the threads "
+                  "(the fair-share ceiling) and the fitted pair side by side.", "",
+                  *fitted_table(shares, args.threads)]
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "neighbours.md").write_text(text)
-    (out / "neighbours.json").write_text(json.dumps({"command": command, "rows": rows},
-                                                    indent=2) + "\n")
+    (out / "neighbours.json").write_text(json.dumps(
+        {"command": command, "rows": rows, "fitted": shares}, indent=2) + "\n")
+    if rows:
+        plot(rows, shares, args.threads, out / "neighbours.png")
     return 0
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 from typing import Any
 
-# Good neighbours (fastvit.deploy.spinning): PyTorch's OpenMP threads spin-wait at every
-# barrier by default; with more busy threads than cores (training beside an export, a
-# test run or another model) they burn the cores the working threads need, and training
-# throughput collapsed 3-10x on a loaded 2-core machine (docs/deployment.md). PASSIVE
-# makes them sleep. Read once, when torch loads its OpenMP runtime: it applies when
-# fastvit is imported before torch (the fastvit command always is). FASTVIT_SPIN=1 or an
-# OMP_WAIT_POLICY of your own keeps spinning.
-if os.environ.get("FASTVIT_SPIN", "").strip().lower() not in ("1", "true", "yes", "on"):
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# Good neighbours: PyTorch's OpenMP threads spin ~3 ms at every barrier by default, and
+# with more busy threads than cores (training beside an export, a test run or another
+# model) training collapsed 3-10x; sleeping at once cost ~40% alone. fastvit.openmp_wait asks
+# for a ~10 us spin, then sleep (docs/deployment.md). Read once, when torch loads its
+# OpenMP runtime: it applies when fastvit is imported before torch (the fastvit command
+# always is). FASTVIT_SPIN=1 or OMP_WAIT_POLICY / GOMP_SPINCOUNT of your own win.
+from fastvit.openmp_wait import openmp_wait_to_set
+
+os.environ.update(openmp_wait_to_set())
 
 from fastvit.checkpoints import load_checkpoint, read_checkpoint, save_checkpoint
 from fastvit.factory import BUILDERS, create_model

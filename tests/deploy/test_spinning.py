@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
-import os
-
 from fastvit.deploy.onnx_runtime import ort_session_options
 from fastvit.deploy.spinning import ORT_SPIN_KEYS, ort_spin_entries, policy, spin_enabled
 
@@ -20,21 +17,3 @@ def test_ort_sessions_do_not_spin_unless_asked(monkeypatch) -> None:
     assert ort_spin_entries() == dict.fromkeys(ORT_SPIN_KEYS, "1")
     assert ort_session_options().get_session_config_entry(ORT_SPIN_KEYS[0]) == "1"
     assert ort_spin_entries(False) == dict.fromkeys(ORT_SPIN_KEYS, "0")  # explicit wins
-
-
-def test_importing_fastvit_makes_pytorch_openmp_passive(monkeypatch) -> None:
-    """Set when fastvit is imported (before torch loads OpenMP, for the ``fastvit``
-    command); FASTVIT_SPIN=1 and a user's own setting are kept."""
-    import fastvit
-
-    def policy_after_import(**env: str) -> str | None:
-        for name in ("OMP_WAIT_POLICY", "FASTVIT_SPIN"):
-            monkeypatch.delenv(name, raising=False)
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        importlib.reload(fastvit)
-        return os.environ.get("OMP_WAIT_POLICY")
-
-    assert policy_after_import() == "PASSIVE"
-    assert policy_after_import(FASTVIT_SPIN="1") is None
-    assert policy_after_import(OMP_WAIT_POLICY="ACTIVE") == "ACTIVE"

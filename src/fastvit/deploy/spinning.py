@@ -10,16 +10,14 @@ where spinning shaves wake-up latency, turn it back on with ``--spin`` (``fastvi
 predict`` / ``fastvit bench``) or ``FASTVIT_SPIN=1`` in the environment.
 
 ExecuTorch's XNNPACK pool (pthreadpool) has no spinning switch from Python; its size
-is set with ``--threads``. PyTorch's own OpenMP pool follows ``OMP_WAIT_POLICY``, read
-when torch loads: ``import fastvit`` sets it to ``PASSIVE`` (unless ``FASTVIT_SPIN=1`` or
-it is set already), which is what kept training from collapsing beside exports.
+is set with ``--threads``. PyTorch's own OpenMP pool is set when ``fastvit`` is imported
+(:mod:`fastvit.openmp_wait`: a short spin, then sleep), before torch loads.
 """
 
 from __future__ import annotations
 
-import os
+from fastvit.openmp_wait import spin_requested
 
-SPIN_ENV = "FASTVIT_SPIN"
 #: ONNX Runtime session config keys that make idle pool threads spin
 ORT_SPIN_KEYS = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
 
@@ -28,7 +26,7 @@ def spin_enabled(spin: bool | None = None) -> bool:
     """``spin`` when given, else ``FASTVIT_SPIN=1`` in the environment, else False."""
     if spin is not None:
         return bool(spin)
-    return os.environ.get(SPIN_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    return spin_requested()
 
 
 def ort_spin_entries(spin: bool | None = None) -> dict[str, str]:

@@ -27,6 +27,7 @@ from torch.utils.data import Dataset
 from fastvit.data.bad_images import BadImageLog
 from fastvit.errors import ConfigError, FastVitError
 from fastvit.files import atomic_write_text, write_json
+from fastvit.openmp_wait import describe as describe_openmp_wait
 from fastvit.run.compiling import compile_model
 from fastvit.run.compiling import describe as describe_compile
 from fastvit.run.device import default_workers, make_scaler, process_settings, resolve_amp
@@ -190,7 +191,7 @@ def _train(task: str, recipe: Any, settings: RunSettings,
     amp = str(amp_dtype).replace("torch.", "") if amp_dtype else "none"
     for line in [*spec.header, *data_lines,
                  f"  run: {total} steps ({steps_per_epoch} per epoch), device {env.device} "
-                 f"({torch.get_num_threads()} CPU threads), amp {amp}, "
+                 f"({torch.get_num_threads()} CPU threads, {describe_openmp_wait()}), amp {amp}, "
                  f"{'channels_last' if spec.channels_last else 'contiguous'}, "
                  f"{describe_compile(settings.compiled, env.device)}, {workers} DataLoader "
                  f"worker(s)"]:

@@ -292,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--signals")
     parser.add_argument("--out", default="outputs/neighbours")
     args = parser.parse_args(argv)
+    if args.role != "main":
+        # before torch, as in the fastvit command: its OpenMP wait setting must come first
+        import fastvit  # noqa: F401
     if args.role == "train":
         print(json.dumps(train_role(args)))
         return 0

@@ -9,13 +9,15 @@ futex wake-up); ``GOMP_SPINCOUNT=N`` spins N iterations (~N/100 microseconds) fi
 For each policy this measures, with ``--threads`` threads per process and interleaved
 repeats (medians):
 
-* training alone (fastvit_t8 64x64 batch 32, images/s) and eager batch-1 inference alone
-  (fastvit_t8 fused 64x64, inferences/s): what a dedicated machine gets;
-* training beside the eager inference loop, and training beside a second training
-  (both processes under the policy): what a shared machine keeps.
+* training alone (fastvit_t8 64x64 batch 32, images/s) and batch-1 inference alone
+  (fastvit_t8 fused 64x64, inferences/s; eager, or the runtime ``--neighbour`` names):
+  what a dedicated machine gets;
+* training beside that inference loop, and training beside a second training (every
+  process under the policy): what a shared machine keeps.
 
     python benchmarks/openmp_wait.py
     python benchmarks/openmp_wait.py --policies passive passive+spin:1000 --repeats 5
+    python benchmarks/openmp_wait.py --neighbour onnx --policies passive passive+spin:1000
 
 The processes are those of ``benchmarks/neighbours.py``.
 """
@@ -73,7 +75,7 @@ def train_beside_train(threads: int, args: argparse.Namespace, spin: bool,
 
 def measure(policy: str, args: argparse.Namespace) -> dict:
     env, spin = policy_environment(policy)
-    pair = neighbours.measure("eager", spin, args.threads, args, env)
+    pair = neighbours.measure(args.neighbour, spin, args.threads, args, env)
     return {**pair, "train_beside_train": train_beside_train(args.threads, args, spin, env)}
 
 
@@ -82,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--policies", nargs="+",
                         default=["default", "passive", "passive+spin:300",
                                  "passive+spin:1000", "spin:10000"])
+    parser.add_argument("--neighbour", default="eager",
+                        help="the inference loop beside training: eager, onnx, openvino, ...")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--steps", type=int, default=15, help="timed training steps")
     parser.add_argument("--infer-seconds", type=float, default=6.0)
@@ -103,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{cpu_name()} ({os.cpu_count()} CPUs; {isa_summary()}), {args.threads} threads "
              f"per process, medians of {args.repeats} interleaved repeats, "
              f"{time.strftime('%Y-%m-%d')}.", "",
-             "| policy | training alone img/s | eager inference alone /s | training beside "
+             f"| policy | training alone img/s | {args.neighbour} inference alone /s | "
+             "training beside "
              "inference (kept) | inference beside training (kept) | training beside "
              "training (kept) |", "|---|---|---|---|---|---|"]
     for r in rows:

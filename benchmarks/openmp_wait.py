@@ -37,28 +37,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import neighbours  # noqa: E402  (a sibling script, not a package)
 
-
-def policy_env(policy: str) -> tuple[dict[str, str], bool]:
-    """Environment for ``policy`` and whether fastvit's own PASSIVE default must stay off
-    (``FASTVIT_SPIN=1``: fastvit then leaves the libgomp settings alone)."""
-    if policy == "default":
-        return {}, True
-    if policy == "passive":
-        return {"OMP_WAIT_POLICY": "PASSIVE"}, False
-    if policy.startswith("spin:"):
-        return {"GOMP_SPINCOUNT": policy.split(":", 1)[1]}, True
-    if policy.startswith("passive+spin:"):
-        return {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": policy.split(":", 1)[1]}, False
-    raise SystemExit(f"unknown policy {policy!r}: default, passive, spin:N or passive+spin:N")
+from fastvit.openmp_wait import OPENMP_WAIT  # noqa: E402
 
 
 def policy_environment(policy: str) -> tuple[dict[str, str], bool]:
     """The children's environment under ``policy`` (the shell's own OpenMP wait settings
-    dropped) and their FASTVIT_SPIN."""
-    extra, spin = policy_env(policy)
-    env = {k: v for k, v in neighbours.BASE_ENV.items()
-           if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    return {**env, **extra}, spin
+    dropped) and their FASTVIT_SPIN (on where fastvit must leave libgomp's settings alone)."""
+    env = {k: v for k, v in neighbours.BASE_ENV.items() if k not in OPENMP_WAIT}
+    name, _, count = policy.partition(":")
+    if policy in ("default", "passive") or name in ("spin", "passive+spin"):
+        if name.startswith("passive"):
+            env["OMP_WAIT_POLICY"] = "PASSIVE"
+        if count:
+            env["GOMP_SPINCOUNT"] = count
+        return env, not name.startswith("passive")
+    raise SystemExit(f"unknown policy {policy!r}: default, passive, spin:N or passive+spin:N")
 
 
 def train_beside_train(threads: int, args: argparse.Namespace, spin: bool,
